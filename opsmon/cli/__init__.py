@@ -1,0 +1,21 @@
+"""The ``opsmon`` command line: it only wires the rooms (streams, models, sinks, deploy) together."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="opsmon: live operations boards and alerts from your devices, tills and web shop.",
+                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+eval_app = typer.Typer(help="Evaluate the stream's models offline (same classes as the stream).",
+                       no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+# Sub-command groups, one module each (registered below).
+from opsmon.cli import stack as _stack  # noqa: E402
+
+app.add_typer(_stack.app, name="stack")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,101 @@
+"""All of opsmon's settings in one place: environment variables with the ``OPSMON_`` prefix."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """opsmon configuration; every field can be set as ``OPSMON_<FIELD>`` (case-insensitive).
+
+    Secrets (``*_password``, ``*_token``) can also be read from a file named by
+    ``OPSMON_<FIELD>_FILE``, so they never need to sit in the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OPSMON_", env_file=".env", extra="ignore")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_partitions: int = 4
+    kafka_replication: int = 1
+
+    # --- topics -------------------------------------------------------------------------------
+    topic_iot: str = "iot.readings"
+    topic_pos: str = "pos.transactions"
+    topic_web: str = "web.events"
+    topic_alerts: str = "alerts"
+    topic_feedback: str = "feedback"
+    dlq_suffix: str = ".dlq"
+
+    # --- windows ------------------------------------------------------------------------------
+    window_seconds: int = 60
+    # Events may arrive this late and still land in their window before it is first written.
+    grace_seconds: int = 10
+    # After that, a late event still corrects its window (rewritten in place) for this long.
+    late_retention_seconds: int = 3600
+    # With no events at all, windows close after this much wall-clock idleness.
+    idle_close_seconds: float = 5.0
+
+    # --- InfluxDB (v2 write API; InfluxDB 2.x/3.x in production) --------------------------------
+    influx_url: str = "http://127.0.0.1:18428"
+    influx_token: SecretStr = SecretStr("opsmon-dev-token")
+    influx_org: str = "opsmon"
+    influx_bucket: str = "opsmon"
+    influx_batch_lines: int = 5000
+    influx_flush_seconds: float = 0.5
+    influx_max_retry_seconds: float = 300.0
+
+    # --- worker -------------------------------------------------------------------------------
+    app_id: str = "opsmon"
+    worker_web_port: int = 6066
+    data_dir: Path = Path(".opsmon")
+    log_level: str = "info"
+
+    # --- local stack ports --------------------------------------------------------------------
+    stack_kafka_port: int = 19092
+    stack_kafka_controller_port: int = 19093
+    stack_victoria_port: int = 18428
+    stack_influxdb_port: int = 18086
+    stack_alertmanager_port: int = 19193
+    stack_mosquitto_port: int = 11883
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, values: dict) -> dict:
+        """Fill ``*_password`` / ``*_token`` from ``OPSMON_<FIELD>_FILE`` when set."""
+        import os
+
+        for name in ("kafka_sasl_password", "influx_token"):
+            path = os.environ.get(f"OPSMON_{name.upper()}_FILE")
+            if path and not values.get(name):
+                values[name] = Path(path).read_text().strip()
+        return values
+
+    @cached_property
+    def dlq_topics(self) -> dict[str, str]:
+        """Dead-letter topic for each source topic."""
+        return {t: t + self.dlq_suffix for t in (self.topic_iot, self.topic_pos, self.topic_web)}
+
+    def kafka_client_config(self) -> dict:
+        """Connection settings in kafka-python's vocabulary (also accepted by aiokafka)."""
+        cfg: dict = {"bootstrap_servers": self.kafka_bootstrap.split(","),
+                     "security_protocol": self.kafka_security_protocol}
+        if self.kafka_security_protocol.startswith("SASL"):
+            cfg.update(
+                sasl_mechanism=self.kafka_sasl_mechanism,
+                sasl_plain_username=self.kafka_sasl_username,
+                sasl_plain_password=self.kafka_sasl_password.get_secret_value()
+                if self.kafka_sasl_password else None,
+            )
+        if self.kafka_ssl_cafile:
+            cfg["ssl_cafile"] = str(self.kafka_ssl_cafile)
+        return cfg
