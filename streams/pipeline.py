@@ -1,0 +1,211 @@
+"""From a batch of raw Kafka records to points, dead letters and state changes, with no I/O.
+
+The agent hands each batch here, writes the returned lines to the sink, waits for the acknowledgement,
+then changelogs the touched entity states; only after that does Faust ack the offsets. Replay after a
+crash is idempotent: every entity state remembers the last offset folded into it, and points carry event
+timestamps, so a re-processed event overwrites instead of double-counting.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinks.lineproto import line
+from streams.schemas import InvalidEvent, IotReading, PosTransaction, WebEvent, decode
+from streams.windows import Aggregate, EntityWindows, PosAggregate, WebAggregate
+
+MAX_REMEMBERED_TXNS = 50_000
+
+
+@dataclass(slots=True)
+class Record:
+    """One message as consumed from Kafka."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected message and why."""
+
+    record: Record
+    kind: str
+    reason: str
+
+
+@dataclass
+class EntityState:
+    """Everything opsmon remembers about one device, store or site (one Faust table value)."""
+
+    partition: int
+    offset: int = -1  # last source offset folded in; older ones are replays
+    last_ts: float = 0.0  # event time of the newest event
+    windows: EntityWindows = field(default_factory=EntityWindows)
+    txns: dict[str, float] = field(default_factory=dict)  # POS: recent transaction ids -> event time
+    models: dict[str, Any] = field(default_factory=dict)  # per-metric model state
+
+
+@dataclass
+class Output:
+    """What one batch (or one idle tick) produced."""
+
+    lines: list[str] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    changed: set[str] = field(default_factory=set)  # entities whose state must be changelogged
+    counts: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Window size and lateness policy, in seconds."""
+
+    size: int = 60
+    grace: float = 10.0
+    late_retention: float = 3600.0
+    idle_close: float = 5.0
+
+
+Observer = Callable[[str, EntityState, float, dict[str, float], Output], None]
+
+
+class SourcePipeline:
+    """Decode, validate, de-duplicate and aggregate the events of one source topic.
+
+    ``states`` is any mutable mapping from entity to :class:`EntityState`: a dict in tests, the Faust
+    table's store in the worker. ``observers`` are called for every value that should be scored
+    (``observer(entity, state, ts, values, out)``), which is how the models join in.
+    """
+
+    def __init__(self, source: str, states: MutableMapping[str, EntityState],
+                 windows: WindowConfig = WindowConfig(), observers: list[Observer] | None = None) -> None:
+        self.source = source
+        self.states = states
+        self.cfg = windows
+        self.observers = observers or []
+        self.watermarks: dict[int, float] = {}  # partition -> max event time seen
+        self.last_arrival: dict[int, float] = {}  # partition -> wall clock of last record
+        self.idle_flushed: set[int] = set()
+        self.totals: Counter = Counter()
+        self._fold = {"iot": self._fold_iot, "pos": self._fold_pos, "web": self._fold_web}[source]
+        self._factory: Callable[[], Aggregate] | None = {"pos": PosAggregate, "web": WebAggregate}.get(source)
+
+    # ------------------------------------------------------------------ batches
+    def process(self, records: list[Record], now: float) -> Output:
+        """Fold a batch of records in and return what to write, dead-letter and changelog."""
+        out = Output()
+        touched: set[int] = set()
+        for rec in records:
+            touched.add(rec.partition)
+            self.last_arrival[rec.partition] = now
+            self.idle_flushed.discard(rec.partition)
+            try:
+                ev = decode(self.source, rec.value, now)
+            except InvalidEvent as exc:
+                out.dead.append(DeadLetter(rec, exc.kind, str(exc)))
+                out.counts["dead_lettered"] += 1
+                continue
+            entity = ev.entity
+            state = self.states.get(entity)
+            if state is None:
+                state = EntityState(partition=rec.partition)
+                self.states[entity] = state
+            if rec.offset <= state.offset and rec.partition == state.partition:
+                out.counts["replayed"] += 1  # already folded in before a restart
+                continue
+            ts = ev.ts
+            wm = self.watermarks.get(rec.partition, 0.0)
+            if self._factory is not None and ts + self.cfg.late_retention < wm - self.cfg.size:
+                out.dead.append(DeadLetter(rec, "late", f"late: event time is {wm - ts:.0f}s behind the "
+                                           f"stream, beyond the {self.cfg.late_retention:.0f}s correction period"))
+                out.counts["dead_lettered"] += 1
+                continue
+            reason = self._fold(entity, state, ev, out)
+            if reason is not None:
+                out.dead.append(DeadLetter(rec, "duplicate", reason))
+                out.counts["dead_lettered"] += 1
+                continue
+            if ts < wm - self.cfg.grace:
+                out.counts["late"] += 1
+            state.offset = rec.offset
+            state.last_ts = max(state.last_ts, ts)
+            out.changed.add(entity)
+            out.counts["events"] += 1
+            if ts > wm:
+                self.watermarks[rec.partition] = ts
+        if self._factory is not None:
+            self._emit(out, partitions=touched, flush_all=False)
+        self.totals.update(out.counts)
+        return out
+
+    def tick(self, now: float) -> Output:
+        """Emit windows of partitions idle for ``idle_close`` seconds, so quiet periods still show up."""
+        out = Output()
+        idle = {p for p, t in self.last_arrival.items()
+                if now - t >= self.cfg.idle_close and p not in self.idle_flushed}
+        if idle and self._factory is not None:
+            self._emit(out, partitions=idle, flush_all=True)
+        self.idle_flushed |= idle
+        self.totals.update(out.counts)
+        return out
+
+    # ------------------------------------------------------------------ per source
+    def _fold_iot(self, entity: str, state: EntityState, ev: IotReading, out: Output) -> None:
+        ts = ev.ts
+        out.lines.append(line("iot_reading", {"site": ev.site, "device": ev.device},
+                              ev.measurements, int(round(ts * 1000))))
+        for observe in self.observers:
+            observe(entity, state, ts, ev.measurements, out)
+
+    def _fold_pos(self, entity: str, state: EntityState, ev: PosTransaction, out: Output) -> str | None:
+        if ev.txn_id in state.txns:
+            return f"duplicate: transaction {ev.txn_id} was already accepted for store {ev.store}"
+        state.txns[ev.txn_id] = ev.ts
+        if len(state.txns) > MAX_REMEMBERED_TXNS:
+            cutoff = sorted(state.txns.values())[len(state.txns) // 2]
+            state.txns = {k: t for k, t in state.txns.items() if t > cutoff}
+        state.windows.for_time(ev.ts, self.cfg.size, PosAggregate).add(ev)
+        return None
+
+    def _fold_web(self, entity: str, state: EntityState, ev: WebEvent, out: Output) -> None:
+        state.windows.for_time(ev.ts, self.cfg.size, WebAggregate).add(ev)
+
+    # ------------------------------------------------------------------ windows
+    def _emit(self, out: Output, partitions: set[int], flush_all: bool) -> None:
+        cfg = self.cfg
+        for entity, state in self.states.items():
+            if state.partition not in partitions or not state.windows.windows:
+                continue
+            wm = self.watermarks.get(state.partition, 0.0)
+            due = list(state.windows.due(wm, cfg.size, cfg.grace, flush_all))
+            for start in due:
+                agg = state.windows.windows[start]
+                fields = agg.fields()
+                self._window_lines(entity, start, agg, fields, out)
+                state.windows.dirty.discard(start)
+                out.counts["windows_written"] += 1
+                for observe in self.observers:
+                    observe(entity, state, float(start), fields, out)
+            dropped = state.windows.expire(wm, cfg.size, cfg.late_retention)
+            if due or dropped:
+                out.changed.add(entity)
+            if self.source == "pos" and dropped:
+                horizon = wm - cfg.late_retention - cfg.size
+                state.txns = {k: t for k, t in state.txns.items() if t >= horizon}
+
+    def _window_lines(self, entity: str, start: int, agg: Aggregate, fields: dict[str, float],
+                      out: Output) -> None:
+        ts_ms = start * 1000
+        if self.source == "pos":
+            out.lines.append(line("pos_window", {"store": entity}, fields, ts_ms))
+            assert isinstance(agg, PosAggregate)
+            for sku, (qty, revenue) in agg.skus.items():
+                out.lines.append(line("pos_sku_window", {"store": entity, "sku": sku},
+                                      {"quantity": round(qty, 6), "revenue": round(revenue, 6)}, ts_ms))
+        else:
+            out.lines.append(line("web_window", {"site": entity}, fields, ts_ms))

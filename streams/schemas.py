@@ -1,0 +1,228 @@
+"""Event schemas for the three sources, versioned and validated in one place.
+
+JSON on the wire. Every event carries ``v`` (schema version) and ``time`` (RFC 3339 with a zone).
+``decode(source, raw)`` either returns a typed event or raises :class:`InvalidEvent` whose message is
+the one-line reason that goes with the original bytes to the dead-letter topic.
+
+>>> ev = decode("iot", b'{"v":1,"site":"s1","device":"d1","time":"2026-01-01T00:00:00Z",'
+...                    b'"measurements":{"temperature":21.5}}')
+>>> ev.device, ev.measurements["temperature"], ev.ts
+('d1', 21.5, 1767225600.0)
+>>> decode("iot", b'{"v":1}')
+Traceback (most recent call last):
+...
+streams.schemas.InvalidEvent: schema: Object missing required field `time`
+"""
+
+from __future__ import annotations
+
+import math
+import time as _time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MAX_EVENT_BYTES = 64 * 1024
+# Accept backfills of old data, but nothing before this (almost surely a unit mistake).
+MIN_EVENT_TS = datetime(2000, 1, 1).timestamp()
+# Clocks drift; anything further ahead than this would wrongly close every open window.
+MAX_FUTURE_SECONDS = 300.0
+MAX_ABS_VALUE = 1e15
+MAX_NAME = 128
+
+
+class InvalidEvent(ValueError):
+    """An event that cannot be accepted; ``str(exc)`` is the reason for the dead-letter topic."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+
+
+class _Event(msgspec.Struct, forbid_unknown_fields=False, kw_only=True):
+    v: int
+    time: datetime
+
+    @property
+    def ts(self) -> float:
+        """Event time as Unix seconds."""
+        return self.time.timestamp()
+
+
+class IotReading(_Event, kw_only=True):
+    """One reading of one or more named numeric measurements from a device."""
+
+    site: str
+    device: str
+    measurements: dict[str, float]
+    units: dict[str, str] | None = None
+    firmware: str | None = None
+
+    @property
+    def entity(self) -> str:
+        """``site/device``."""
+        return f"{self.site}/{self.device}"
+
+
+class PosLine(msgspec.Struct):
+    """One line of a till receipt."""
+
+    sku: str
+    qty: float
+    unit_price: float
+
+
+class PosTransaction(_Event, kw_only=True):
+    """A sale, refund or void at a till."""
+
+    store: str
+    register: str
+    txn_id: str
+    kind: Literal["sale", "refund", "void"]
+    payment: Literal["card", "cash", "mobile", "voucher", "other"]
+    lines: list[PosLine]
+    total: float
+    discount: float = 0.0
+
+    @property
+    def entity(self) -> str:
+        """The store."""
+        return self.store
+
+
+class WebEvent(_Event, kw_only=True):
+    """One event from the web shop."""
+
+    site: str
+    session: str
+    type: Literal["page_view", "add_to_cart", "checkout", "purchase", "error"]
+    path: str
+    status: int
+    latency_ms: float
+
+    @property
+    def entity(self) -> str:
+        """The site."""
+        return self.site
+
+
+Event = IotReading | PosTransaction | WebEvent
+SOURCES: tuple[str, ...] = ("iot", "pos", "web")
+
+
+def _finite(name: str, x: float) -> None:
+    if not math.isfinite(x):
+        raise InvalidEvent("value", f"{name} is not a finite number")
+    if abs(x) > MAX_ABS_VALUE:
+        raise InvalidEvent("value", f"{name}={x!r} is out of range (|x| > {MAX_ABS_VALUE:g})")
+
+
+def _name(field: str, s: str) -> None:
+    if not s or len(s) > MAX_NAME or not s.isprintable():
+        raise InvalidEvent("value", f"{field} must be 1-{MAX_NAME} printable characters")
+
+
+def _check_iot(ev: IotReading) -> None:
+    _name("site", ev.site)
+    _name("device", ev.device)
+    if not ev.measurements:
+        raise InvalidEvent("value", "measurements is empty")
+    for k, x in ev.measurements.items():
+        _name("measurement name", k)
+        _finite(f"measurements.{k}", x)
+
+
+def _check_pos(ev: PosTransaction) -> None:
+    _name("store", ev.store)
+    _name("register", ev.register)
+    _name("txn_id", ev.txn_id)
+    _finite("total", ev.total)
+    _finite("discount", ev.discount)
+    if ev.kind != "void" and not ev.lines:
+        raise InvalidEvent("value", f"a {ev.kind} needs at least one line")
+    expected = -ev.discount
+    for i, line in enumerate(ev.lines):
+        _name(f"lines[{i}].sku", line.sku)
+        _finite(f"lines[{i}].qty", line.qty)
+        _finite(f"lines[{i}].unit_price", line.unit_price)
+        if line.qty <= 0 or line.unit_price < 0:
+            raise InvalidEvent("value", f"lines[{i}] needs qty > 0 and unit_price >= 0")
+        expected += line.qty * line.unit_price
+    if ev.kind != "void" and abs(expected - ev.total) > 0.005 * (1 + len(ev.lines)):
+        raise InvalidEvent("value", f"total {ev.total:.2f} does not match lines - discount ({expected:.2f})")
+
+
+def _check_web(ev: WebEvent) -> None:
+    _name("site", ev.site)
+    _name("session", ev.session)
+    if len(ev.path) > 2048:
+        raise InvalidEvent("value", "path is longer than 2048 characters")
+    if not 100 <= ev.status <= 599:
+        raise InvalidEvent("value", f"status {ev.status} is not an HTTP status")
+    _finite("latency_ms", ev.latency_ms)
+    if ev.latency_ms < 0:
+        raise InvalidEvent("value", "latency_ms is negative")
+
+
+_TYPES: dict[str, tuple[type[_Event], Callable]] = {
+    "iot": (IotReading, _check_iot),
+    "pos": (PosTransaction, _check_pos),
+    "web": (WebEvent, _check_web),
+}
+_DECODERS = {src: msgspec.json.Decoder(typ) for src, (typ, _) in _TYPES.items()}
+
+
+class _VersionOnly(msgspec.Struct):
+    v: int = 0
+
+
+_VERSION_PROBE = msgspec.json.Decoder(_VersionOnly)
+
+
+def _unsupported_version(raw: bytes) -> InvalidEvent | None:
+    """A clear version error for a message of another schema version (else None)."""
+    try:
+        v = _VERSION_PROBE.decode(raw).v
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if v in SUPPORTED_VERSIONS:
+        return None
+    return InvalidEvent("version", f"schema version {v} is not supported (supported: "
+                        f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
+
+
+def decode(source: str, raw: bytes, now: float | None = None) -> Event:
+    """Decode and validate one message of ``source`` ("iot", "pos" or "web")."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("size", f"{len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
+    typ, check = _TYPES[source]
+    try:
+        ev = _DECODERS[source].decode(raw)
+    except msgspec.ValidationError as exc:
+        raise _unsupported_version(raw) or InvalidEvent("schema", str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise InvalidEvent("json", str(exc)) from None
+    if ev.v not in SUPPORTED_VERSIONS:
+        raise _unsupported_version(raw) or InvalidEvent("version", f"schema version {ev.v} unsupported")
+    if ev.time.tzinfo is None:
+        raise InvalidEvent("time", "time has no time zone")
+    ts = ev.ts
+    now = _time.time() if now is None else now
+    if ts < MIN_EVENT_TS:
+        raise InvalidEvent("time", f"time {ev.time.isoformat()} is before 2000")
+    if ts > now + MAX_FUTURE_SECONDS:
+        raise InvalidEvent("time", f"time {ev.time.isoformat()} is more than {MAX_FUTURE_SECONDS:.0f}s ahead")
+    check(ev)
+    return ev
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode(event: Event) -> bytes:
+    """Encode an event as wire JSON."""
+    return _ENCODER.encode(event)
