@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -43,10 +44,8 @@ def create_topics(settings: Settings) -> list[str]:
                         topic_configs={"retention.ms": str(s.retention_ms)} if s.retention_ms else {})
                for s in all_topics(settings) if s.name not in existing]
         if new:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # raced with another creator: fine
                 admin.create_topics(new)
-            except TopicAlreadyExistsError:  # raced with another creator: fine
-                pass
         return [t.name for t in new]
     finally:
         admin.close()
