@@ -11,9 +11,14 @@ eval_app = typer.Typer(help="Evaluate the stream's models offline (same classes 
 app.add_typer(eval_app, name="eval")
 
 # Sub-command groups, one module each (registered below).
+from opsmon.cli import run as _run  # noqa: E402
 from opsmon.cli import stack as _stack  # noqa: E402
 
 app.add_typer(_stack.app, name="stack")
+app.add_typer(_run.topics_app, name="topics")
+app.command()(_run.worker)
+app.command()(_run.simulate)
+app.command()(_run.demo)
 
 
 def main() -> None:

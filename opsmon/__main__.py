@@ -1,0 +1,5 @@
+"""``python -m opsmon``: the same as the ``opsmon`` command."""
+
+from opsmon.cli import main
+
+main()
