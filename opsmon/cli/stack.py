@@ -1,0 +1,76 @@
+"""``opsmon stack``: start, stop and inspect the local stack (deploy/stack.py) from the shell."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deploy.stack import DEFAULT_SERVICES, SERVICES, Stack, StackError
+from opsmon.settings import Settings
+
+app = typer.Typer(help="The local stack: Kafka, victoria-metrics, InfluxDB 1.6, Alertmanager, Mosquitto.",
+                  no_args_is_help=True)
+_console = Console()
+
+
+def _stack() -> Stack:
+    return Stack(Settings())
+
+
+def _print_status(stack: Stack) -> bool:
+    table = Table(title=f"stack at {stack.root}")
+    for column in ("service", "running", "healthy", "pid", "endpoint"):
+        table.add_column(column)
+    statuses = stack.status()
+    for st in statuses.values():
+        table.add_row(st.name, _yes(st.running), _yes(st.healthy), str(st.pid or "-"), st.endpoint)
+    _console.print(table)
+    return all(st.healthy for st in statuses.values() if st.running)
+
+
+def _fail(what: str, exc: StackError) -> None:
+    _console.print(f"[red]{what}:[/]")
+    _console.print(str(exc), markup=False, highlight=False)  # log tails may contain [brackets]
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/]" if flag else "[red]no[/]"
+
+
+@app.command()
+def up(services: Annotated[list[str] | None, typer.Argument(
+        help=f"Any of {', '.join(SERVICES)} (default: {', '.join(DEFAULT_SERVICES)}).")] = None) -> None:
+    """Start services that are not running and wait until they are healthy."""
+    stack = _stack()
+    started_at = time.monotonic()
+    try:
+        started = stack.up(services or None)
+    except StackError as exc:
+        _fail("stack up failed", exc)
+        raise typer.Exit(1) from exc
+    took = time.monotonic() - started_at
+    _console.print(f"started: {', '.join(started) or 'nothing (already running)'} in {took:.1f} s")
+    _print_status(stack)
+
+
+@app.command()
+def down(wipe: Annotated[bool, typer.Option("--wipe", help="Also delete all data and logs.")] = False) -> None:
+    """Stop every service of the stack (data is kept unless --wipe)."""
+    stack = _stack()
+    try:
+        stack.down(wipe=wipe)
+    except StackError as exc:
+        _fail("stack down failed", exc)
+        raise typer.Exit(1) from exc
+    _console.print(f"stopped{' and wiped' if wipe else ''}: {stack.root}")
+
+
+@app.command()
+def status() -> None:
+    """Show which services run and answer their health checks (exit 1 if a running one is unhealthy)."""
+    if not _print_status(_stack()):
+        raise typer.Exit(1)
