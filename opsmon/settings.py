@@ -85,6 +85,17 @@ class Settings(BaseSettings):
         """Dead-letter topic for each source topic."""
         return {t: t + self.dlq_suffix for t in (self.topic_iot, self.topic_pos, self.topic_web)}
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``OPSMON_*`` environment variables, for a child process."""
+        env = {}
+        for name, value in self.model_dump().items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"OPSMON_{name.upper()}"] = str(value)
+        return env
+
     def kafka_client_config(self) -> dict:
         """Connection settings in kafka-python's vocabulary (also accepted by aiokafka)."""
         cfg: dict = {"bootstrap_servers": self.kafka_bootstrap.split(","),

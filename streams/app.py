@@ -76,6 +76,7 @@ def faust_broker_options(settings: Settings) -> dict:
 def create_app(settings: Settings, sink: InfluxWriter | None = None,
                clock: Callable[[], float] = time.time) -> faust.App:
     """Build the worker's Faust app with its topics, tables, agents, timers and web routes."""
+    (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         **faust_broker_options(settings),
@@ -138,7 +139,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         return self.json(body)
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(app: faust.App, revoked: set) -> None:  # noqa: ARG001
+    async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ARG001
         # Another worker owns these partitions now; drop our copy of their state.
         for source, topic_name in source_topics(settings).items():
             gone = {tp.partition for tp in revoked if tp.topic == topic_name}
