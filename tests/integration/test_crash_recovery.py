@@ -25,7 +25,8 @@ def _produce(settings: Settings, t0: float, rate: float) -> None:
                 pub.send_raw("pos", store, raw(pos(t0 + i * 0.6, f"txn-{i}", store=store, lines=(("X", 1, 1.0),))))
             if i < N_READINGS:
                 dev = f"dev-{i % 10}"
-                pub.send_raw("iot", f"crash-site/{dev}", raw(iot(t0 + i * 0.6, "crash-site", dev, temperature=float(i))))
+                reading = iot(t0 + i * 0.6, "crash-site", dev, temperature=float(i))
+                pub.send_raw("iot", f"crash-site/{dev}", raw(reading))
             if i % 100 == 99:
                 pub.flush()
                 time.sleep(100 / rate)
