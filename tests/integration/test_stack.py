@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -17,6 +19,7 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from kafka import KafkaConsumer, KafkaProducer
 
+from deploy.kafka import lib_dir
 from deploy.stack import SERVICES, Stack, StackError
 from opsmon.settings import Settings
 
@@ -45,8 +48,6 @@ def _victoria_export(base: str, selector: str) -> list[dict]:
         http.get("/internal/force_flush").raise_for_status()
         resp = http.get("/api/v1/export", params={"match[]": selector, "start": "0"})
         resp.raise_for_status()
-        import json
-
         return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
 
 
@@ -210,3 +211,9 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_install_script_and_python_agree_on_the_kafka_jar_cache() -> None:
+    script = Path(__file__).parents[2] / "deploy" / "install-system-deps.sh"
+    out = subprocess.run(["bash", str(script), "--print-kafka-lib"], capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()) == lib_dir()
