@@ -1,23 +1,33 @@
 """How each Debian-packaged service of the local stack is configured, started and probed.
 
-Victoria-metrics stands in for InfluxDB 2.x/3.x as the write target (``influx_url``): it accepts
-InfluxDB line protocol on ``/write`` and ``/api/v2/write`` and is queried with PromQL/MetricsQL or
-``/api/v1/export``. How it maps line protocol (this is version 1.79, flags as set below):
+Victoria-metrics (1.79) stands in for InfluxDB 2.x/3.x as the write target (``influx_url``): it
+accepts InfluxDB line protocol on ``/write`` and ``/api/v2/write`` and is read back with
+``/api/v1/export`` or PromQL (``/api/v1/query``). Verified mapping, with the flags set below:
 
-* metric name = ``{measurement}_{field}`` for every field, even when a line has a single field
-  (``-influxSkipSingleField`` is off, ``-influxMeasurementFieldSeparator`` is the default ``_``);
-  ``cpu,host=a usage=1,idle=2`` gives ``cpu_usage{host="a"}`` and ``cpu_idle{host="a"}``.
-* tags become labels. ``/write?db=X`` adds the label ``db="X"``; ``/api/v2/write?bucket=X`` (what
-  influxdb-client sends) adds no label in this version, so bucket and org are dropped.
-* only numbers are kept: string fields are dropped, booleans become 0/1.
-* timestamps are stored in milliseconds (finer precision is truncated); ``/api/v1/export`` returns
-  them as Unix milliseconds, queries take seconds (``time=`` / ``start=`` as Unix seconds or RFC 3339).
-* rewriting a point (same series and millisecond) keeps one sample thanks to ``-dedup.minScrapeInterval``.
-* ``-retentionPeriod=100y`` keeps replayed historical data (the default one month would silently drop
-  older points); points more than ~2 days in the future are still dropped.
-* ``-search.latencyOffset=0s`` and ``-search.disableCache``: a point is visible to queries once
-  ingested (within about a second, or at once after ``GET /internal/force_flush``).
+* metric name = ``{measurement}_{field}`` for every field, also when a line has one field
+  (``-influxSkipSingleField`` off, ``-influxMeasurementFieldSeparator`` the default ``_``):
+  ``cpu,host=a usage=1,idle=2i`` gives ``cpu_usage{host="a"}`` and ``cpu_idle{host="a"}``.
+* tags become labels. ``/write?db=X`` adds the label ``db="X"``; ``/api/v2/write?org=..&bucket=..``
+  (what influxdb-client sends) adds no label: org and bucket are dropped.
+* values are floats: integers lose their ``i``, booleans become 1/0, string fields are stored as 0
+  (so send no strings).
+* timestamps are kept in milliseconds, finer digits truncated: influxdb-client's default
+  nanoseconds ``ts_ns`` comes back from ``/api/v1/export`` as ``ts_ns // 1_000_000`` (Unix ms);
+  the ``precision`` argument (s, ms, us, ns) is honoured; PromQL takes ``time``/``start`` in
+  Unix seconds (fractions allowed) or RFC 3339.
+* rewriting a point (same series and millisecond) leaves one sample (``-dedup.minScrapeInterval=1ms``),
+  but NOT reliably the last written: we saw the last one win until a restart merged the parts and
+  an earlier value win after it. Re-sending the same value is safe; for "a later write corrects the
+  value" semantics, test against InfluxDB 1.6 (which overwrites), not against victoria-metrics.
+* ``-retentionPeriod=100y``: replayed historical data is kept (the default of one month drops it
+  silently); points more than 2 days in the future are still dropped, with a warning in the log.
+* visibility: a write is acknowledged before it is searchable. ``GET /internal/force_flush`` makes
+  it searchable for ``/api/v1/export`` within about 0.5 s (a new series otherwise waits up to
+  10 s for the current-hour index); ``/api/v1/query`` sees it about 0.5 s later still. Tests
+  should force_flush and poll with a deadline. ``-search.latencyOffset=0s`` and
+  ``-search.disableCache`` keep queries from hiding the last 30 s or serving stale results.
 """
+
 
 from __future__ import annotations
 
