@@ -15,6 +15,7 @@ from opsmon.settings import Settings
 app = typer.Typer(help="The local stack: Kafka, victoria-metrics, InfluxDB 1.6, Alertmanager, Mosquitto.",
                   no_args_is_help=True)
 _console = Console()
+_errors = Console(stderr=True)
 
 
 def _stack() -> Stack:
@@ -33,8 +34,9 @@ def _print_status(stack: Stack) -> bool:
 
 
 def _fail(what: str, exc: StackError) -> None:
-    _console.print(f"[red]{what}:[/]")
-    _console.print(str(exc), markup=False, highlight=False)  # log tails may contain [brackets]
+    _errors.print(f"[red]{what}:[/]")
+    # Log tails: no markup (they contain [brackets]) and no re-wrapping of their lines.
+    _errors.print(str(exc), markup=False, highlight=False, soft_wrap=True)
 
 
 def _yes(flag: bool) -> str:
