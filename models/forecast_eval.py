@@ -83,6 +83,7 @@ class Trace:
     index: list[int] = field(default_factory=list)
     actual: list[float] = field(default_factory=list)
     predicted: list[float] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
     lower: list[float] = field(default_factory=list)
     upper: list[float] = field(default_factory=list)
 
@@ -204,8 +205,8 @@ def evaluate(
     t1 = max(e for _, e in span.values())
     models = {k: new() for k in keys}
     history: dict[Key, list[float]] = {k: [] for k in keys}  # whole series, for baselines and scale
-    # Pending forecasts per key: target index -> list of (method, h, predicted, lower, upper).
-    pending: dict[Key, dict[int, list[tuple[int, int, float, float, float]]]] = {k: {} for k in keys}
+    # Pending forecasts per key: target index -> list of (method, h, predicted, lower, upper, mean).
+    pending: dict[Key, dict[int, list[tuple[int, int, float, float, float, float]]]] = {k: {} for k in keys}
     acc = {k: [[_Acc() for _ in hs] for _ in METHODS] for k in keys}
     h_pos = {h: i for i, h in enumerate(hs)}
     traced = _pick_traced(series, plots)
@@ -225,7 +226,7 @@ def evaluate(
             age = t - first  # 0-based position in the series
             due = pending[k].pop(t, ())
             if age >= warm:
-                for method, h, pred, lo, hi in due:
+                for method, h, pred, lo, hi, _ in due:
                     a = acc[k][method][h_pos[h]]
                     err = abs(y - pred)
                     a.abs_err += err
@@ -234,12 +235,13 @@ def evaluate(
                     a.covered += lo <= y <= hi
                     a.n += 1
             if k in traces:
-                for method, h, pred, lo, hi in due:
+                for method, h, pred, lo, hi, mean in due:
                     if method == 0 and h == hs[0]:
                         tr = traces[k]
                         tr.index.append(t)
                         tr.actual.append(y)
                         tr.predicted.append(pred)
+                        tr.mean.append(mean)
                         tr.lower.append(lo)
                         tr.upper.append(hi)
             model = models[k]
@@ -259,9 +261,9 @@ def evaluate(
                 lag = m * math.ceil(h / m)
                 snaive = hist[-lag + h - 1] if len(hist) >= lag else hist[0]
                 todo = slot.setdefault(target, [])
-                todo.append((0, h, f.predicted, f.lower, f.upper))
-                todo.append((1, h, snaive, math.nan, math.nan))
-                todo.append((2, h, y, math.nan, math.nan))
+                todo.append((0, h, f.predicted, f.lower, f.upper, f.mean))
+                todo.append((1, h, snaive, math.nan, math.nan, snaive))
+                todo.append((2, h, y, math.nan, math.nan, y))
         if progress is not None:
             progress(step + 1, steps)
 
@@ -269,8 +271,8 @@ def evaluate(
     scores = _aggregate(acc, scales, hs)
     sizes = sorted(len(pickle.dumps(mod)) for mod in models.values())
     for tr in traces.values():
-        del tr.index[:-plot_last], tr.actual[:-plot_last], tr.predicted[:-plot_last]
-        del tr.lower[:-plot_last], tr.upper[:-plot_last]
+        for values in (tr.index, tr.actual, tr.predicted, tr.mean, tr.lower, tr.upper):
+            del values[:-plot_last]
     return EvalResult(
         freq=freq, horizons=hs, season=m, warmup=warm, scores=scores, series=len(keys),
         series_without_scale=sum(1 for s in scales.values() if not s > 0), buckets=cost_n,
@@ -344,12 +346,13 @@ def plot_series(result: EvalResult, path: Path) -> Path:
         ax.fill_between(x, tr.lower, tr.upper, step="mid", alpha=0.25, color="tab:blue",
                         label=f"{round(100 * _coverage_nominal())}% interval")
         ax.step(x, tr.actual, where="mid", color="black", lw=1.0, label="actual")
-        ax.plot(x, tr.predicted, color="tab:blue", lw=1.4, label=f"forecast, {tr.horizon} ahead")
+        ax.plot(x, tr.predicted, color="tab:blue", lw=1.4, label=f"forecast (median), {tr.horizon} ahead")
+        ax.plot(x, tr.mean, color="tab:orange", lw=0.9, ls="--", label="expected demand (mean)")
         ax.set_title(" / ".join(tr.key) or "series", fontsize=10, loc="left")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     if traces:
-        axes[0, 0].legend(loc="upper right", fontsize=8, ncols=3)
+        axes[0, 0].legend(loc="upper left", fontsize=8, ncols=4)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -20,6 +20,10 @@ app.command()(_run.worker)
 app.command()(_run.simulate)
 app.command()(_run.demo)
 
+from opsmon.cli import eval_forecast as _eval_forecast  # noqa: E402
+
+eval_app.command("forecast")(_eval_forecast.forecast)
+
 
 def main() -> None:
     """Console-script entry point."""
