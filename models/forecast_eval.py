@@ -6,7 +6,8 @@ earlier for that bucket, then learns the bucket, then forecasts the next ``max(h
 forecast ever sees its actual. Two baselines run in the same pass: seasonal naive (``y[t+h-m*ceil(h/m)]``)
 and naive (``y[t]``).
 
-Definitions (per horizon h, method M):
+Definitions (per horizon h, method M; the forecaster's point forecast is ``Forecast.predicted``, the
+median, which is the right point for absolute errors; its ``mean`` is what stock projections add up):
 
 - A series spans its first to its last row; buckets without rows inside that span are zero sales.
 - The first ``warmup`` buckets of each series are in-sample: they are learned but not scored. Its MASE
