@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
@@ -54,6 +55,22 @@ class Settings(BaseSettings):
     influx_flush_seconds: float = 0.5
     influx_max_retry_seconds: float = 300.0
 
+    # --- models and alerts ---------------------------------------------------------------------
+    # Score at which a value is flagged: 0.5 is a one-in-a-hundred surprise for that series.
+    score_threshold: float = 0.5
+    # Opening hours per store or web site, e.g. {"store-1": "mon-sat 08:00-20:00"}; others use the default.
+    calendars: dict[str, str] = {}
+    default_calendar: str = ""  # empty: always open
+    timezone: str = "UTC"  # of the calendars
+    alertmanager_url: str | None = "http://127.0.0.1:19193"
+    alert_webhook_url: str | None = None
+    alert_resend_seconds: float = 60.0
+    incident_window_seconds: float = 600.0
+    grafana_url: str = "http://127.0.0.1:3000"
+    # Bearer token for POST /opsmon/feedback on the worker; the endpoint is off until it is set.
+    feedback_token: SecretStr | None = None
+    feedback_max_bytes: int = 4096
+
     # --- worker -------------------------------------------------------------------------------
     app_id: str = "opsmon"
     worker_web_port: int = 6066
@@ -74,7 +91,7 @@ class Settings(BaseSettings):
         """Fill ``*_password`` / ``*_token`` from ``OPSMON_<FIELD>_FILE`` when set."""
         import os
 
-        for name in ("kafka_sasl_password", "influx_token"):
+        for name in ("kafka_sasl_password", "influx_token", "feedback_token"):
             path = os.environ.get(f"OPSMON_{name.upper()}_FILE")
             if path and not values.get(name):
                 values[name] = Path(path).read_text().strip()
@@ -93,6 +110,8 @@ class Settings(BaseSettings):
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            elif isinstance(value, dict):
+                value = json.dumps(value)
             env[f"OPSMON_{name.upper()}"] = str(value)
         return env
 

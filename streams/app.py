@@ -1,27 +1,47 @@
-"""The Faust app: topics declared once, one thin agent per source, state in changelogged tables.
+"""The Faust app: topics declared once, thin agents, state in changelogged tables.
 
-Each agent takes a batch of events, lets :class:`streams.pipeline.SourcePipeline` turn it into points
-and dead letters, sends the dead letters, waits until InfluxDB has acknowledged the points, and then
-changelogs the touched entity states. Faust acks the batch's offsets only when the loop body is done,
-and flushes the producer (dead letters, changelogs) before it commits them: at-least-once, and replay
-is idempotent (see ``pipeline``).
+Source agents take a batch of events, let :class:`streams.pipeline.SourcePipeline` (with the scoring and
+demand observers) turn it into points, dead letters and alert events, then: send the dead letters and
+alert events, wait until InfluxDB has acknowledged the points, and changelog the touched states. Faust
+acks the batch's offsets only when the loop body is done, and flushes the producer (dead letters, alert
+events, changelogs) before it commits them: at-least-once, and replay is idempotent (see ``pipeline``).
+
+The alerts agent groups alert events into incidents and delivers them (Alertmanager, webhook), retrying
+while a receiver is down, so its offsets wait too. The feedback agent applies what people said about an
+alert to that series' alert policy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import faust
+import faust.web
+import msgspec
 from aiohttp import web
 
+from models.alerting import IncidentTracker
 from opsmon.settings import Settings
+from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
+from streams.calendar import calendar_lookup
+from streams.demand import Demand
 from streams.pipeline import EntityState, Output, Record, SourcePipeline, WindowConfig
+from streams.schemas import (
+    AlertEvent,
+    Feedback,
+    InvalidEvent,
+    decode_alert,
+    decode_feedback,
+    parse_alert_id,
+)
+from streams.scoring import Scoring, ScoringConfig
 from streams.topics import source_topics
 
 log = logging.getLogger("opsmon.worker")
@@ -41,7 +61,9 @@ class Runtime:
     clock: Callable[[], float]
     pipelines: dict[str, SourcePipeline] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
+    alert_sinks: list = field(default_factory=list)
+    alerts_delivered: int = 0
+    feedback_applied: int = 0
 
 
 def window_config(settings: Settings) -> WindowConfig:
@@ -54,23 +76,26 @@ def faust_broker_options(settings: Settings) -> dict:
     """Faust's broker URL and credentials from settings."""
     opts: dict = {"broker": [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")]}
     proto = settings.kafka_security_protocol
+    cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
     if proto.startswith("SASL"):
-        ssl_context = None
-        if proto == "SASL_SSL":
-            import ssl
-
-            ssl_context = ssl.create_default_context(
-                cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None)
+        password = settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None
         opts["broker_credentials"] = faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else None,
-            mechanism=settings.kafka_sasl_mechanism, ssl_context=ssl_context)
+            username=settings.kafka_sasl_username, password=password, mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=ssl.create_default_context(cafile=cafile) if proto == "SASL_SSL" else None)
     elif proto == "SSL":
-        import ssl
-
-        opts["broker_credentials"] = faust.SSLCredentials(ssl.create_default_context(
-            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None))
+        opts["broker_credentials"] = faust.SSLCredentials(ssl.create_default_context(cafile=cafile))
     return opts
+
+
+def _pickled_table(app: faust.App, name: str, partitions: int) -> faust.Table:
+    """A table whose values are pickled (River-style model state only pickles)."""
+    table = app.Table(name, default=None, partitions=partitions)
+    # Only opsmon workers write these changelogs; restrict them with Kafka ACLs in production (README,
+    # Security). Faust derives a table's serializers from its value type and fixes them in the changelog
+    # topic it builds at once, so set them and build that topic again.
+    table.key_serializer, table.value_serializer = "json", "pickle"
+    table.changelog_topic = table._new_changelog_topic()
+    return table
 
 
 def create_app(settings: Settings, sink: InfluxWriter | None = None,
@@ -102,30 +127,134 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                             settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
                             reject_file=settings.data_dir / "rejected-lines.txt")
     rt = Runtime(settings=settings, sink=sink, clock=clock)
+    if settings.alertmanager_url:
+        rt.alert_sinks.append(AlertmanagerSink(settings.alertmanager_url, resend_s=settings.alert_resend_seconds))
+    if settings.alert_webhook_url:
+        rt.alert_sinks.append(WebhookSink(settings.alert_webhook_url))
     app.opsmon = rt  # type: ignore[attr-defined]
-    wcfg = window_config(settings)
+    parts = settings.kafka_partitions
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, value_type=bytes, value_serializer="raw", key_serializer="raw", partitions=parts)
+
+    alerts_topic, feedback_topic = topic(settings.topic_alerts), topic(settings.topic_feedback)
+    tables = {src: _pickled_table(app, f"state-{src}", parts) for src in source_topics(settings)}
+    demand_table = _pickled_table(app, "demand", parts)
+    incidents = _pickled_table(app, "incidents", parts)
+    alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
+    is_open = calendar_lookup(settings)
+    scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
+                                window_size=settings.window_seconds, window_grace=settings.grace_seconds)
+
+    def pipeline(source: str) -> SourcePipeline:
+        """The source's pipeline, built on first use (table stores exist once the app runs)."""
+        p = rt.pipelines.get(source)
+        if p is None:
+            observers: list = [Scoring(source, scoring_cfg, is_open)]
+            aux = None
+            if source == "pos":
+                aux = demand_table.data
+                observers.append(Demand(aux))
+            p = rt.pipelines[source] = SourcePipeline(source, tables[source].data, window_config(settings),
+                                                      observers, aux=aux)
+        return p
+
+    async def deliver(source: str, out: Output, dlq: faust.TopicT | None) -> None:
+        """Dead letters and alert events out, points stored (acknowledged), then state changelogged."""
+        for dead in out.dead:
+            rec = dead.record
+            assert dlq is not None
+            await dlq.send(key=rec.key, value=rec.value, partition=rec.partition, headers={
+                "opsmon-reason": dead.reason.encode(), "opsmon-kind": dead.kind.encode(),
+                "opsmon-source-topic": source_topics(settings)[source].encode(),
+                "opsmon-source-partition": str(rec.partition).encode(),
+                "opsmon-source-offset": str(rec.offset).encode()})
+            log.info("dead-lettered source=%s partition=%d offset=%d reason=%r",
+                     source, rec.partition, rec.offset, dead.reason)
+        for ev in out.alerts:
+            await alerts_topic.send(key=ev.group.encode(), value=msgspec.json.encode(ev))
+            log.info("alert %s id=%s score=%.3f", ev.status, ev.id, ev.score)
+        await rt.sink.write(out.lines)
+        table = tables[source]
+        for entity in out.changed:
+            state: EntityState | None = table.data.get(entity)
+            if state is not None:
+                table.send_changelog(state.partition, entity, state)
+        for key, partition in out.aux_changed.items():
+            demand_table.send_changelog(partition, key, demand_table.data.get(key))
 
     for source, topic_name in source_topics(settings).items():
-        topic = app.topic(topic_name, value_type=bytes, value_serializer="raw", key_serializer="raw",
-                          partitions=settings.kafka_partitions)
-        dlq = app.topic(settings.dlq_topics[topic_name], value_type=bytes, value_serializer="raw",
-                        key_serializer="raw", partitions=settings.kafka_partitions)
-        table = app.Table(f"state-{source}", default=None, partitions=settings.kafka_partitions)
-        # State holds River models, which only pickle. Only opsmon workers write these changelogs;
-        # restrict them with Kafka ACLs in production (README, Security). Faust derives a table's
-        # serializers from its value type and fixes them in the changelog topic it builds at once,
-        # so set them and build that topic again.
-        table.key_serializer, table.value_serializer = "json", "pickle"
-        table.changelog_topic = table._new_changelog_topic()
         rt.locks[source] = asyncio.Lock()
-        _add_agent(app, rt, source, topic, dlq, table, wcfg)
+        _add_source_agent(app, rt, source, topic(topic_name), topic(settings.dlq_topics[topic_name]),
+                          pipeline, deliver)
 
-    @app.timer(interval=TICK_S, name="opsmon.idle-flush")
-    async def idle_flush() -> None:
-        for source, pipeline in list(rt.pipelines.items()):
+    @app.agent(alerts_topic, name="opsmon.alerts", concurrency=1)
+    async def route_alerts(stream: faust.StreamT) -> None:
+        async for raw in stream:
+            try:
+                ev = decode_alert(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                log.error("undecodable alert event skipped: %s", exc)
+                continue
+            tracker = incidents.get(ev.group) or IncidentTracker(window_s=settings.incident_window_seconds)
+            if ev.status == "firing":
+                inc = tracker.assign(ev.group, ev.id, f"{ev.metric} of {ev.entity} ({ev.kind})", ev.starts_at)
+                tracker.forget_before(ev.starts_at - 7 * 86400)
+                incidents[ev.group] = tracker
+                ev.incident, ev.first_cause = inc.id, inc.first_cause
+            else:
+                prev = alert_index.get(ev.id)
+                if prev:
+                    ev.incident, ev.first_cause = prev.get("incident", ""), prev.get("first_cause", "")
+            alert_index[ev.id] = msgspec.to_builtins(ev)
+            await _deliver_alerts(rt, [ev])
+            t = ev.starts_at if ev.status == "firing" else (ev.ends_at or ev.starts_at)
+            await rt.sink.write([line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric,
+                                                "severity": ev.severity, "state": ev.status},
+                                      {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
+                                       "open": 1.0 if ev.status == "firing" else 0.0}, int(t * 1000))])
+
+    @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
+    async def apply_feedback(stream: faust.StreamT) -> None:
+        async for raw in stream:
+            try:
+                fb = decode_feedback(raw)
+            except InvalidEvent as exc:
+                log.error("invalid feedback skipped: %s", exc)
+                continue
+            source, entity, metric, start = parse_alert_id(fb.alert_id)
             async with rt.locks[source]:
-                out = pipeline.tick(rt.clock())
-                await _deliver(rt, source, out, None, _tables[source])
+                p = pipeline(source)
+                out = Output()
+                state = p.states.get(entity)
+                sm = state.models.get("series", {}).get(metric) if state is not None else None
+                if sm is not None and fb.kind == "false_positive":
+                    was_open = sm.alerts.open_since == start
+                    sm.alerts.false_positive(fb.at, sm.alerts.peak_score if was_open else sm.alerts.open_score)
+                    if was_open and sm.last_verdict is not None:
+                        scoring = p.observers[0]
+                        scoring._alert(out, entity, metric, sm, "resolved", start, fb.at, sm.last_verdict,
+                                       note=f"marked false positive by {fb.user or 'on-call'}")
+                    out.changed.add(entity)
+                out.lines.append(line("feedback", {"entity": entity, "metric": metric, "kind": fb.kind},
+                                      {"count": 1}, int(fb.at * 1000)))
+                await deliver(source, out, None)
+                rt.feedback_applied += 1
+
+    @app.timer(interval=TICK_S, name="opsmon.tick")
+    async def tick() -> None:
+        for source in list(rt.pipelines):
+            async with rt.locks[source]:
+                out = rt.pipelines[source].tick(rt.clock())
+                await deliver(source, out, None)
+
+    @app.timer(interval=settings.alert_resend_seconds, name="opsmon.alert-resend")
+    async def resend_firing() -> None:
+        # Alertmanager resolves an alert whose endsAt passed; firing ones are re-sent before that.
+        firing = [msgspec.convert(v, AlertEvent) for v in list(alert_index.data.values())
+                  if v and v.get("status") == "firing"]
+        if firing:
+            await _deliver_alerts(rt, firing)
 
     @app.timer(interval=STATS_EVERY_S, name="opsmon.stats")
     async def write_stats() -> None:
@@ -137,59 +266,99 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
 
     @app.page("/opsmon/stats")
     async def stats(self, request: web.Request) -> web.Response:  # noqa: ARG001
-        body = {src: dict(p.totals) for src, p in rt.pipelines.items()}
+        body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
         body["sink"] = vars(rt.sink.stats)
+        body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied}
         return self.json(body)
+
+    @app.page("/opsmon/feedback")
+    class FeedbackView(faust.web.View):
+        """POST feedback on an alert (bearer token); it goes to the feedback topic."""
+
+        async def post(self, request: web.Request) -> web.Response:
+            status, body = await _feedback_request(settings, request, alert_index, feedback_topic, rt.clock)
+            return self.json(body, status=status)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ARG001
         # Another worker owns these partitions now; drop our copy of their state.
         for source, topic_name in source_topics(settings).items():
             gone = {tp.partition for tp in revoked if tp.topic == topic_name}
-            pipeline = rt.pipelines.get(source)
-            if gone and pipeline is not None:
-                for entity in [e for e, s in pipeline.states.items() if s.partition in gone]:
-                    pipeline.states.pop(entity, None)
-                for p in gone:
-                    pipeline.watermarks.pop(p, None)
-                    pipeline.last_arrival.pop(p, None)
+            p = rt.pipelines.get(source)
+            if gone and p is not None:
+                for entity in [e for e, s in p.states.items() if s.partition in gone]:
+                    p.states.pop(entity, None)
+                for part in gone:
+                    p.watermarks.pop(part, None)
+                    p.last_arrival.pop(part, None)
 
     @app.on_before_shutdown.connect
-    async def close_sink(app: faust.App, **_: object) -> None:  # noqa: ARG001
+    async def close_sinks(app: faust.App, **_: object) -> None:  # noqa: ARG001
         await rt.sink.close()
+        for s in rt.alert_sinks:
+            await s.close()
 
-    _tables = {src: app.tables[f"state-{src}"] for src in source_topics(settings)}
     return app
 
 
-def _add_agent(app: faust.App, rt: Runtime, source: str, topic: faust.TopicT, dlq: faust.TopicT,
-               table: faust.Table, wcfg: WindowConfig) -> None:
+def _add_source_agent(app: faust.App, rt: Runtime, source: str, topic: faust.TopicT, dlq: faust.TopicT,
+                      pipeline: Callable[[str], SourcePipeline], deliver: Callable) -> None:
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            pipeline = rt.pipelines.get(source)
-            if pipeline is None:
-                pipeline = rt.pipelines[source] = SourcePipeline(source, table.data, wcfg)
             records = [Record(e.message.partition, e.message.offset, e.message.key, e.value) for e in events]
             async with rt.locks[source]:
-                out = pipeline.process(records, rt.clock())
-                await _deliver(rt, source, out, dlq, table)
+                out = pipeline(source).process(records, rt.clock())
+                await deliver(source, out, dlq)
 
     app.agent(topic, name=f"opsmon.{source}", concurrency=1)(process)
 
 
-async def _deliver(rt: Runtime, source: str, out: Output, dlq: faust.TopicT | None, table: faust.Table) -> None:
-    """Dead letters out, points stored (acknowledged), then entity states changelogged."""
-    for dead in out.dead:
-        rec = dead.record
-        await dlq.send(key=rec.key, value=rec.value, partition=rec.partition, headers={
-            "opsmon-reason": dead.reason.encode(), "opsmon-kind": dead.kind.encode(),
-            "opsmon-source-topic": source_topics(rt.settings)[source].encode(),
-            "opsmon-source-partition": str(rec.partition).encode(),
-            "opsmon-source-offset": str(rec.offset).encode()})
-        log.info("dead-lettered source=%s partition=%d offset=%d reason=%r",
-                 source, rec.partition, rec.offset, dead.reason)
-    await rt.sink.write(out.lines)
-    for entity in out.changed:
-        state: EntityState | None = table.data.get(entity)
-        if state is not None:
-            table.send_changelog(state.partition, entity, state)
+async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:
+    for s in rt.alert_sinks:
+        try:
+            await s.send(events, rt.clock())
+        except DeliveryRefused as exc:
+            log.error("alert delivery refused, alert kept in the alert index and the alert measurement: %s", exc)
+    rt.alerts_delivered += len(events)
+
+
+async def _feedback_request(settings: Settings, request: web.Request, alert_index: faust.Table,
+                            feedback_topic: faust.TopicT, clock: Callable[[], float]) -> tuple[int, dict]:
+    """Validate a feedback request and queue it on the feedback topic: (HTTP status, JSON body)."""
+    if settings.feedback_token is None:
+        return 503, {"error": "feedback is disabled: set OPSMON_FEEDBACK_TOKEN on the worker"}
+    expected = f"Bearer {settings.feedback_token.get_secret_value()}"
+    if not _same(request.headers.get("Authorization", ""), expected):
+        return 401, {"error": "missing or wrong bearer token"}
+    if (request.content_length or 0) > settings.feedback_max_bytes:
+        return 413, {"error": f"body larger than {settings.feedback_max_bytes} bytes"}
+    raw = await request.content.read(settings.feedback_max_bytes + 1)
+    if len(raw) > settings.feedback_max_bytes:
+        return 413, {"error": f"body larger than {settings.feedback_max_bytes} bytes"}
+    try:
+        req = msgspec.json.decode(raw, type=_FeedbackRequest)
+        _, entity, _, _ = parse_alert_id(req.alert_id)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        return 400, {"error": f"bad request: {exc}"}
+    if alert_index.data.get(req.alert_id) is None:
+        return 404, {"error": f"unknown alert id {req.alert_id!r}"}
+    fb = Feedback(alert_id=req.alert_id, kind=req.kind, at=clock(), user=req.user[:100], note=req.note[:500])
+    await feedback_topic.send(key=entity.encode(), value=msgspec.json.encode(fb))
+    return 202, {"accepted": msgspec.to_builtins(fb)}
+
+
+class _FeedbackRequest(msgspec.Struct):
+    alert_id: str
+    kind: str
+    user: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("ack", "false_positive"):
+            raise ValueError("kind must be 'ack' or 'false_positive'")
+
+
+def _same(a: str, b: str) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a.encode(), b.encode())

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sinks.lineproto import line
 from streams.schemas import InvalidEvent, IotReading, PosTransaction, WebEvent, decode
@@ -58,6 +58,8 @@ class Output:
     lines: list[str] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)  # entities whose state must be changelogged
+    aux_changed: dict[str, int] = field(default_factory=dict)  # auxiliary state keys -> partition
+    alerts: list[Any] = field(default_factory=list)  # alert events for the alerts topic
     counts: Counter = field(default_factory=Counter)
 
 
@@ -71,21 +73,36 @@ class WindowConfig:
     idle_close: float = 5.0
 
 
-Observer = Callable[[str, EntityState, float, dict[str, float], Output], None]
+class Observer(Protocol):
+    """A model joining the stream: it sees every value to score and a periodic tick per entity."""
+
+    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output,
+                 final: bool = True) -> None:
+        """A reading, or a window's fields (``ts`` = window start).
+
+        A window is ``final`` once event time has passed its end plus the grace period; an idle flush
+        writes open windows early (not final), and a late event re-emits a window (final again: the
+        observer knows whether it saw that window already).
+        """
+
+    def on_tick(self, entity: str, state: EntityState, now: float, out: Output) -> None:
+        """Time moved on to ``now`` (event time, advanced by idle wall-clock time)."""
 
 
 class SourcePipeline:
     """Decode, validate, de-duplicate and aggregate the events of one source topic.
 
     ``states`` is any mutable mapping from entity to :class:`EntityState`: a dict in tests, the Faust
-    table's store in the worker. ``observers`` are called for every value that should be scored
-    (``observer(entity, state, ts, values, out)``), which is how the models join in.
+    table's store in the worker; ``aux`` the same for state that observers keep per sub-entity (demand per
+    store and SKU). ``observers`` see every value that should be scored, which is how the models join in.
     """
 
     def __init__(self, source: str, states: MutableMapping[str, EntityState],
-                 windows: WindowConfig = WindowConfig(), observers: list[Observer] | None = None) -> None:
+                 windows: WindowConfig = WindowConfig(), observers: list[Observer] | None = None,
+                 aux: MutableMapping[str, Any] | None = None) -> None:
         self.source = source
         self.states = states
+        self.aux: MutableMapping[str, Any] = {} if aux is None else aux
         self.cfg = windows
         self.observers = observers or []
         self.watermarks: dict[int, float] = {}  # partition -> max event time seen
@@ -144,23 +161,33 @@ class SourcePipeline:
         return out
 
     def tick(self, now: float) -> Output:
-        """Emit windows of partitions idle for ``idle_close`` seconds, so quiet periods still show up."""
+        """Emit windows of partitions idle for ``idle_close`` seconds, and let observers see time pass."""
         out = Output()
         idle = {p for p, t in self.last_arrival.items()
                 if now - t >= self.cfg.idle_close and p not in self.idle_flushed}
         if idle and self._factory is not None:
-            self._emit(out, partitions=idle, flush_all=True)
+            self._emit(out, partitions=idle, flush_all=True, now=now)
         self.idle_flushed |= idle
+        if self.observers:
+            for entity, state in list(self.states.items()):
+                if state.partition not in self.watermarks:
+                    continue  # not ours now, or nothing seen since the start
+                for obs in self.observers:
+                    obs.on_tick(entity, state, self.event_now(state.partition, now), out)
         self.totals.update(out.counts)
         return out
+
+    def event_now(self, partition: int, now: float) -> float:
+        """Event time on a partition: its watermark, advanced by wall-clock time since its last event."""
+        return self.watermarks.get(partition, 0.0) + max(0.0, now - self.last_arrival.get(partition, now))
 
     # ------------------------------------------------------------------ per source
     def _fold_iot(self, entity: str, state: EntityState, ev: IotReading, out: Output) -> None:
         ts = ev.ts
         out.lines.append(line("iot_reading", {"site": ev.site, "device": ev.device},
                               ev.measurements, int(round(ts * 1000))))
-        for observe in self.observers:
-            observe(entity, state, ts, ev.measurements, out)
+        for obs in self.observers:
+            obs.on_value(entity, state, ts, ev.measurements, out)
 
     def _fold_pos(self, entity: str, state: EntityState, ev: PosTransaction, out: Output) -> str | None:
         if ev.txn_id in state.txns:
@@ -176,21 +203,24 @@ class SourcePipeline:
         state.windows.for_time(ev.ts, self.cfg.size, WebAggregate).add(ev)
 
     # ------------------------------------------------------------------ windows
-    def _emit(self, out: Output, partitions: set[int], flush_all: bool) -> None:
+    def _emit(self, out: Output, partitions: set[int], flush_all: bool, now: float | None = None) -> None:
         cfg = self.cfg
         for entity, state in self.states.items():
             if state.partition not in partitions or not state.windows.windows:
                 continue
             wm = self.watermarks.get(state.partition, 0.0)
+            closed_by = self.event_now(state.partition, now) if now is not None else wm
             due = list(state.windows.due(wm, cfg.size, cfg.grace, flush_all))
             for start in due:
                 agg = state.windows.windows[start]
                 fields = agg.fields()
                 self._window_lines(entity, start, agg, fields, out)
                 state.windows.dirty.discard(start)
-                out.counts["windows_written"] += 1
-                for observe in self.observers:
-                    observe(entity, state, float(start), fields, out)
+                out.counts["windows_corrected" if start in state.windows.emitted else "windows_written"] += 1
+                state.windows.emitted.add(start)
+                final = start + cfg.size + cfg.grace <= closed_by
+                for obs in self.observers:
+                    obs.on_value(entity, state, float(start), fields, out, final)
             dropped = state.windows.expire(wm, cfg.size, cfg.late_retention)
             if due or dropped:
                 out.changed.add(entity)

@@ -226,3 +226,84 @@ _ENCODER = msgspec.json.Encoder()
 def encode(event: Event) -> bytes:
     """Encode an event as wire JSON."""
     return _ENCODER.encode(event)
+
+
+# --- events opsmon itself produces --------------------------------------------------------------------
+
+
+class AlertEvent(msgspec.Struct, kw_only=True):
+    """An alert opening or resolving, as written to the alerts topic (keyed by its group)."""
+
+    v: int = 1
+    id: str  # "source:entity:metric:start", stable across re-sends
+    status: Literal["firing", "resolved"]
+    severity: Literal["critical", "warning", "info"]
+    source: str
+    entity: str
+    group: str  # the place: IoT site, store, web site; alerts of one group form incidents
+    metric: str
+    kind: str  # what drove it: spike, level, shift, flat, cluster, silence
+    score: float
+    observed: float
+    expected: float
+    lower: float
+    upper: float
+    explanation: str
+    runbook: str
+    dashboard: str
+    starts_at: float
+    ends_at: float | None = None
+    note: str = ""
+    incident: str = ""
+    first_cause: str = ""
+
+
+class Feedback(msgspec.Struct, kw_only=True):
+    """What a person said about an alert, as written to the feedback topic (keyed by entity)."""
+
+    v: int = 1
+    alert_id: str
+    kind: Literal["ack", "false_positive"]
+    at: float
+    user: str = ""
+    note: str = ""
+
+
+def alert_id(source: str, entity: str, metric: str, start: float) -> str:
+    """The stable id of the alert of one series that opened at ``start``.
+
+    >>> alert_id("iot", "s1/d1", "temperature", 1767225600.0)
+    'iot:s1/d1:temperature:1767225600'
+    """
+    return f"{source}:{entity}:{metric}:{int(start)}"
+
+
+def parse_alert_id(aid: str) -> tuple[str, str, str, float]:
+    """``(source, entity, metric, start)`` of an alert id; ValueError if it is not one.
+
+    >>> parse_alert_id("pos:store-1:revenue:1767225600")
+    ('pos', 'store-1', 'revenue', 1767225600.0)
+    """
+    parts = aid.split(":")
+    if len(parts) < 4 or parts[0] not in SOURCES or not parts[-1].isdigit() or not parts[1]:
+        raise ValueError(f"not an opsmon alert id: {aid!r} (expected source:entity:metric:start)")
+    return parts[0], ":".join(parts[1:-2]), parts[-2], float(parts[-1])
+
+
+_FEEDBACK_DECODER = msgspec.json.Decoder(Feedback)
+_ALERT_DECODER = msgspec.json.Decoder(AlertEvent)
+
+
+def decode_feedback(raw: bytes) -> Feedback:
+    """Decode a feedback message; InvalidEvent with the reason otherwise."""
+    try:
+        fb = _FEEDBACK_DECODER.decode(raw)
+        parse_alert_id(fb.alert_id)
+    except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        raise InvalidEvent("feedback", str(exc)) from None
+    return fb
+
+
+def decode_alert(raw: bytes) -> AlertEvent:
+    """Decode an alert event."""
+    return _ALERT_DECODER.decode(raw)

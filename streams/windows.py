@@ -176,6 +176,7 @@ class EntityWindows:
 
     windows: dict[int, Aggregate] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)  # changed since last emitted
+    emitted: set[int] = field(default_factory=set)  # written at least once (a re-emit is a correction)
 
     def for_time(self, ts: float, size: int, factory: Callable[[], Aggregate]) -> Aggregate:
         """The aggregate of the window holding ``ts`` (created if new), marked dirty."""
@@ -197,4 +198,5 @@ class EntityWindows:
         old = [s for s in self.windows if s + size + retention <= watermark and s not in self.dirty]
         for s in old:
             del self.windows[s]
+            self.emitted.discard(s)
         return len(old)

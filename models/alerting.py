@@ -1,0 +1,149 @@
+"""When a stream of verdicts becomes an alert, stays one, and is resolved; and which alerts are one incident.
+
+Pure Python, no I/O; the state pickles into the entity's Faust table entry, so a restarted worker neither
+re-pages nor forgets an open alert.
+
+``SeriesAlerts`` (one per entity and metric) turns verdicts into ``open``/``resolve`` transitions with
+- hysteresis: opens on a flag (score >= the detector's threshold), resolves only after ``resolve_after``
+  consecutive scores below ``resolve_below``, so a series hovering at the edge does not flap;
+- cooldown: no new alert for ``cooldown_s`` after one resolved;
+- people's feedback: a false positive raises the score needed to open for that series to just above the
+  score of the alert that was wrong, decaying back over ``fp_memory_s``;
+- withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous.
+
+>>> a = SeriesAlerts()
+>>> a.observe(t=0, score=0.9, flagged=True)
+'open'
+>>> [a.observe(t=i, score=0.1, flagged=False) for i in (60, 120, 180)]
+[None, None, 'resolve']
+>>> a.observe(t=240, score=0.95, flagged=True) is None  # within the cooldown
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITIES = ((0.8, "critical"), (0.6, "warning"), (0.0, "info"))
+
+
+def severity(score: float) -> str:
+    """``critical`` from 0.8, ``warning`` from 0.6, else ``info``.
+
+    >>> severity(0.85), severity(0.6), severity(0.51)
+    ('critical', 'warning', 'info')
+    """
+    return next(name for floor, name in SEVERITIES if score >= floor)
+
+
+@dataclass
+class SeriesAlerts:
+    """Alert state of one series (entity and metric)."""
+
+    resolve_below: float = 0.3
+    resolve_after: int = 3
+    cooldown_s: float = 900.0
+    fp_margin: float = 0.05
+    fp_memory_s: float = 7 * 86400.0
+    open_since: float | None = None  # start of the open alert (time of the value that opened it)
+    last_start: float = 0.0  # start of the latest alert, open or not (names it when it resolves)
+    open_score: float = 0.0
+    peak_score: float = 0.0
+    calm: int = 0  # consecutive calm values while open
+    resolved_at: float = -1e18
+    fp_floor: float = 0.0  # score an alert must beat after a false positive
+    fp_at: float = -1e18
+
+    def required(self, t: float) -> float:
+        """Score needed to open now (1.0 is unreachable); decays linearly after a false positive."""
+        if self.fp_floor <= 0.0:
+            return 0.0
+        left = 1.0 - (t - self.fp_at) / self.fp_memory_s
+        return self.fp_floor * left if left > 0 else 0.0
+
+    def observe(self, t: float, score: float, flagged: bool) -> str | None:
+        """Fold in one verdict; returns ``"open"``, ``"resolve"`` or None."""
+        if self.open_since is None:
+            if flagged and t - self.resolved_at >= self.cooldown_s and score > self.required(t):
+                self.open_since, self.open_score, self.peak_score, self.calm = t, score, score, 0
+                self.last_start = t
+                return "open"
+            return None
+        self.peak_score = max(self.peak_score, score)
+        self.calm = self.calm + 1 if score < self.resolve_below else 0
+        if self.calm >= self.resolve_after:
+            self.open_since, self.resolved_at = None, t
+            return "resolve"
+        return None
+
+    def open_now(self, t: float, score: float) -> None:
+        """Open an alert decided elsewhere (missing data), bypassing the score rules."""
+        self.open_since = self.last_start = t
+        self.open_score = self.peak_score = score
+        self.calm = 0
+
+    def close_now(self, t: float) -> float | None:
+        """Close the open alert (its cause went away); returns its start, None if none was open."""
+        start = self.open_since
+        if start is not None:
+            self.open_since, self.resolved_at = None, t
+        return start
+
+    def withdraw(self, t: float) -> bool:
+        """Close the open alert because the data that opened it was corrected; True if one was open."""
+        if self.open_since is None:
+            return False
+        self.open_since, self.resolved_at = None, -1e18  # a withdrawn alert starts no cooldown
+        return True
+
+    def false_positive(self, t: float, score: float) -> None:
+        """People said the alert with ``score`` was wrong: the same pattern must not alert again."""
+        self.fp_floor = min(1.0, max(self.required(t), score) + self.fp_margin)
+        self.fp_at = t
+        if self.open_since is not None:
+            self.open_since, self.resolved_at = None, t
+
+
+@dataclass
+class Incident:
+    """Alerts of one place (site or store) close in time, with the earliest named as the likely cause."""
+
+    id: str
+    group: str
+    started: float
+    first_alert: str
+    first_cause: str
+    alerts: set[str] = field(default_factory=set)
+    last_activity: float = 0.0
+
+
+@dataclass
+class IncidentTracker:
+    """Groups the alerts of one place that open within ``window_s`` of the incident's latest alert.
+
+    >>> tr = IncidentTracker(window_s=600)
+    >>> a = tr.assign("shop-1", "a1", "freezer temperature high", t=0)
+    >>> b = tr.assign("shop-1", "a2", "revenue low", t=120)
+    >>> c = tr.assign("shop-2", "a3", "error rate high", t=130)
+    >>> a.id == b.id != c.id, b.first_cause
+    (True, 'freezer temperature high')
+    """
+
+    window_s: float = 600.0
+    open: dict[str, Incident] = field(default_factory=dict)  # group -> its current incident
+
+    def assign(self, group: str, alert_id: str, cause: str, t: float) -> Incident:
+        """The incident an alert that opened at ``t`` belongs to (a new one if none is recent)."""
+        inc = self.open.get(group)
+        if inc is None or t - inc.last_activity > self.window_s:
+            inc = Incident(id=f"{group}@{int(t)}", group=group, started=t, first_alert=alert_id,
+                           first_cause=cause, last_activity=t)
+            self.open[group] = inc
+        inc.alerts.add(alert_id)
+        inc.last_activity = max(inc.last_activity, t)
+        return inc
+
+    def forget_before(self, t: float) -> None:
+        """Drop incidents quiet since before ``t`` (bounded memory)."""
+        for g in [g for g, inc in self.open.items() if inc.last_activity < t]:
+            del self.open[g]

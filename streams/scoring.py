@@ -1,0 +1,300 @@
+"""Anomaly scoring in the stream: one detector and one alert policy per entity and metric.
+
+An observer of :class:`streams.pipeline.SourcePipeline`: IoT readings are scored as they arrive; POS and
+web windows once they are final (late corrections are re-scored without learning, and withdraw an alert
+they no longer justify). Silence is a signal: a device that stops reporting raises a ``silence`` alert,
+and a store or site with no events gets zero-valued windows, so a silent till reads as a drop in sales.
+Closed hours (the business calendar) neither alert nor teach the model that zero is normal at noon.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from models.alerting import SeriesAlerts, severity
+from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
+from models.silence import SilenceWatch
+from sinks.lineproto import line
+from streams.pipeline import EntityState, Output
+from streams.schemas import AlertEvent, alert_id
+
+# Which window fields are scored; IoT scores every measurement.
+WINDOW_METRICS = {
+    "pos": ("revenue", "transactions", "avg_basket", "refund_rate"),
+    "web": ("events", "error_rate", "latency_p95", "conversion"),
+}
+ZERO_FIELDS = {
+    "pos": {"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
+            "refund_amount": 0.0, "voids": 0.0},
+    "web": {"events": 0.0, "page_views": 0.0, "sessions": 0.0, "add_to_cart": 0.0, "checkouts": 0.0,
+            "purchases": 0.0, "conversion": 0.0, "errors": 0.0, "error_rate": 0.0, "latency_p50": 0.0,
+            "latency_p95": 0.0},
+}
+SILENCE = "reporting"  # the metric name of missing-data alerts
+REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
+           "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values", "silence": "silence"}
+RUNBOOKS = {
+    ("iot", "temperature"): "Check the unit's door seal and compressor; move stock if it keeps warming.",
+    ("iot", "vibration"): "Inspect bearings and mounts; plan maintenance before the machine fails.",
+    ("iot", "power"): "Check the circuit and the unit's load; a rising draw often precedes a failure.",
+    ("iot", SILENCE): "Check the device's power and network; the gateway log shows its last contact.",
+    ("pos", "revenue"): "Call the store: tills, card terminal and queue; compare with last week's same hour.",
+    ("pos", "transactions"): "Check that every till is online and the card terminal accepts payments.",
+    ("pos", "refund_rate"): "Review recent refunds at the store for a faulty product or misuse.",
+    ("pos", "avg_basket"): "Check prices and promotions that went live recently.",
+    ("web", "error_rate"): "Open the web board: which paths fail; roll back the last deploy if it matches.",
+    ("web", "latency_p95"): "Check the shop's backend and database load; scale or shed traffic.",
+    ("web", "conversion"): "Walk through checkout by hand; payment provider status; recent changes.",
+    ("web", "events"): "Traffic changed: check campaigns, DNS and the CDN.",
+}
+DASHBOARDS = {"iot": "opsmon-iot", "pos": "opsmon-sales", "web": "opsmon-web"}
+MAX_ZERO_WINDOWS_PER_TICK = 1440
+
+
+@dataclass
+class ScoringConfig:
+    """Knobs of the scoring observer."""
+
+    threshold: float = 0.5
+    warmup: int = 150
+    window_warmup: int = 60
+    score_every_s: float = 60.0  # how often an unremarkable IoT score is written per series
+    silence_factor: float = 5.0  # a device is silent after this many of its usual intervals...
+    min_silence_s: float = 120.0  # ...and at least this long
+    grafana_url: str = "http://127.0.0.1:3000"
+    window_size: int = 60
+    window_grace: float = 10.0
+
+
+@dataclass
+class SeriesModel:
+    """What is learned about one metric of one entity."""
+
+    detector: SeriesDetector
+    alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
+    last_written: float = -1e18
+    last_verdict: Verdict | None = None
+
+
+def group_of(source: str, entity: str) -> str:
+    """The place an entity belongs to: IoT ``site/device`` -> site; a store or web site is its own."""
+    return entity.split("/", 1)[0] if source == "iot" else entity
+
+
+class Scoring:
+    """Detectors and alert policies for one source; state lives in each entity's ``models`` dict."""
+
+    def __init__(self, source: str, config: ScoringConfig | None = None,
+                 is_open: Callable[[str, float], bool] | None = None) -> None:
+        self.source = source
+        self.cfg = config or ScoringConfig()
+        self.is_open = is_open or (lambda entity, t: True)
+        # Warmed-up detectors of each (group, metric), for new series to start from (memory only).
+        self.priors: dict[tuple[str, str], SeriesDetector] = {}
+
+    # ------------------------------------------------------------------ observer interface
+    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output,
+                 final: bool = True) -> None:
+        """Score a reading (IoT) or a window's fields (POS, web)."""
+        if self.source == "iot":
+            self._reading(entity, state, ts, values, out)
+        else:
+            self._window(entity, state, ts, values, out, final)
+
+    def on_tick(self, entity: str, state: EntityState, now: float, out: Output) -> None:
+        """Silence: a device that stopped reporting; a store or site without windows gets zero windows."""
+        if self.source == "iot":
+            self._device_silence(entity, state, now, out)
+        else:
+            self._zero_windows(entity, state, now, out)
+
+    # ------------------------------------------------------------------ IoT
+    def _reading(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
+        m = state.models
+        watch = m.get("silence")
+        if watch is None:
+            watch = m["silence"] = SilenceWatch(factor=self.cfg.silence_factor)
+        watch.observe(ts)
+        silent = m.get("series", {}).get(SILENCE)
+        if silent is not None:
+            start = silent.alerts.close_now(ts)
+            if start is not None:
+                v = Verdict(0.0, False, ts - state.last_ts, watch.cadence or 0.0, 0.0, 0.0, "silence", False)
+                self._alert(out, entity, SILENCE, silent, "resolved", start, ts, v, note="reporting again",
+                            explanation=f"{entity} is reporting again after {ts - state.last_ts:.0f}s of silence.")
+        is_open = self.is_open(entity, ts)
+        for metric, x in values.items():
+            sm = self._series(entity, state, metric, self.cfg.warmup)
+            v = sm.detector.process_one(x, ts, is_open)
+            self._judge(entity, metric, sm, ts, v, out, write_every=self.cfg.score_every_s)
+
+    def _device_silence(self, entity: str, state: EntityState, now: float, out: Output) -> None:
+        m = state.models
+        watch: SilenceWatch | None = m.get("silence")
+        if watch is None or watch.cadence is None or not watch.is_silent(now):
+            return
+        cadence, gap = watch.cadence, now - state.last_ts
+        if gap < self.cfg.min_silence_s:
+            return
+        sm = m.setdefault("series", {}).get(SILENCE)
+        if sm is None:
+            sm = m["series"][SILENCE] = SeriesModel(SeriesDetector(warmup=0))
+        if sm.alerts.open_since is not None or not self.is_open(entity, now):
+            return
+        sm.alerts.open_now(state.last_ts, 1.0)
+        v = Verdict(1.0, True, gap, cadence, 0.0, self.cfg.silence_factor * cadence, "silence", False)
+        self._alert(out, entity, SILENCE, sm, "firing", state.last_ts, None, v,
+                    explanation=f"{entity} has sent nothing for {gap:.0f}s; it usually reports every "
+                                f"{cadence:.0f}s.")
+        out.changed.add(entity)
+
+    # ------------------------------------------------------------------ windows
+    def _window(self, entity: str, state: EntityState, start: float, fields: dict[str, float], out: Output,
+                final: bool) -> None:
+        m = state.models
+        scored_until = m.get("scored_until", -math.inf)
+        values = self._window_values(fields)
+        if start <= scored_until:
+            self._correction(entity, state, start, values, out)
+            return
+        if not final:
+            return  # an early (idle) write of an open window: scored once it is final
+        self._zero_fill(entity, state, scored_until, start, out)
+        self._score_window(entity, state, start, values, out)
+
+    def _window_values(self, fields: dict[str, float]) -> dict[str, float]:
+        vals = {k: fields[k] for k in WINDOW_METRICS[self.source] if k in fields}
+        if self.source == "pos":
+            n = fields["transactions"] + fields["refunds"]
+            vals["refund_rate"] = fields["refunds"] / n if n else 0.0
+        return vals
+
+    def _score_window(self, entity: str, state: EntityState, start: float, values: dict[str, float],
+                      out: Output) -> None:
+        state.models["scored_until"] = start
+        is_open = self.is_open(entity, start)
+        for metric, x in values.items():
+            sm = self._series(entity, state, metric, self.cfg.window_warmup)
+            v = sm.detector.process_one(x, start, is_open)
+            self._judge(entity, metric, sm, start, v, out, write_every=0.0)
+
+    def _zero_fill(self, entity: str, state: EntityState, scored_until: float, upto: float, out: Output) -> None:
+        """Score (and write) zero windows for the gap between the last scored window and ``upto``."""
+        if scored_until == -math.inf:
+            return
+        size = self.cfg.window_size
+        start = scored_until + size
+        n = 0
+        while start < upto and n < MAX_ZERO_WINDOWS_PER_TICK:
+            if self.is_open(entity, start) and start not in state.windows.windows:
+                measurement = "pos_window" if self.source == "pos" else "web_window"
+                tag = "store" if self.source == "pos" else "site"
+                out.lines.append(line(measurement, {tag: entity}, ZERO_FIELDS[self.source], int(start * 1000)))
+                out.counts["zero_windows"] += 1
+                self._score_window(entity, state, start, self._window_values(ZERO_FIELDS[self.source]), out)
+            start += size
+            n += 1
+        state.models["scored_until"] = max(state.models.get("scored_until", -math.inf), start - size)
+
+    def _zero_windows(self, entity: str, state: EntityState, now: float, out: Output) -> None:
+        scored_until = state.models.get("scored_until")
+        if scored_until is None:
+            return
+        closed_upto = now - self.cfg.window_size - self.cfg.window_grace  # windows starting before are final
+        if closed_upto > scored_until + self.cfg.window_size and not any(
+                s > scored_until for s in state.windows.dirty):
+            self._zero_fill(entity, state, scored_until, math.floor(closed_upto / self.cfg.window_size)
+                            * self.cfg.window_size + self.cfg.window_size, out)
+            out.changed.add(entity)
+
+    def _correction(self, entity: str, state: EntityState, start: float, values: dict[str, float],
+                    out: Output) -> None:
+        """A late event changed a scored window: withdraw an alert it opened if it no longer holds."""
+        for metric, x in values.items():
+            sm = state.models.get("series", {}).get(metric)
+            if sm is None or sm.alerts.open_since != start:
+                continue
+            score = sm.detector.score_one(x, start)
+            if score < self.cfg.threshold and sm.alerts.withdraw(start):
+                v = Verdict(score, False, x, math.nan, math.nan, math.nan, "", False)
+                self._alert(out, entity, metric, sm, "resolved", start, start, v,
+                            note="withdrawn: late data corrected the window")
+                out.changed.add(entity)
+
+    # ------------------------------------------------------------------ shared
+    def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
+        series = state.models.setdefault("series", {})
+        sm = series.get(metric)
+        if sm is None:
+            prior = self.priors.get((group_of(self.source, entity), metric))
+            det = SeriesDetector.from_prior(prior) if prior is not None else SeriesDetector(
+                threshold=self.cfg.threshold, warmup=warmup)
+            sm = series[metric] = SeriesModel(det)
+        elif sm.detector.n >= sm.detector.warmup:
+            self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
+        return sm
+
+    def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,
+               write_every: float) -> None:
+        sm.last_verdict = v
+        transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
+        if v.reason != "closed" and (v.is_anomaly or transition or ts - sm.last_written >= write_every):
+            sm.last_written = ts
+            fields = {"score": round(v.score, 6), "threshold": self.cfg.threshold, "observed": v.observed,
+                      "is_anomaly": 1.0 if v.is_anomaly else 0.0}
+            for k in ("expected", "lower", "upper"):
+                x = getattr(v, k)
+                if math.isfinite(x):
+                    fields[k] = round(x, 6)
+            out.lines.append(line("anomaly_score", {"source": self.source, "entity": entity, "metric": metric},
+                                  fields, int(ts * 1000)))
+        if v.is_anomaly:
+            out.counts["anomalies"] += 1
+        if transition == "open":
+            self._alert(out, entity, metric, sm, "firing", ts, None, v)
+        elif transition == "resolve":
+            assert sm.alerts.resolved_at is not None
+            self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)
+
+    def _alert(self, out: Output, entity: str, metric: str, sm: SeriesModel, status: str, start: float,
+               end: float | None, v: Verdict, note: str = "", explanation: str = "") -> None:
+        score = sm.alerts.peak_score if status == "resolved" else v.score
+        out.alerts.append(AlertEvent(
+            id=alert_id(self.source, entity, metric, start), status=status, severity=severity(score),
+            source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
+            kind=v.reason or "level", score=round(score, 4), observed=v.observed, expected=_finite(v.expected),
+            lower=_finite(v.lower), upper=_finite(v.upper),
+            explanation=explanation or self.explain(entity, metric, v),
+            runbook=RUNBOOKS.get((self.source, metric), "Open the board and compare with the same time last week."),
+            dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note))
+        out.counts["alerts_" + status] += 1
+
+    def explain(self, entity: str, metric: str, v: Verdict) -> str:
+        """One sentence for the person who gets the alert."""
+        what = REASONS.get(v.reason, "unusual value")
+        if v.score >= 1.0:
+            rarity = "never seen before on this series"
+        else:
+            decades = FLAG_DECADES * v.score / (1.0 - v.score)
+            rarity = f"about 1 in {10 ** decades:,.0f} values on this series"
+        band = f" (usual range {v.lower:.4g} to {v.upper:.4g})" if math.isfinite(v.lower) else ""
+        return (f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{band}: a {what}, "
+                f"{rarity}.")
+
+    def dashboard_link(self, entity: str) -> str:
+        """The Grafana board that shows this entity."""
+        uid = DASHBOARDS[self.source]
+        if self.source == "iot":
+            site, _, device = entity.partition("/")
+            query = f"var-site={site}&var-device={device}"
+        elif self.source == "pos":
+            query = f"var-store={entity}"
+        else:
+            query = f"var-site={entity}"
+        return f"{self.cfg.grafana_url}/d/{uid}?{query}"
+
+
+def _finite(x: float) -> float:
+    return x if math.isfinite(x) else 0.0
