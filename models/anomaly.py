@@ -1,0 +1,426 @@
+"""Online anomaly detector for one numeric series (a sensor, a till's takings, a page's traffic).
+
+``SeriesDetector`` scores each value as it arrives and then learns from it, in River's idiom
+(``score_one`` / ``learn_one``, or both at once with ``process_one``), with O(1) work per value and a
+small, bounded, picklable state that can live in a Faust table.
+
+How a value is judged
+---------------------
+A baseline is learned online: a slow level (EWMA) plus a time-of-day profile (one bin per sampling
+interval, at most ``max_bins`` per ``period``) when timestamps are given. Five surprises are
+measured against it:
+
+- ``spike``: the step from the previous value, once the daily profile is taken out;
+- ``level``: the distance from the seasonal baseline (slow level + profile): shifts and drifts;
+- ``shift``: a short moving average of that distance: small but sustained departures;
+- ``flat``: log-ratio of the long-run to the recent step size: a stuck or flat-lined sensor;
+- ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail).
+
+Each surprise becomes a tail probability ``p`` against the series' own recent history: the rate at
+which surprises at least that large have *started* lately (up-crossings in a decaying histogram, so
+one long episode counts once) or, beyond anything seen, an exponential tail fitted above the running
+90% quantile (peaks over threshold). The smallest ``p`` times the number of surprises (Bonferroni)
+gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: 0.5 means a one-in-a-hundred
+surprise for that series whatever its unit or noise, 0.67 one in ten thousand; it never saturates.
+Rarity alone is not enough to flag: the surprise must also be material (``min_effect`` times its
+usual 90th percentile), so a clean, noisy series stays quiet. After a flag, flags are suppressed
+for ``refractory`` values (one alert per event; alerting adds its own hysteresis). Statistics
+decay, so after a permanent change the detector alerts, then takes the change as the new normal.
+
+>>> det = SeriesDetector(period=None, warmup=50)
+>>> for i in range(300):
+...     v = det.process_one(20.0 + (i % 7) * 0.1)
+>>> v.is_anomaly, v.warming_up
+(False, False)
+>>> v = det.process_one(35.0)
+>>> v.is_anomaly, v.reason
+(True, 'level')
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from models.business_calendar import BusinessCalendar
+
+# Bump when the meaning or layout of the pickled state changes; old states are then refused.
+STATE_VERSION = 1
+
+# Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES.
+FLAG_DECADES = 2.0
+
+FEATURES = ("spike", "level", "shift", "flat", "cluster")
+_SPIKE, _LEVEL, _SHIFT, _FLAT, _CLUSTER = range(5)
+_NCAL = 4  # features with an empirical calibrator (the cluster one is analytic)
+_NB = 16  # histogram bins: half-octaves of z / u, so up to 256 times the 90% quantile
+_LOG10E = math.log10(math.e)
+_LN10 = math.log(10.0)
+_TINY = 1e-12
+# Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
+# at least 0.7 times the level's usual 90th percentile, and steps shrunk at least four-fold.
+_SHIFT_EFFECT = 0.7
+_FLAT_EFFECT = math.log(4.0)
+
+
+class StateVersionError(ValueError):
+    """A pickled detector was written by an incompatible version of this module."""
+
+
+class Verdict(NamedTuple):
+    """What the detector says about one value (``expected`` +/- band is the seasonal baseline)."""
+
+    score: float  # calibrated surprise in [0, 1]; >= threshold means rare on this series
+    is_anomaly: bool  # score >= threshold, past warm-up, open, not within a refractory period
+    observed: float
+    expected: float  # seasonal baseline (slow level + time-of-day profile)
+    lower: float  # baseline band: a value outside it would reach the threshold on ``level``
+    upper: float
+    reason: str  # the surprise that drove the score ("" when unremarkable, "closed" when closed)
+    warming_up: bool
+
+
+def _log10p(z: float, u: float, b: float, hist: list[float], tot: float, lq: float) -> float:
+    """log10 tail probability of surprise ``z``: seen rate of that level, or the exponential tail."""
+    if z <= u or u <= 0.0:  # unremarkable, or nothing learned yet
+        return lq if z > 0.0 and u > 0.0 else 0.0
+    lexp = lq - (z - u) / b * _LOG10E if b > 0.0 else -300.0
+    j = int(2.0 * math.log2(z / u))
+    if j >= _NB or tot <= 0.0:
+        return lexp
+    seen = hist[j]
+    if seen <= 0.0:
+        return lexp
+    lseen = math.log10(seen / tot)
+    return lseen if lseen > lexp else lexp
+
+
+class SeriesDetector:
+    """Online anomaly detector for one series; see the module docstring for the method.
+
+    Parameters
+    ----------
+    threshold
+        Score at which a value is flagged (0.5: a one-in-a-hundred surprise, see FLAG_DECADES).
+    warmup
+        Values to learn before flagging, counted once the first seasonal period is complete
+        (the profile must exist before its surprises mean anything).
+    refractory
+        Values after a flag during which no new flag is raised.
+    period
+        Seasonal period in seconds (a day by default); ``None`` disables the profile.
+    max_bins
+        Cap on profile bins; otherwise one bin per observed sampling interval.
+    slow_alpha, shift_alpha, season_gamma
+        Learning rates of the baseline level, the short ``shift`` average and the profile.
+    horizon
+        Memory, in values, of the surprise histogram and quantiles (older evidence decays).
+    min_effect
+        A flag also needs the spike or level surprise to reach this many times its usual 90th
+        percentile (0 disables the effect-size floors and flags on rarity alone).
+    calendar
+        Opening hours; values at closed times are neither scored nor learned.
+
+    >>> import math, random
+    >>> rng = random.Random(3)
+    >>> det = SeriesDetector()  # three days of 5-minute readings with a daily cycle:
+    >>> for i in range(288 * 3):
+    ...     x = 20 + 5 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 0.3)
+    ...     v = det.process_one(x, t=300.0 * i)
+    >>> v.warming_up
+    False
+    >>> v = det.process_one(27.0, t=300.0 * 288 * 3)
+    >>> v.is_anomaly, v.reason, v.lower < 21 < v.upper
+    (True, 'spike', True)
+    """
+
+    def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 100,
+                 period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
+                 shift_alpha: float = 0.05, season_gamma: float = 0.1, flat_alpha: float = 0.1,
+                 horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.02,
+                 cluster_level: float = 1.5, cluster_alpha: float = 0.05,
+                 min_effect: float = 2.5, calendar: BusinessCalendar | None = None) -> None:
+        if not 0.0 < threshold <= 1.0:
+            raise ValueError("threshold must be in (0, 1]")
+        self.threshold = threshold
+        self.warmup = warmup
+        self.refractory = refractory
+        self.period = period
+        self.max_bins = max_bins
+        self.slow_alpha = slow_alpha
+        self.shift_alpha = shift_alpha
+        self.season_gamma = season_gamma
+        self.flat_alpha = flat_alpha
+        self.horizon = horizon
+        self.tail_q = tail_q
+        self.tail_rate = tail_rate
+        self.cluster_level = cluster_level
+        self.cluster_alpha = cluster_alpha
+        self.calendar = calendar
+        self.min_effect = min_effect
+        # --- learned state (plain floats and lists: cheap to pickle) ---
+        self.n = 0  # values learned
+        self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
+        self.anchor = True  # next value (re)starts the levels: first value, or after from_prior
+        self.t_first = 0.0
+        self.t_last: float | None = None
+        self.bins = 0  # profile bins, fixed at the second timestamped value
+        self.season: list[float] = []
+        self.season_sum = 0.0  # kept so the profile is used with zero mean (level stays in `slow`)
+        self.slow = 0.0  # deseasonalised baseline level
+        self.last = 0.0  # previous deseasonalised value
+        self.last_x = 0.0
+        self.shift = 0.0
+        self.step_fast = 0.0  # recent mean |step|
+        self.step_slow = 0.0  # long-run mean |step|
+        self.u = [0.0] * _NCAL  # running 90% quantile of each surprise
+        self.b = [0.0] * _NCAL  # mean excess over it: the exponential tail's scale
+        self.hist = [[0.0] * _NB for _ in range(_NCAL)]  # decayed up-crossing counts per level
+        self.above = [-1] * _NCAL  # histogram level each surprise currently sits at (-1: below u)
+        self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
+        self.tot = 0.0
+        self.cl_short = 0.0
+        self.cl_long = 0.005  # prior: one notable surprise in 200 values
+        self.cl_prev = False
+        self.quiet = 0  # values left in the refractory period
+
+    # ------------------------------------------------------------------ public API
+    def score_one(self, x: float, t: float | None = None) -> float:
+        """Calibrated surprise of ``x`` (at time ``t``, epoch seconds) in [0, 1], without learning it."""
+        if self.anchor:
+            return 0.0
+        return self._score(self._features(x, t))[0]
+
+    def learn_one(self, x: float, t: float | None = None) -> None:
+        """Update the model with ``x``; returns None, as River's ``learn_one`` does."""
+        if self.anchor:
+            self._start(x, t)
+            return
+        feats = self._features(x, t)
+        self._learn(x, t, feats, self._score(feats)[2])
+
+    def process_one(self, x: float, t: float | None = None, is_open: bool = True) -> Verdict:
+        """Score ``x`` then learn it: what the stream calls once per value.
+
+        When closed (``is_open=False``, or the detector's calendar says so at ``t``) the value is
+        neither scored nor learned: a shut shop's zero takings are not news, nor the new normal.
+        """
+        if not is_open or (self.calendar is not None and t is not None and not self.calendar.is_open(t)):
+            return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "closed", self.n_mature < self.warmup)
+        if self.anchor:
+            self._start(x, t)
+            return Verdict(0.0, False, x, x, x, x, "", self.n_mature < self.warmup)
+        feats = self._features(x, t)
+        score, reason, notable = self._score(feats)
+        warming = self.n_mature < self.warmup
+        flag = score >= self.threshold and not warming and self.quiet == 0
+        if self.quiet:
+            self.quiet -= 1
+        if flag:
+            self.quiet = self.refractory
+        base = feats[6]
+        band = self._band()
+        self._learn(x, t, feats, notable)
+        return Verdict(score, flag, x, base, base - band, base + band,
+                       reason if score >= 0.5 * self.threshold else "", warming)
+
+    @classmethod
+    def from_prior(cls, prior: SeriesDetector) -> SeriesDetector:
+        """A new series' detector that starts from another (warmed-up) detector of its group.
+
+        The profile, scales and surprise history are copied; the level restarts at the new
+        series' first value, and warm-up is skipped when the prior had finished it.
+        """
+        new = copy.deepcopy(prior)
+        new.anchor = True
+        new.quiet = 0
+        new.cl_short = 0.0
+        new.cl_prev = False
+        new.above = [-1] * _NCAL
+        new.shift = 0.0
+        new.step_fast = new.step_slow
+        new.t_last = None
+        return new
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"state_version": STATE_VERSION, **self.__dict__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        version = state.pop("state_version", None)
+        if version != STATE_VERSION:
+            raise StateVersionError(f"detector state version {version}, this code reads {STATE_VERSION}")
+        self.__dict__.update(state)
+
+    # ------------------------------------------------------------------ internals
+    def _start(self, x: float, t: float | None) -> None:
+        """(Re)start the levels at ``x``; the profile and scales are kept."""
+        s = self._season_at(t)[1] if self.bins else 0.0
+        d = x - s
+        if self.n == 0:
+            self.slow = d
+            self.t_first = t if t is not None else 0.0
+        else:  # from a group prior: keep its history mature
+            self.slow = d
+            self.t_first = -math.inf
+        self.last = d
+        self.last_x = x
+        self.t_last = t
+        self.anchor = False
+        self.n += 1
+
+    def _season_at(self, t: float | None) -> tuple[int, float]:
+        """Profile bin for time ``t`` and its zero-mean value (bin -1: no profile)."""
+        nb = self.bins
+        if t is None or not nb:
+            return -1, 0.0
+        k = int((t % self.period) * nb / self.period + 0.5)  # type: ignore[operator]
+        if k >= nb:
+            k -= nb
+        return k, self.season[k] - self.season_sum / nb
+
+    def _features(self, x: float, t: float | None) -> tuple:
+        """Surprises of ``x`` against the current state, plus what learning needs."""
+        if (t is not None and not self.bins and self.period and self.t_last is not None
+                and t > self.t_last):
+            # one bin per sampling interval (capped); too coarse to resolve a period: no profile
+            nb = min(self.max_bins, round(self.period / (t - self.t_last)))
+            if nb >= 4:
+                self.bins = nb
+                self.season = [0.0] * nb
+        k, s = self._season_at(t)
+        d = x - s
+        rl = d - self.slow
+        sh = self.shift + self.shift_alpha * (rl - self.shift)
+        step = abs(x - self.last_x)
+        fa = self.flat_alpha
+        sf = self.step_fast + fa * (step - self.step_fast)
+        ss = self.step_slow
+        if ss > 0.0:
+            zf = math.log(ss / (sf if sf > ss * 1e-9 else ss * 1e-9))
+            if zf < 0.0:
+                zf = 0.0
+        else:
+            zf = 0.0
+        return (abs(d - self.last), abs(rl), abs(sh), zf, k, d, self.slow + s, sh, sf, step, s)
+
+    def _score(self, feats: tuple) -> tuple[float, str, bool]:
+        """(score, reason, notable) for computed surprises; reads the state only."""
+        u, b, hist, tot = self.u, self.b, self.hist, self.tot
+        lq = math.log10(1.0 - self.tail_q)
+        best = 0.0
+        reason = ""
+        lps = [0.0] * _NCAL
+        me = self.min_effect
+        gates = (me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL] if me else 0.0,
+                 _FLAT_EFFECT if me else 0.0)
+        for i in range(_NCAL):
+            lp = _log10p(feats[i], u[i], b[i], hist[i], tot, lq)
+            if lp < -1.0 and feats[i] < gates[i]:  # rare, but too small to matter
+                lp = -1.0
+            lps[i] = lp
+            if lp < best:
+                best = lp
+                reason = FEATURES[i]
+        # a notable surprise (p < 10**-cluster_level) on the value itself starts an "event"
+        notable = min(lps[_SPIKE], lps[_LEVEL]) <= -self.cluster_level
+        ev = 1.0 if notable and not self.cl_prev else 0.0
+        ca = self.cluster_alpha
+        k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
+        mu = self.cl_long / ca  # expected events in as many values
+        if k > mu and tot > 0.0:
+            lpc = -(k * math.log(k / mu) - k + mu) / _LN10  # Chernoff bound of the Poisson tail
+            if lpc < best:
+                best = lpc
+                reason = "cluster"
+        big = -best - math.log10(len(FEATURES))
+        score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
+        return score, reason, notable
+
+    def _band(self) -> float:
+        """Distance from the baseline at which ``level`` alone would reach the threshold."""
+        th = self.threshold
+        target = FLAG_DECADES * th / (1.0 - th) + math.log10(len(FEATURES)) if th < 1.0 else 300.0
+        lq = -math.log10(1.0 - self.tail_q)
+        u = self.u[_LEVEL]
+        tail = u + self.b[_LEVEL] * max(target - lq, 0.0) * _LN10
+        return max(tail, self.min_effect * u)
+
+    def _learn(self, x: float, t: float | None, feats: tuple, notable: bool) -> None:
+        """Fold one value into the state."""
+        n = self.n
+        k, d, _, sh, sf, step = feats[4], feats[5], feats[6], feats[7], feats[8], feats[9]
+        s = feats[10]
+        # surprise calibrators: log-domain quantile tracking + mean excess + up-crossing histogram
+        q = self.tail_q
+        # surprises of a model still learning its first season say little about what is normal:
+        # the calibration restarts once the model is mature
+        mature = n >= self.warmup and (not self.bins or t is None or t - self.t_first >= self.period)
+        if mature:
+            if self.n_mature == 0:
+                self.u = [0.0] * _NCAL
+                self.b = [0.0] * _NCAL
+            self.n_mature += 1
+        m = self.n_mature if mature else n
+        rate = self.tail_rate
+        if m * rate < 2.0:  # early on: bigger steps, like a running mean
+            rate = 2.0 / m
+        up, down = math.exp(rate * q), math.exp(-rate * (1.0 - q))
+        er = max(self.tail_rate, 1.0 / m)
+        u, b, hist, above, w = self.u, self.b, self.hist, self.above, self.w
+        for i in range(_NCAL):
+            z = feats[i]
+            ui = u[i]
+            if ui <= _TINY:
+                if z > 0.0:
+                    u[i] = z
+                continue
+            if z > ui:
+                b[i] += er * ((z - ui) - b[i])
+                u[i] = ui * up
+                j = int(2.0 * math.log2(z / ui))
+                if j >= _NB:
+                    j = _NB - 1
+                if mature and j > above[i]:  # count each level once per episode
+                    h = hist[i]
+                    for jj in range(above[i] + 1, j + 1):
+                        h[jj] += w
+                above[i] = j
+            else:
+                above[i] = -1
+                u[i] = ui * down if ui * down > _TINY else _TINY
+        if mature:  # the histogram and its total count the same values
+            self.tot += w
+        w /= 1.0 - 1.0 / self.horizon
+        if w > 1e12:  # renormalise the lazily decayed counts
+            for h in hist:
+                for jj in range(_NB):
+                    h[jj] /= w
+            self.tot /= w
+            w = 1.0
+        self.w = w
+        # cluster rate: short and long EWMAs of event starts
+        ev = 1.0 if notable and not self.cl_prev else 0.0
+        self.cl_short += self.cluster_alpha * (ev - self.cl_short)
+        if n >= self.warmup:
+            self.cl_long += (ev - self.cl_long) / self.horizon
+        self.cl_prev = notable
+        # baseline level and profile (running means at first, then EWMAs)
+        a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
+        slow = self.slow
+        self.slow = slow + a * (d - slow)
+        if k >= 0:
+            nb = self.bins
+            g = self.season_gamma if self.season_gamma * n >= nb else (nb / n if n > nb else 1.0)
+            e = g * (x - slow - s)
+            self.season[k] += e
+            self.season_sum += e
+        self.shift = sh
+        self.step_fast = sf
+        # starts from 0 on purpose: "flat" stays silent until the usual step size is known
+        self.step_slow += 0.005 * (step - self.step_slow)
+        self.last = d
+        self.last_x = x
+        self.t_last = t
+        self.n = n + 1
