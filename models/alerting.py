@@ -8,7 +8,7 @@ re-pages nor forgets an open alert.
   consecutive scores below ``resolve_below``, so a series hovering at the edge does not flap;
 - cooldown: no new alert for ``cooldown_s`` after one resolved;
 - people's feedback: a false positive raises the score needed to open for that series to just above the
-  score of the alert that was wrong, decaying back over ``fp_memory_s``;
+  score of the alert that was wrong, for ``fp_memory_s`` (a week); a clearly stronger anomaly still alerts;
 - withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous.
 
 >>> a = SeriesAlerts()
@@ -43,7 +43,7 @@ class SeriesAlerts:
     resolve_below: float = 0.3
     resolve_after: int = 3
     cooldown_s: float = 900.0
-    fp_margin: float = 0.05
+    fp_margin: float = 0.5  # share of the way from the wrong alert's score to 1 that a new one must beat
     fp_memory_s: float = 7 * 86400.0
     open_since: float | None = None  # start of the open alert (time of the value that opened it)
     last_start: float = 0.0  # start of the latest alert, open or not (names it when it resolves)
@@ -55,11 +55,8 @@ class SeriesAlerts:
     fp_at: float = -1e18
 
     def required(self, t: float) -> float:
-        """Score needed to open now (1.0 is unreachable); decays linearly after a false positive."""
-        if self.fp_floor <= 0.0:
-            return 0.0
-        left = 1.0 - (t - self.fp_at) / self.fp_memory_s
-        return self.fp_floor * left if left > 0 else 0.0
+        """Score an alert must exceed to open now: raised for ``fp_memory_s`` after a false positive."""
+        return self.fp_floor if t - self.fp_at < self.fp_memory_s else 0.0
 
     def observe(self, t: float, score: float, flagged: bool) -> str | None:
         """Fold in one verdict; returns ``"open"``, ``"resolve"`` or None."""
@@ -98,7 +95,8 @@ class SeriesAlerts:
 
     def false_positive(self, t: float, score: float) -> None:
         """People said the alert with ``score`` was wrong: the same pattern must not alert again."""
-        self.fp_floor = min(1.0, max(self.required(t), score) + self.fp_margin)
+        base = max(self.required(t), score)
+        self.fp_floor = base + (1.0 - base) * self.fp_margin
         self.fp_at = t
         if self.open_since is not None:
             self.open_since, self.resolved_at = None, t

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     default_calendar: str = ""  # empty: always open
     timezone: str = "UTC"  # of the calendars
     alertmanager_url: str | None = "http://127.0.0.1:19193"
+    # Where the local stack's Alertmanager sends notifications (its one receiver; production routes differ).
+    alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
     alert_webhook_url: str | None = None
     alert_resend_seconds: float = 60.0
     incident_window_seconds: float = 600.0

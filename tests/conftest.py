@@ -26,6 +26,7 @@ TEST_PORTS = {
     "stack_mosquitto_port": 21883,
 }
 RANGE_STEP, RANGES = 10, 20
+WEBHOOK_PORT = 29999  # the test's own webhook receiver, where the test Alertmanager sends notifications
 _LOCK_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opsmon" / "test-stacks"
 
 
@@ -37,7 +38,10 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     for index in range(RANGES):
         ports = {k: v + index * RANGE_STEP for k, v in TEST_PORTS.items()}
         settings = Settings(data_dir=data_dir, kafka_bootstrap=f"127.0.0.1:{ports['stack_kafka_port']}",
-                            influx_url=f"http://127.0.0.1:{ports['stack_victoria_port']}", **ports)
+                            influx_url=f"http://127.0.0.1:{ports['stack_victoria_port']}",
+                            alertmanager_url=f"http://127.0.0.1:{ports['stack_alertmanager_port']}",
+                            alertmanager_webhook_url=f"http://127.0.0.1:{WEBHOOK_PORT + index * RANGE_STEP}/alerts",
+                            **ports)
         with (_LOCK_DIR / f"range-{index}.lock").open("a+") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

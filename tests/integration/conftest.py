@@ -28,7 +28,6 @@ def pipeline_settings(stack: Stack, stack_settings: Settings, request: pytest.Fi
         "worker_web_port": next(_ports),
         "data_dir": tmp_path / "worker",
         "idle_close_seconds": 2.0,
-        "alertmanager_url": f"http://127.0.0.1:{stack_settings.stack_alertmanager_port}",
         "feedback_token": "test-feedback-token",
     })
     settings.__dict__.pop("dlq_topics", None)  # a cached property of the copied settings

@@ -1,0 +1,161 @@
+"""Anomaly scoring and alerting in the pipeline, on synthetic series (no Kafka, time injected)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+from streams.pipeline import EntityState, Output, Record, SourcePipeline, WindowConfig
+from streams.schemas import AlertEvent
+from streams.scoring import SILENCE, Scoring, ScoringConfig
+from tests.events import T0, iot, pos, raw
+
+CFG = ScoringConfig(warmup=100, window_warmup=60)
+
+
+# Detectors warm up over a full day when values carry timestamps: a reading every 5 minutes.
+STEP = 300.0
+DAY_OF_MINUTES = 1600  # a day to learn the daily profile, then the warm-up
+
+
+def reading_stream(scoring: Scoring, values: list[float], start: float = T0, step: float = STEP,
+                   state: EntityState | None = None) -> tuple[EntityState, list[AlertEvent], Output]:
+    """Feed values as readings of s1/d1 temperature; returns the state, all alert events and the last output."""
+    state = state or EntityState(partition=0)
+    alerts: list[AlertEvent] = []
+    out = Output()
+    for i, x in enumerate(values):
+        out = Output()
+        ts = start + i * step
+        scoring.on_value("s1/d1", state, ts, {"temperature": x}, out)
+        state.last_ts = ts
+        alerts += out.alerts
+    return state, alerts, out
+
+
+def normal(n: int, seed: int = 0) -> list[float]:
+    rng = random.Random(seed)
+    return [4.0 + 0.5 * math.sin(2 * math.pi * i * STEP / 86400) + rng.gauss(0, 0.1) for i in range(n)]
+
+
+def test_a_spike_opens_one_alert_that_explains_itself_and_then_resolves() -> None:
+    values = normal(600) + [12.0] + normal(30, seed=1)
+    _, alerts, _ = reading_stream(Scoring("iot", CFG), values)
+    assert [a.status for a in alerts] == ["firing", "resolved"]
+    fired, resolved = alerts
+    assert fired.entity == "s1/d1" and fired.group == "s1" and fired.metric == "temperature"
+    assert fired.observed == 12.0 and 3.0 < fired.expected < 5.0 and fired.lower < 5.0 < 12.0
+    assert fired.score >= 0.5 and fired.severity in ("warning", "critical")
+    assert "temperature of s1/d1 is 12" in fired.explanation and "expected" in fired.explanation
+    assert fired.runbook and fired.dashboard.endswith("/d/opsmon-iot?var-site=s1&var-device=d1")
+    assert resolved.id == fired.id and resolved.ends_at is not None and resolved.ends_at > fired.starts_at
+
+
+def test_a_flapping_series_gives_one_alert_not_many() -> None:
+    values = normal(600)
+    for i in range(40):  # an hour of a sensor jumping between normal and far off every other reading
+        values += [12.0 if i % 2 else 4.0]
+    _, alerts, _ = reading_stream(Scoring("iot", CFG), values)
+    assert [a.status for a in alerts].count("firing") == 1
+
+
+def test_scores_are_written_with_their_band_and_not_for_every_quiet_reading() -> None:
+    scoring = Scoring("iot", CFG)
+    state, _, _ = reading_stream(scoring, normal(300))
+    out = Output()
+    scoring.on_value("s1/d1", state, T0 + 300 * STEP, {"temperature": 4.1}, out)
+    lines = [ln for ln in out.lines if ln.startswith("anomaly_score,")]
+    assert len(lines) == 1 and "expected=" in lines[0] and "lower=" in lines[0] and "is_anomaly=0.0" in lines[0]
+    out = Output()
+    scoring.on_value("s1/d1", state, T0 + 300 * STEP + 10, {"temperature": 4.1}, out)
+    assert out.lines == []  # written at most once a minute per series unless something happens
+
+
+def test_a_false_positive_stops_the_same_pattern_alerting_again() -> None:
+    scoring = Scoring("iot", CFG)
+    state, alerts, _ = reading_stream(scoring, normal(600) + [12.0] + normal(30, seed=2))
+    assert [a.status for a in alerts] == ["firing", "resolved"]
+    sm = state.models["series"]["temperature"]
+    sm.alerts.false_positive(T0 + 700 * STEP, alerts[0].score)
+    later = T0 + 2000 * STEP  # past the cooldown
+    _, again, _ = reading_stream(scoring, normal(300, seed=3) + [12.0], start=later, state=state)
+    assert again == []
+    _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [60.0], start=later + 400 * STEP, state=state)
+    assert [a.status for a in bigger] == ["firing"]
+
+
+def test_a_device_that_stops_reporting_raises_a_silence_alert_and_resolves_when_back() -> None:
+    scoring = Scoring("iot", CFG)
+    state, _, _ = reading_stream(scoring, normal(50))
+    last = T0 + 49 * STEP
+    out = Output()
+    scoring.on_tick("s1/d1", state, last + 3 * STEP, out)
+    assert out.alerts == []
+    scoring.on_tick("s1/d1", state, last + 6 * STEP, out)
+    assert [(a.status, a.metric, a.kind) for a in out.alerts] == [("firing", SILENCE, "silence")]
+    scoring.on_tick("s1/d1", state, last + 7 * STEP, out)
+    assert len(out.alerts) == 1  # no re-page while it stays silent
+    back = Output()
+    scoring.on_value("s1/d1", state, last + 8 * STEP, {"temperature": 4.0}, back)
+    assert [(a.status, a.metric) for a in back.alerts] == [("resolved", SILENCE)]
+
+
+def _store_pipeline(is_open=None) -> SourcePipeline:
+    wc = WindowConfig(size=60, grace=10, late_retention=3600, idle_close=5)
+    return SourcePipeline("pos", {}, wc, [Scoring("pos", ScoringConfig(window_warmup=60), is_open)])
+
+
+def _sales(p: SourcePipeline, minutes: int, per_minute: int, offset: int = 0, start: float = T0) -> list[AlertEvent]:
+    alerts: list[AlertEvent] = []
+    rng = random.Random(minutes)
+    recs = []
+    for m in range(minutes):
+        for k in range(per_minute + rng.randint(-1, 1)):
+            recs.append(raw(pos(start + m * 60 + k, f"t{offset}-{m}-{k}", store="shop", lines=(("A", 1, 2.0),))))
+    for i in range(0, len(recs), 50):
+        batch = recs[i:i + 50]
+        # The wall clock reads as the newest event time: a live stream.
+        now = start + minutes * 60 if i + 50 >= len(recs) else start + (i + 50) / len(recs) * minutes * 60
+        out = p.process([Record(0, offset + i + j, b"shop", r) for j, r in enumerate(batch)], now=now)
+        alerts += out.alerts
+    return alerts
+
+
+def test_a_silent_till_reads_as_zero_sales_and_raises_an_alert() -> None:
+    p = _store_pipeline()
+    assert _sales(p, minutes=DAY_OF_MINUTES, per_minute=4) == []
+    last_event = T0 + (DAY_OF_MINUTES - 1) * 60 + 10
+    arrival = p.last_arrival[0]
+    assert p.tick(now=arrival + 3).alerts == []  # a few seconds of quiet is nothing
+    out = p.tick(now=arrival + 20 * 60)  # no event for 20 minutes: event time moves on with the clock
+    zero = [ln for ln in out.lines if ln.startswith("pos_window,") and "revenue=0.0," in ln]
+    assert len(zero) >= 15
+    assert any(a.status == "firing" and a.metric in ("revenue", "transactions") for a in out.alerts)
+    assert last_event < min(a.starts_at for a in out.alerts)
+
+
+def test_closed_hours_neither_alert_nor_write_zero_windows() -> None:
+    open_until = T0 + DAY_OF_MINUTES * 60
+    p = _store_pipeline(is_open=lambda entity, t: t < open_until)
+    _sales(p, minutes=DAY_OF_MINUTES, per_minute=4)
+    out = p.tick(now=p.last_arrival[0] + 60 * 60)
+    assert out.alerts == []
+    assert not [ln for ln in out.lines if ln.startswith("pos_window,") and "revenue=0.0," in ln]
+
+
+def test_late_data_that_corrects_an_alerting_window_withdraws_the_alert() -> None:
+    p = _store_pipeline()
+    _sales(p, minutes=DAY_OF_MINUTES, per_minute=10)
+    base = T0 + DAY_OF_MINUTES * 60
+    # One minute with a single sale (a sharp drop), then normal minutes that close it.
+    out = p.process([Record(0, 100_000, b"shop", raw(pos(base + 1, "drop-1", store="shop", lines=(("A", 1, 2.0),))))],
+                    now=base + 1)
+    alerts = _sales(p, minutes=2, per_minute=10, offset=200_000, start=base + 60)
+    fired = [a for a in alerts if a.status == "firing" and a.starts_at == base]
+    assert fired, "the drop alerted"
+    # The till's other sales of that minute arrive late: the window is corrected and the alert withdrawn.
+    late = [Record(0, 300_000 + k, b"shop", raw(pos(base + 2 + k, f"late-{k}", store="shop", lines=(("A", 1, 2.0),))))
+            for k in range(9)]
+    out = p.process(late, now=base + 200)
+    withdrawn = [a for a in out.alerts if a.status == "resolved" and a.id in {f.id for f in fired}]
+    assert withdrawn and withdrawn[0].note.startswith("withdrawn")
