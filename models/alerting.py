@@ -43,7 +43,10 @@ class SeriesAlerts:
     resolve_below: float = 0.3
     resolve_after: int = 3
     cooldown_s: float = 900.0
-    fp_margin: float = 0.5  # share of the way from the wrong alert's score to 1 that a new one must beat
+    # After a false positive a new alert must be rarer by this factor in decades (and by one decade at
+    # least): scores map to rarity as decades = d * s / (1 - s), d = the detector's FLAG_DECADES.
+    fp_margin: float = 0.2
+    decades: float = 2.0
     fp_memory_s: float = 7 * 86400.0
     open_since: float | None = None  # start of the open alert (time of the value that opened it)
     last_start: float = 0.0  # start of the latest alert, open or not (names it when it resolves)
@@ -96,7 +99,12 @@ class SeriesAlerts:
     def false_positive(self, t: float, score: float) -> None:
         """People said the alert with ``score`` was wrong: the same pattern must not alert again."""
         base = max(self.required(t), score)
-        self.fp_floor = base + (1.0 - base) * self.fp_margin
+        if base >= 1.0:
+            self.fp_floor = 1.0
+        else:
+            dec = self.decades * base / (1.0 - base)
+            dec += max(1.0, self.fp_margin * dec)
+            self.fp_floor = dec / (dec + self.decades)
         self.fp_at = t
         if self.open_since is not None:
             self.open_since, self.resolved_at = None, t
