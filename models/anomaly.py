@@ -132,14 +132,14 @@ class SeriesDetector:
     >>> v.warming_up
     False
     >>> v = det.process_one(27.0, t=300.0 * 288 * 3)
-    >>> v.is_anomaly, v.reason, v.lower < 21 < v.upper
-    (True, 'spike', True)
+    >>> v.is_anomaly, v.reason, v.lower < 20 < v.upper
+    (True, 'level', True)
     """
 
     def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 100,
                  period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
                  shift_alpha: float = 0.05, season_gamma: float = 0.1, flat_alpha: float = 0.1,
-                 horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.02,
+                 horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.005,
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
                  min_effect: float = 2.5, calendar: BusinessCalendar | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
@@ -169,6 +169,7 @@ class SeriesDetector:
         self.bins = 0  # profile bins, fixed at the second timestamped value
         self.season: list[float] = []
         self.season_sum = 0.0  # kept so the profile is used with zero mean (level stays in `slow`)
+        self.season_ready = False  # first period seen: the profile is in use
         self.slow = 0.0  # deseasonalised baseline level
         self.last = 0.0  # previous deseasonalised value
         self.last_x = 0.0
@@ -278,6 +279,8 @@ class SeriesDetector:
         k = int((t % self.period) * nb / self.period + 0.5)  # type: ignore[operator]
         if k >= nb:
             k -= nb
+        if not self.season_ready:
+            return k, 0.0
         return k, self.season[k] - self.season_sum / nb
 
     def _features(self, x: float, t: float | None) -> tuple:
@@ -288,7 +291,7 @@ class SeriesDetector:
             nb = min(self.max_bins, round(self.period / (t - self.t_last)))
             if nb >= 4:
                 self.bins = nb
-                self.season = [0.0] * nb
+                self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
         k, s = self._season_at(t)
         d = x - s
         rl = d - self.slow
@@ -346,6 +349,17 @@ class SeriesDetector:
         u = self.u[_LEVEL]
         tail = u + self.b[_LEVEL] * max(target - lq, 0.0) * _LN10
         return max(tail, self.min_effect * u)
+
+    def _start_profile(self) -> None:
+        """End of the first period: raw per-bin values minus their mean become the profile."""
+        seen = [v for v in self.season if v == v]
+        mean = sum(seen) / len(seen)
+        self.season = [v - mean if v == v else 0.0 for v in self.season]
+        self.season_sum = 0.0
+        self.season_ready = True
+        self.slow = mean
+        k, s = self._season_at(self.t_last) if self.t_last is not None else (-1, 0.0)
+        self.last = self.last_x - s
 
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool) -> None:
         """Fold one value into the state."""
@@ -410,12 +424,19 @@ class SeriesDetector:
         a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
         slow = self.slow
         self.slow = slow + a * (d - slow)
+        start_profile = False
         if k >= 0:
             nb = self.bins
-            g = self.season_gamma if self.season_gamma * n >= nb else (nb / n if n > nb else 1.0)
-            e = g * (x - slow - s)
-            self.season[k] += e
-            self.season_sum += e
+            season = self.season
+            if not self.season_ready:
+                # first period: keep raw values per bin; they become the profile once it is complete
+                season[k] = x if season[k] != season[k] else season[k] + 0.5 * (x - season[k])
+                start_profile = t is not None and t - self.t_first >= self.period  # type: ignore[operator]
+            else:
+                g = self.season_gamma if self.season_gamma * n >= nb else nb / n
+                e = g * (x - slow - s)
+                season[k] += e
+                self.season_sum += e
         self.shift = sh
         self.step_fast = sf
         # starts from 0 on purpose: "flat" stays silent until the usual step size is known
@@ -424,3 +445,5 @@ class SeriesDetector:
         self.last_x = x
         self.t_last = t
         self.n = n + 1
+        if start_profile:
+            self._start_profile()

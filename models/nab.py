@@ -25,7 +25,7 @@ and its labelled anomaly windows:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -178,3 +178,39 @@ def parse_timestamp(text: str) -> datetime:
 def parse_windows(raw: dict[str, list[list[str]]]) -> dict[str, list[tuple[datetime, datetime]]]:
     """Parse NAB's ``combined_windows.json`` content: ``category/file.csv`` -> list of ``(start, end)``."""
     return {key: [(parse_timestamp(a), parse_timestamp(b)) for a, b in spans] for key, spans in raw.items()}
+
+
+def score_corpus(files: Iterable[tuple[str, Sequence[datetime], Sequence[bool],
+                                      Sequence[tuple[datetime, datetime]]]],
+                 profiles: Mapping[str, Profile] = PROFILES,
+                 probation_percent: float = PROBATION_PERCENT) -> dict[str, dict[str, CorpusScore]]:
+    """Score ``(category/file, timestamps, detections, windows)`` runs: profile -> category -> score.
+
+    Each profile also gets a ``"total"`` entry over every file, NAB's headline number.
+    """
+    out: dict[str, dict[str, CorpusScore]] = {name: {} for name in profiles}
+    for key, stamps, detections, windows in files:
+        category = key.split("/", 1)[0]
+        for name, profile in profiles.items():
+            fs = score_file(stamps, detections, windows, profile, probation_percent)
+            null, perfect = null_and_perfect(stamps, windows, profile, probation_percent)
+            for bucket in (category, "total"):
+                agg = out[name].setdefault(bucket, CorpusScore())
+                agg.detector += fs
+                agg.null += null
+                agg.perfect += perfect
+    return out
+
+
+def results_score(score: float, flagged: bool, threshold: float) -> float:
+    """A row's ``anomaly_score`` in NAB's results files: >= 0.5 exactly when the detector flagged it.
+
+    Scores are rescaled piecewise-linearly so that ``threshold`` lands on 0.5; rows the detector did
+    not flag although surprising (warm-up, refractory period) stay just below 0.5.
+
+    >>> results_score(0.8, True, 0.6), results_score(0.3, False, 0.6), results_score(0.9, False, 0.6)
+    (0.75, 0.25, 0.4999)
+    """
+    if flagged:
+        return 1.0 if threshold >= 1.0 else 0.5 + 0.5 * (score - threshold) / (1.0 - threshold)
+    return min(0.5 * score / threshold, 0.4999)

@@ -1,0 +1,192 @@
+"""``opsmon eval nab``: run the stream's ``SeriesDetector`` over the NAB corpus and score it.
+
+Only wiring: reading the corpus, one pass per file through the production detector (the class and
+threshold the stream uses), NAB's results files, a table of scores and a PNG. The scoring rules live
+in ``models.nab``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from models import nab as scorer
+from models.anomaly import SeriesDetector, Verdict
+
+DETECTOR = "opsmon"
+
+
+class CorpusError(ValueError):
+    """The data directory or label file cannot be used as a NAB corpus."""
+
+
+@dataclass
+class FileRun:
+    """One data file after a pass of the detector."""
+
+    key: str  # category/name.csv, as in the label file
+    stamps: list[datetime]
+    values: list[float]
+    verdicts: list[Verdict]
+    windows: list[tuple[datetime, datetime]]
+
+
+def read_series(path: Path) -> tuple[list[datetime], list[float]]:
+    """Read one NAB data file (``timestamp,value``)."""
+    stamps: list[datetime] = []
+    values: list[float] = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"timestamp", "value"} <= set(reader.fieldnames):
+            raise CorpusError(f"{path}: expected columns timestamp,value")
+        for row in reader:
+            stamps.append(scorer.parse_timestamp(row["timestamp"]))
+            values.append(float(row["value"]))
+    return stamps, values
+
+
+def corpus_files(data: Path, windows: dict[str, list[tuple[datetime, datetime]]]) -> list[str]:
+    """``category/name.csv`` of every data file under ``data``; each must have labels."""
+    keys = sorted(p.relative_to(data).as_posix() for p in data.glob("*/*.csv"))
+    if not keys:
+        raise CorpusError(f"no <category>/<name>.csv files under {data}")
+    missing = [k for k in keys if k not in windows]
+    if missing:
+        raise CorpusError(f"no labels for {len(missing)} file(s), e.g. {missing[0]}")
+    return keys
+
+
+def run_file(key: str, stamps: list[datetime], values: list[float],
+             windows: list[tuple[datetime, datetime]], threshold: float) -> FileRun:
+    """One pass of a fresh production detector over a series, in time order."""
+    det = SeriesDetector(threshold=threshold)
+    # NAB timestamps carry no zone: read them as UTC so time-of-day is the file's own.
+    verdicts = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()) for ts, x in zip(stamps, values, strict=True)]
+    return FileRun(key, stamps, values, verdicts, windows)
+
+
+def write_results(run: FileRun, out: Path, threshold: float) -> Path:
+    """NAB's results file ``OUT/<detector>/<category>/<detector>_<file>.csv``."""
+    category, name = run.key.split("/", 1)
+    path = out / DETECTOR / category / f"{DETECTOR}_{name}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spans = scorer.window_indices(run.stamps, run.windows)
+    inside = [0] * len(run.stamps)
+    for lo, hi in spans:
+        for i in range(lo, hi + 1):
+            inside[i] = 1
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["timestamp", "value", "anomaly_score", "label"])
+        for ts, x, v, lab in zip(run.stamps, run.values, run.verdicts, inside, strict=True):
+            w.writerow([ts.strftime("%Y-%m-%d %H:%M:%S"), repr(x),
+                        f"{scorer.results_score(v.score, v.is_anomaly, threshold):.6f}", lab])
+    return path
+
+
+def score_table(scores: dict[str, dict[str, scorer.CorpusScore]], threshold: float) -> Table:
+    """Per-category and total normalised scores for each profile."""
+    profiles = list(scores)
+    table = Table(title=f"NAB scores of {DETECTOR} (threshold {threshold:g}; null 0, perfect 100)")
+    table.add_column("category")
+    for p in profiles:
+        table.add_column(p, justify="right")
+    table.add_column("TP / windows", justify="right")
+    table.add_column("FP", justify="right")
+    cats = sorted(c for c in scores[profiles[0]] if c != "total") + ["total"]
+    for c in cats:
+        first = scores[profiles[0]][c]
+        cells = []
+        for p in profiles:
+            s = scores[p][c]
+            cells.append(f"{s.normalised:.1f}" if s.perfect != s.null else f"raw {s.detector.raw:+.2f}")
+        table.add_row(c, *cells, f"{first.detector.tp} / {first.detector.windows}", str(first.detector.fp),
+                      style="bold" if c == "total" else None)
+    return table
+
+
+def plot_runs(runs: list[FileRun], path: Path, n: int) -> None:
+    """PNG of a few series: values, scores, label windows and detections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in runs if r.windows][:n] or runs[:n]
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(14, 2.6 * len(chosen)), squeeze=False)
+    for ax, run in zip(axes[:, 0], chosen, strict=True):
+        ax.plot(run.stamps, run.values, lw=0.6, color="black", label="value")
+        for a, b in run.windows:
+            ax.axvspan(a, b, color="tab:red", alpha=0.15)
+        probation = scorer.probation_rows(len(run.stamps))
+        ax.axvline(run.stamps[probation], color="tab:green", lw=0.8, ls="--")
+        for ts, v in zip(run.stamps, run.verdicts, strict=True):
+            if v.is_anomaly:
+                ax.axvline(ts, color="tab:blue", lw=0.9)
+        ax2 = ax.twinx()
+        ax2.plot(run.stamps, [v.score for v in run.verdicts], lw=0.5, color="tab:orange")
+        ax2.set_ylim(0, 2)
+        ax2.set_ylabel("score", fontsize=7)
+        ax.set_title(f"{run.key}: windows (red), flags (blue), probation end (green), score (orange)",
+                     fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def nab(
+    data: Annotated[Path, typer.Option("--data", help="NAB data directory: <category>/<name>.csv.")],
+    labels: Annotated[Path, typer.Option("--labels", help="NAB combined_windows.json.")],
+    out: Annotated[Path, typer.Option("--out", help="Results directory (NAB's layout).")],
+    threshold: Annotated[float, typer.Option(help="Detector threshold, as in production.")] = 0.5,
+    plots: Annotated[int, typer.Option(help="Series drawn in the PNG.")] = 4,
+) -> None:
+    """Score the production anomaly detector on NAB: one pass per file, in time order."""
+    console = Console()
+    if not 0.0 < threshold <= 1.0:
+        raise typer.BadParameter("must be in (0, 1]", param_hint="--threshold")
+    try:
+        windows = scorer.parse_windows(json.loads(labels.read_text()))
+        keys = corpus_files(data, windows)
+        series = {k: read_series(data / k) for k in keys}
+    except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
+        console.print(f"[red]cannot read the corpus: {exc}")
+        raise typer.Exit(2) from exc
+    runs: list[FileRun] = []
+    total = sum(len(v) for _, v in series.values())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("detecting", total=total)
+        for key in keys:
+            progress.update(task, description=key)
+            stamps, values = series[key]
+            run = run_file(key, stamps, values, windows[key], threshold)
+            write_results(run, out, threshold)
+            runs.append(run)
+            progress.advance(task, len(values))
+    scores = scorer.score_corpus((r.key, r.stamps, [v.is_anomaly for v in r.verdicts], r.windows) for r in runs)
+    console.print(score_table(scores, threshold))
+    summary = {p: {c: {"score": round(s.normalised, 2) if s.perfect != s.null else None,
+                       "raw": round(s.detector.raw, 4), "tp": s.detector.tp, "fn": s.detector.fn,
+                       "fp": s.detector.fp, "windows": s.detector.windows}
+                   for c, s in cats.items()} for p, cats in scores.items()}
+    summary_path = out / DETECTOR / f"{DETECTOR}_scores.json"
+    summary_path.write_text(json.dumps({"threshold": threshold, "scores": summary}, indent=2))
+    png = out / f"{DETECTOR}_nab.png"
+    if plots > 0:
+        plot_runs(runs, png, plots)
+    total_std = scores["standard"]["total"].normalised
+    console.print(f"standard profile {total_std:.1f}; results in {out / DETECTOR}, summary {summary_path}"
+                  + (f", plot {png}" if plots > 0 else ""))
+    if not math.isfinite(total_std):
+        raise typer.Exit(1)
