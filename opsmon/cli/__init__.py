@@ -24,6 +24,10 @@ from opsmon.cli import eval_forecast as _eval_forecast  # noqa: E402
 
 eval_app.command("forecast")(_eval_forecast.forecast)
 
+from opsmon.cli import eval_nab as _eval_nab  # noqa: E402
+
+eval_app.command("nab")(_eval_nab.nab)
+
 
 def main() -> None:
     """Console-script entry point."""
