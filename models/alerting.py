@@ -45,7 +45,7 @@ class SeriesAlerts:
     cooldown_s: float = 900.0
     # After a false positive a new alert must be rarer by this factor in decades (and by one decade at
     # least): scores map to rarity as decades = d * s / (1 - s), d = the detector's FLAG_DECADES.
-    fp_margin: float = 0.2
+    fp_margin: float = 0.1
     decades: float = 2.0
     fp_memory_s: float = 7 * 86400.0
     open_since: float | None = None  # start of the open alert (time of the value that opened it)

@@ -80,7 +80,7 @@ def test_a_false_positive_stops_the_same_pattern_alerting_again() -> None:
     later = T0 + 2000 * STEP  # past the cooldown
     _, again, _ = reading_stream(scoring, normal(300, seed=3) + [12.0], start=later, state=state)
     assert again == []
-    _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [60.0], start=later + 400 * STEP, state=state)
+    _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [600.0], start=later + 400 * STEP, state=state)
     assert [a.status for a in bigger] == ["firing"]
 
 
