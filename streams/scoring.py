@@ -274,10 +274,10 @@ class Scoring:
     def explain(self, entity: str, metric: str, v: Verdict) -> str:
         """One sentence for the person who gets the alert."""
         what = REASONS.get(v.reason, "unusual value")
-        if v.score >= 1.0:
-            rarity = "never seen before on this series"
+        decades = FLAG_DECADES * v.score / (1.0 - v.score) if v.score < 1.0 else math.inf
+        if decades > 6:
+            rarity = "rarer than 1 in a million values on this series"
         else:
-            decades = FLAG_DECADES * v.score / (1.0 - v.score)
             rarity = f"about 1 in {10 ** decades:,.0f} values on this series"
         band = f" (usual range {v.lower:.4g} to {v.upper:.4g})" if math.isfinite(v.lower) else ""
         return (f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{band}: a {what}, "
