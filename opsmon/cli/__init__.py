@@ -11,18 +11,22 @@ eval_app = typer.Typer(help="Evaluate the stream's models offline (same classes 
 app.add_typer(eval_app, name="eval")
 
 # Sub-command groups, one module each (registered below).
+from opsmon.cli import alerts as _alerts  # noqa: E402
 from opsmon.cli import run as _run  # noqa: E402
 from opsmon.cli import stack as _stack  # noqa: E402
 
 app.add_typer(_stack.app, name="stack")
 app.add_typer(_run.topics_app, name="topics")
+app.add_typer(_alerts.app, name="alerts")
 app.command()(_run.worker)
 app.command()(_run.simulate)
 app.command()(_run.demo)
 
 from opsmon.cli import eval_forecast as _eval_forecast  # noqa: E402
+from opsmon.cli import grafana as _grafana  # noqa: E402
 
 eval_app.command("forecast")(_eval_forecast.forecast)
+app.add_typer(_grafana.app, name="grafana")
 
 from opsmon.cli import eval_nab as _eval_nab  # noqa: E402
 
