@@ -1,0 +1,244 @@
+"""SeriesDetector on synthetic series with known anomalies; SilenceWatch and BusinessCalendar.
+
+Series are five-minute readings with a daily cycle and Gaussian noise; every anomaly is injected
+after the warm-up (one day for the profile, then ``warmup`` values), on day 3 or later.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import random
+from datetime import UTC, datetime
+
+import pytest
+
+from models.anomaly import STATE_VERSION, SeriesDetector, StateVersionError, Verdict
+from models.business_calendar import BusinessCalendar, CalendarError
+from models.silence import SilenceWatch
+
+STEP = 300.0  # seconds between readings
+DAY = 288  # readings per day
+SIGMA = 0.5
+
+
+def seasonal(n: int, seed: int, start: int = 0, sigma: float = SIGMA) -> list[float]:
+    """A clean daily cycle (20 +/- 5) plus noise."""
+    rng = random.Random(seed)
+    return [20 + 5 * math.sin(2 * math.pi * (i + start) / DAY) + rng.gauss(0, sigma) for i in range(n)]
+
+
+def run(xs: list[float], det: SeriesDetector | None = None, start: int = 0) -> list[Verdict]:
+    """Feed readings in order, as the stream does; returns every verdict."""
+    det = det if det is not None else SeriesDetector()
+    return [det.process_one(x, (start + i) * STEP) for i, x in enumerate(xs)]
+
+
+def flags(verdicts: list[Verdict]) -> list[int]:
+    """Indices of flagged readings."""
+    return [i for i, v in enumerate(verdicts) if v.is_anomaly]
+
+
+def trained(days: int = 3, seed: int = 11) -> SeriesDetector:
+    """A detector past its warm-up on a clean series."""
+    det = SeriesDetector()
+    run(seasonal(DAY * days, seed), det)
+    return det
+
+
+# ---------------------------------------------------------------- what it must catch
+def test_spike_is_flagged_where_it_happens() -> None:
+    xs = seasonal(DAY * 4, seed=1)
+    at = DAY * 3 + 40
+    xs[at] += 10 * SIGMA
+    vs = run(xs)
+    assert flags(vs) == [at]
+    assert vs[at].reason in ("spike", "level")
+    assert not vs[at].lower <= xs[at] <= vs[at].upper
+    assert vs[at].score > 0.5
+
+
+def test_level_shift_alerts_at_once_then_adapts() -> None:
+    xs = seasonal(DAY * 8, seed=2)
+    at = DAY * 3
+    xs[at:] = [x + 8 * SIGMA for x in xs[at:]]
+    vs = run(xs)
+    found = flags(vs)
+    assert found and at <= found[0] <= at + 2
+    # decaying statistics: the new level becomes normal instead of alerting for ever
+    assert [i for i in found if i > at + DAY] == []
+    late = vs[-DAY:]
+    assert all(v.lower <= v.observed <= v.upper for v in late[-50:])
+
+
+def test_slow_drift_away_from_the_daily_pattern_is_flagged() -> None:
+    xs = seasonal(DAY * 5, seed=3)
+    at = DAY * 3
+    xs = [x + max(0, i - at) * 0.04 * SIGMA for i, x in enumerate(xs)]  # +1 sigma every 25 readings
+    found = flags(run(xs))
+    assert found, "drift never flagged"
+    assert at < found[0] <= at + DAY // 4  # within six hours, before it is 12 sigma off
+
+
+def test_stuck_sensor_is_flagged_as_flat() -> None:
+    xs = seasonal(DAY * 4, seed=4)
+    at = DAY * 3
+    xs[at:at + 60] = [xs[at]] * 60  # the same reading, exactly, for five hours
+    vs = run(xs)
+    found = [i for i in flags(vs) if i >= at]
+    assert found and found[0] < at + 30
+    assert vs[found[0]].reason == "flat"
+    assert flags(vs[:at]) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_quiet_on_a_clean_seasonal_series(seed: int) -> None:
+    vs = run(seasonal(DAY * 7, seed=100 + seed))
+    assert flags(vs) == []
+    assert vs[DAY // 2].warming_up and not vs[-1].warming_up
+    assert max(v.score for v in vs[DAY * 2:]) < 0.5
+
+
+def test_one_threshold_means_the_same_on_any_scale() -> None:
+    xs = seasonal(DAY * 4, seed=5)
+    xs[DAY * 3] += 6 * SIGMA
+    celsius = run(xs)
+    takings = run([1000.0 * x + 250.0 for x in xs])
+    assert max(abs(a.score - b.score) for a, b in zip(celsius, takings, strict=True)) < 1e-9
+    assert flags(celsius) == flags(takings) == [DAY * 3]
+
+
+# ---------------------------------------------------------------- closed hours
+def test_closed_hours_neither_alert_nor_learn() -> None:
+    a, b = trained(), trained()
+    t0 = DAY * 3
+    shut = [b.process_one(x, (t0 + i) * STEP, is_open=False) for i, x in enumerate([0.0] * 50 + [500.0] * 50)]
+    assert all(v.reason == "closed" and not v.is_anomaly and v.score == 0.0 for v in shut)
+    after = seasonal(DAY, seed=6, start=t0 + 100)
+    va = run(after, a, start=t0 + 100)
+    vb = run(after, b, start=t0 + 100)
+    assert [v.score for v in va] == [v.score for v in vb]  # b learned nothing while closed
+
+
+def test_calendar_closes_the_detector_by_itself() -> None:
+    cal = BusinessCalendar.parse("mon-fri 08:00-20:00")
+    det = SeriesDetector(period=None, warmup=10, calendar=cal)
+    monday_9h = datetime(2024, 6, 3, 9, 0, tzinfo=UTC).timestamp()
+    sunday_9h = datetime(2024, 6, 2, 9, 0, tzinfo=UTC).timestamp()
+    for i in range(200):
+        det.process_one(10.0 + (i % 5) * 0.1, monday_9h + 60 * i)
+    n = det.n
+    v = det.process_one(1000.0, sunday_9h)
+    assert v.reason == "closed" and not v.is_anomaly and det.n == n
+    assert det.process_one(1000.0, monday_9h + 60 * 201).is_anomaly
+
+
+# ---------------------------------------------------------------- group prior, state
+def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
+    prior = trained(days=4, seed=5)
+    xs = [x + 3.0 for x in seasonal(DAY, seed=6, start=DAY * 10)]  # a sister device, 3 degrees warmer
+    xs[40] += 10 * SIGMA
+    from_group = run(xs, SeriesDetector.from_prior(prior), start=DAY * 10)
+    from_scratch = run(xs, SeriesDetector(), start=DAY * 10)
+    assert flags(from_group) == [40]
+    assert flags(from_scratch) == [] and from_scratch[40].warming_up
+    assert prior.n == DAY * 4  # the prior itself is untouched
+
+
+def test_pickle_round_trip_gives_identical_next_scores() -> None:
+    det = trained()
+    blob = pickle.dumps(det)
+    assert len(blob) < 8_000  # small and bounded: it lives in a Faust table
+    copy = pickle.loads(blob)
+    nxt = seasonal(DAY, seed=7, start=DAY * 3)
+    nxt[100] += 5.0
+    assert run(nxt, det, start=DAY * 3) == run(nxt, copy, start=DAY * 3)
+
+
+def test_state_of_another_version_is_refused() -> None:
+    state = trained(days=1).__getstate__()
+    state["state_version"] = STATE_VERSION + 1
+    det = SeriesDetector.__new__(SeriesDetector)
+    with pytest.raises(StateVersionError):
+        det.__setstate__(state)
+
+
+def test_score_one_does_not_learn_and_learn_one_returns_none() -> None:
+    det = trained(days=2)
+    before = pickle.dumps(det)
+    s = det.score_one(40.0, DAY * 2 * STEP)
+    assert 0.0 <= s <= 1.0 and s > 0.5
+    assert pickle.dumps(det) == before
+    assert det.learn_one(20.0, DAY * 2 * STEP) is None
+    assert pickle.dumps(det) != before
+
+
+def test_score_then_learn_equals_process_one() -> None:
+    a, b = trained(days=2), trained(days=2)
+    xs = seasonal(200, seed=8, start=DAY * 2)
+    for i, x in enumerate(xs):
+        t = (DAY * 2 + i) * STEP
+        s = a.score_one(x, t)
+        a.learn_one(x, t)
+        assert s == b.process_one(x, t).score
+
+
+def test_bad_threshold_is_refused() -> None:
+    with pytest.raises(ValueError):
+        SeriesDetector(threshold=0.0)
+
+
+# ---------------------------------------------------------------- silence
+def test_silence_after_a_gap_much_longer_than_the_cadence() -> None:
+    w = SilenceWatch(factor=5.0)
+    rng = random.Random(0)
+    t = 0.0
+    for _ in range(50):
+        t += 60.0 * rng.uniform(0.8, 1.2)
+        w.observe(t)
+    assert w.cadence is not None and 50 < w.cadence < 70
+    assert not w.is_silent(t + 120)
+    assert w.is_silent(t + 600)
+
+
+def test_silence_needs_history_and_an_outage_does_not_become_the_cadence() -> None:
+    w = SilenceWatch(min_gaps=5)
+    w.observe(0.0)
+    w.observe(60.0)
+    assert not w.is_silent(10_000.0)  # one gap is not a cadence
+    for i in range(2, 20):
+        w.observe(60.0 * i)
+    w.observe(60.0 * 19 + 86_400)  # back after a day's outage
+    for i in range(1, 5):
+        w.observe(60.0 * 19 + 86_400 + 60 * i)
+    assert w.cadence is not None and w.cadence < 200
+    assert w.is_silent(60.0 * 23 + 86_400 + 3_600)
+
+
+# ---------------------------------------------------------------- calendar
+def test_calendar_hours_overnight_ranges_and_closed_days() -> None:
+    cal = BusinessCalendar.parse("mon-fri 08:00-20:00; sat 09:00-14:00; fri 22:00-02:00; closed 2024-12-25",
+                                 tz="Europe/Paris")
+
+    def at(y: int, mo: int, d: int, h: int, mi: int = 0) -> float:
+        from zoneinfo import ZoneInfo
+        return datetime(y, mo, d, h, mi, tzinfo=ZoneInfo("Europe/Paris")).timestamp()
+
+    assert cal.is_open(at(2024, 12, 20, 8))  # Friday opening
+    assert not cal.is_open(at(2024, 12, 20, 7, 59))
+    assert cal.is_open(at(2024, 12, 21, 1, 30))  # Friday night, past midnight
+    assert not cal.is_open(at(2024, 12, 21, 2, 0))
+    assert cal.is_open(at(2024, 12, 21, 13, 59)) and not cal.is_open(at(2024, 12, 21, 14, 0))
+    assert not cal.is_open(at(2024, 12, 22, 12))  # Sunday
+    assert not cal.is_open(at(2024, 12, 25, 12))  # closed date
+    assert cal.is_open(at(2024, 3, 29, 19, 30))  # around the DST change
+    again = pickle.loads(pickle.dumps(cal))
+    assert again.is_open(at(2024, 12, 20, 8))
+
+
+def test_calendar_from_dict_and_bad_specs() -> None:
+    cal = BusinessCalendar.from_dict({"sat-sun": "10:00-16:00", "closed": ["2024-06-01"]})
+    assert set(cal.hours) == {5, 6}
+    for bad in ("mon 8-20", "funday 08:00-20:00", "mon", "closed 2024-13-45", "mon 25:00-26:00"):
+        with pytest.raises(CalendarError):
+            BusinessCalendar.parse(bad)
