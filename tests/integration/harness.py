@@ -84,3 +84,46 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 60.
     finally:
         consumer.close()
     return records
+
+
+class WebhookReceiver:
+    """A real HTTP server on loopback that records every JSON body POSTed to it (Alertmanager's receiver)."""
+
+    def __init__(self, url: str) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlparse
+
+        self.bodies: list[dict] = []
+        self.arrivals: list[float] = []
+        self.lock = threading.Lock()
+        bodies, arrivals, lock = self.bodies, self.arrivals, self.lock
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                with lock:
+                    bodies.append(body)
+                    arrivals.append(time.time())
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        parsed = urlparse(url)
+        self.server = ThreadingHTTPServer((parsed.hostname or "127.0.0.1", parsed.port or 80), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def alerts(self, status: str | None = None) -> list[dict]:
+        """Every alert of every notification so far (optionally of one status), with the group labels."""
+        with self.lock:
+            return [{**a, "groupLabels": n.get("groupLabels", {})} for n in self.bodies for a in n["alerts"]
+                    if status is None or a["status"] == status]
+
+    def close(self) -> None:
+        """Stop serving."""
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,126 @@
+"""Anomalies become alerts at a real Alertmanager, which notifies a webhook served by the test."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from deploy.stack import Stack
+from opsmon.settings import Settings
+from streams.publisher import Publisher
+from tests.events import iot, raw
+from tests.integration.harness import WebhookReceiver, WorkerProcess
+from tests.tsdb import eventually
+
+STEP = 300.0  # a reading every five minutes; detectors learn a full day before they may alert
+
+
+@pytest.fixture
+def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
+    hook = WebhookReceiver(stack_settings.alertmanager_webhook_url)
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def alert_settings(pipeline_settings: Settings) -> Settings:
+    # Re-send firing alerts often, so an Alertmanager that restarts learns them again quickly.
+    return pipeline_settings.model_copy(update={"alert_resend_seconds": 5.0})
+
+
+def _normal(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [4.0 + 0.5 * math.sin(2 * math.pi * i * STEP / 86400) + rng.gauss(0, 0.1) for i in range(n)]
+
+
+def _publish(settings: Settings, entity: str, t0: float, values: list[float]) -> float:
+    """Publish readings of one device's temperature from ``t0``; returns the time of the last."""
+    site, device = entity.split("/")
+    with Publisher(settings) as pub:
+        for i, x in enumerate(values):
+            pub.send_raw("iot", entity, raw(iot(t0 + i * STEP, site, device, temperature=x)))
+    return t0 + (len(values) - 1) * STEP
+
+
+def _processed(worker: WorkerProcess, n: int) -> Callable[[], bool]:
+    return lambda: (worker.stats() or {}).get("iot", {}).get("events", 0) >= n
+
+
+def _of(hook: WebhookReceiver, entity: str, status: str) -> set[str]:
+    return {a["annotations"]["alert_id"] for a in hook.alerts(status) if a["labels"]["entity"] == entity}
+
+
+def test_an_anomaly_is_one_alert_then_resolved_and_a_false_positive_silences_the_repeat(
+        alert_settings: Settings, worker_factory: Callable[..., WorkerProcess], webhook: WebhookReceiver) -> None:
+    s = alert_settings
+    entity = "alert-site/freezer-1"
+    t0 = float(int(time.time()) // 3600 * 3600 - 6 * 86400)
+    worker = worker_factory(s)
+    last = _publish(s, entity, t0, _normal(600, seed=1))
+    assert eventually(_processed(worker, 600), bool, timeout=60)
+    sent = time.time()
+    _publish(s, entity, last + STEP, [15.0])
+    fired = eventually(lambda: _of(webhook, entity, "firing"), bool, timeout=60)
+    latency = webhook.arrivals[0] - sent
+    assert len(fired) == 1, f"exactly one alert: {fired}"
+    alert = next(a for a in webhook.alerts("firing") if a["labels"]["entity"] == entity)
+    assert alert["labels"]["metric"] == "temperature" and alert["labels"]["severity"] in ("warning", "critical")
+    assert "temperature of alert-site/freezer-1 is 15" in alert["annotations"]["description"]
+    assert alert["annotations"]["runbook"] and alert["annotations"]["dashboard"].startswith(s.grafana_url)
+    print(f"\nevent-to-webhook latency: {latency:.2f} s")
+
+    _publish(s, entity, last + 2 * STEP, _normal(30, seed=2))
+    resolved = eventually(lambda: _of(webhook, entity, "resolved"), bool, timeout=60)
+    assert resolved == fired, "the same alert resolved"
+
+    (alert_id,) = fired
+    url = f"http://127.0.0.1:{s.worker_web_port}/opsmon/feedback"
+    token = {"Authorization": "Bearer test-feedback-token"}
+    assert httpx.post(url, json={"alert_id": alert_id, "kind": "false_positive"}).status_code == 401
+    assert httpx.post(url, json={"alert_id": alert_id, "kind": "false_positive"},
+                      headers={"Authorization": "Bearer wrong"}).status_code == 401
+    unknown = httpx.post(url, json={"alert_id": "iot:nowhere/x:temperature:1", "kind": "ack"}, headers=token)
+    assert unknown.status_code == 404 and "unknown alert id" in unknown.json()["error"]
+    assert httpx.post(url, content=b"x" * 10_000, headers=token).status_code == 413
+    assert httpx.post(url, json={"alert_id": alert_id, "kind": "maybe"}, headers=token).status_code == 400
+    ok = httpx.post(url, json={"alert_id": alert_id, "kind": "false_positive", "user": "sam"}, headers=token)
+    assert ok.status_code == 202, ok.text
+    eventually(lambda: (worker.stats() or {}).get("alerts", {}).get("feedback_applied", 0), bool, timeout=30)
+
+    # The same pattern a day later: no new alert.
+    again = last + 300 * STEP
+    end = _publish(s, entity, again, _normal(100, seed=3) + [15.0] + _normal(10, seed=4))
+    assert eventually(_processed(worker, 600 + 1 + 30 + 111), bool, timeout=60)
+    time.sleep(8)  # longer than Alertmanager's group_wait
+    assert _of(webhook, entity, "firing") == fired, "no second alert after the false positive"
+    assert end > again
+
+
+def test_alertmanager_down_delays_delivery_but_loses_and_duplicates_nothing(
+        stack: Stack, alert_settings: Settings, worker_factory: Callable[..., WorkerProcess],
+        webhook: WebhookReceiver) -> None:
+    s = alert_settings
+    entity = "am-down-site/freezer-2"
+    t0 = float(int(time.time()) // 3600 * 3600 - 6 * 86400)
+    worker = worker_factory(s)
+    last = _publish(s, entity, t0, _normal(600, seed=5))
+    assert eventually(_processed(worker, 600), bool, timeout=60)
+    stack.stop("alertmanager")
+    try:
+        _publish(s, entity, last + STEP, [15.0])
+        assert eventually(_processed(worker, 601), bool, timeout=60)
+        time.sleep(5)
+        assert _of(webhook, entity, "firing") == set()
+    finally:
+        stack.start("alertmanager")
+    fired = eventually(lambda: _of(webhook, entity, "firing"), bool, timeout=90)
+    assert len(fired) == 1
+    time.sleep(12)  # re-sends of the firing alert must not page again
+    notifications = [a for a in webhook.alerts("firing") if a["labels"]["entity"] == entity]
+    assert len({a["annotations"]["alert_id"] for a in notifications}) == 1
+    assert len(notifications) == 1, f"delivered once, not {len(notifications)} times"
