@@ -1,0 +1,96 @@
+"""Sales and demand: till figures per store, demand forecast against actual sales, stock-out risk."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import table, timeseries
+from grafana_foundation_sdk.models import dashboard as dm
+
+from deploy.grafana.boards.common import (
+    UID_SALES,
+    every_interval,
+    finish,
+    graph,
+    grid,
+    matches,
+    new_dashboard,
+    prop,
+    query_variable,
+    single_stat,
+    where,
+)
+from deploy.grafana.influxql import InfluxQL
+
+STORE = matches("store")
+BUCKET = "\"bucket\" = '$bucket'"
+FORECAST_TITLE = "$sku: forecast vs actual"
+STOCK_TITLE = "Stock-out risk"
+
+
+def build() -> dm.Dashboard:
+    """The sales and demand board (its time range reaches a day ahead, where the forecasts are)."""
+    board = (new_dashboard(UID_SALES, "opsmon: sales and demand",
+                           "Revenue, transactions, baskets and refunds per store; demand forecast; stock-out risk.",
+                           time_from="now-24h", time_to="now+24h")
+             .with_variable(query_variable("store", "Store", 'SHOW TAG VALUES FROM "pos_window" WITH KEY = "store"'))
+             .with_variable(query_variable("sku", "SKU", 'SHOW TAG VALUES FROM "pos_sku_window" '
+                                                         f'WITH KEY = "sku" WHERE {STORE}'))
+             .with_variable(db.CustomVariable("bucket").label("Forecast bucket").values("hour,day")
+                            .current(dm.VariableOption(selected=True, text="hour", value="hour")))
+             .with_panel(single_stat("Revenue", _total('sum("revenue")'), w=6).decimals(0))
+             .with_panel(single_stat("Transactions", _total('sum("transactions")'), w=6).decimals(0))
+             .with_panel(single_stat("Average basket", _total('sum("revenue") / sum("transactions")'), w=6)
+                         .decimals(2))
+             .with_panel(single_stat("Refunds", _total('sum("refunds")'), w=6,
+                                     steps=[(None, "green"), (10, "orange")]).decimals(0))
+             .with_panel(graph("Revenue per store", _per_store('sum("revenue")')))
+             .with_panel(graph("Transactions per store", _per_store('sum("transactions")')))
+             .with_panel(graph("Average basket per store", _per_store('sum("revenue") / sum("transactions")')))
+             .with_panel(graph("Refunds and voids per store",
+                               InfluxQL('SELECT sum("refunds") AS "refunds", sum("voids") AS "voids" FROM "pos_window" '
+                                        f'{where(STORE)} {every_interval("store")} fill(0)')
+                               .alias("$tag_store $col")))
+             .with_panel(graph("Units sold per SKU",
+                               InfluxQL(f'SELECT sum("quantity") FROM "pos_sku_window" {where(STORE, matches("sku"))} '
+                                        f'{every_interval("store", "sku")} fill(0)').alias("$tag_store $tag_sku"),
+                               w=24))
+             .with_panel(stock_table())
+             .with_row(db.Row("Forecast: $store").repeat("store").with_panel(forecast_panel())))
+    return finish(board)
+
+
+def forecast_panel() -> timeseries.Panel:
+    """Forecast of one store and SKU (repeated per SKU): prediction, its interval, and what actually sold."""
+    query = InfluxQL('SELECT "predicted", "lower", "upper", "actual" FROM "forecast" '
+                     f'{where(STORE, matches("sku"), BUCKET)}').alias("$col")
+    return (graph(FORECAST_TITLE, query, w=12,
+                  description="Shaded: the forecast's interval. Actual appears as buckets close.")
+            .repeat("sku").repeat_direction("h").max_per_row(2)
+            .override_by_name("upper", [prop("custom.fillBelowTo", "lower"), prop("custom.lineWidth", 0),
+                                        prop("custom.fillOpacity", 20)])
+            .override_by_name("lower", [prop("custom.lineWidth", 0)])
+            .override_by_name("predicted", [prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})])
+            .override_by_name("actual", [prop("custom.lineWidth", 2), prop("custom.showPoints", "always")]))
+
+
+def stock_table() -> table.Panel:
+    """Latest stock estimate per store and SKU, soonest stock-out first."""
+    query = InfluxQL('SELECT last("stock") AS "stock", last("days_to_stockout") AS "days to stock-out", '
+                     f'last("at_risk") AS "at risk" FROM "stock_risk" {where(STORE, matches("sku"))} '
+                     'GROUP BY "store", "sku"').format("table")
+    return (grid(STOCK_TITLE, query, w=24, h=8)
+            .sort_by([cb.TableSortByFieldState().display_name("days to stock-out").desc(False)])
+            .override_by_name("at risk", [prop("mappings", [{"type": "value", "options": {
+                "0": {"text": "no", "color": "green", "index": 0},
+                "1": {"text": "yes", "color": "red", "index": 1}}}]),
+                prop("custom.cellOptions", {"type": "color-background"})]))
+
+
+def _per_store(select: str) -> InfluxQL:
+    return InfluxQL(f'SELECT {select} FROM "pos_window" {where(STORE)} {every_interval("store")} fill(none)'
+                    ).alias("$tag_store")
+
+
+def _total(select: str) -> InfluxQL:
+    return InfluxQL(f'SELECT {select} FROM "pos_window" {where(STORE)}')
