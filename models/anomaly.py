@@ -20,8 +20,10 @@ Each surprise becomes a tail probability ``p`` against the series' own recent hi
 which surprises at least that large have *started* lately (up-crossings in a decaying histogram, so
 one long episode counts once) or, beyond anything seen, an exponential tail fitted above the running
 90% quantile (peaks over threshold). The smallest ``p`` times the number of surprises (Bonferroni)
-gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: 0.5 means a one-in-a-hundred
-surprise for that series whatever its unit or noise, 0.67 one in ten thousand; it never saturates.
+gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
+on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the five surprises (one in 500
+for the single surprise, so an event that recurs daily in five-minute data does not flag), 0.67 is ten
+times rarer, 0.75 a hundred; it never saturates.
 Rarity alone is not enough to flag: the surprise must also be material (``min_effect`` times its
 usual 90th percentile), so a clean, noisy series stays quiet. After a flag, flags are suppressed
 for ``refractory`` values (one alert per event; alerting adds its own hysteresis). Statistics
@@ -49,7 +51,9 @@ if TYPE_CHECKING:
 # Bump when the meaning or layout of the pickled state changes; old states are then refused.
 STATE_VERSION = 1
 
-# Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES.
+# Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
+# favour a lower bar (1.5 scores a little higher there) but then a daily job's spike in five-minute
+# data would alert every day.
 FLAG_DECADES = 2.0
 
 FEATURES = ("spike", "level", "shift", "flat", "cluster")
@@ -103,7 +107,7 @@ class SeriesDetector:
     Parameters
     ----------
     threshold
-        Score at which a value is flagged (0.5: a one-in-a-hundred surprise, see FLAG_DECADES).
+        Score at which a value is flagged (see FLAG_DECADES); 0.6 or 0.7 for fewer, surer alerts.
     warmup
         Values to learn before flagging, counted once the first seasonal period is complete
         (the profile must exist before its surprises mean anything).

@@ -39,6 +39,7 @@ class FileRun:
     values: list[float]
     verdicts: list[Verdict]
     windows: list[tuple[datetime, datetime]]
+    threshold: float
 
 
 def read_series(path: Path) -> tuple[list[datetime], list[float]]:
@@ -72,7 +73,7 @@ def run_file(key: str, stamps: list[datetime], values: list[float],
     det = SeriesDetector(threshold=threshold)
     # NAB timestamps carry no zone: read them as UTC so time-of-day is the file's own.
     verdicts = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()) for ts, x in zip(stamps, values, strict=True)]
-    return FileRun(key, stamps, values, verdicts, windows)
+    return FileRun(key, stamps, values, verdicts, windows, threshold)
 
 
 def write_results(run: FileRun, out: Path, threshold: float) -> Path:
@@ -98,9 +99,9 @@ def score_table(scores: dict[str, dict[str, scorer.CorpusScore]], threshold: flo
     """Per-category and total normalised scores for each profile."""
     profiles = list(scores)
     table = Table(title=f"NAB scores of {DETECTOR} (threshold {threshold:g}; null 0, perfect 100)")
-    table.add_column("category")
+    table.add_column("category", no_wrap=True)
     for p in profiles:
-        table.add_column(p, justify="right")
+        table.add_column(p.replace("reward_", "").replace("_rate", ""), justify="right")
     table.add_column("TP / windows", justify="right")
     table.add_column("FP", justify="right")
     cats = sorted(c for c in scores[profiles[0]] if c != "total") + ["total"]
@@ -122,7 +123,13 @@ def plot_runs(runs: list[FileRun], path: Path, n: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = [r for r in runs if r.windows][:n] or runs[:n]
+    # one labelled series per category first, so the picture shows each kind of data
+    labelled = [r for r in runs if r.windows] or runs
+    chosen: list[FileRun] = []
+    while len(chosen) < min(n, len(labelled)):
+        seen = {r.key.split("/")[0] for r in chosen}
+        pick = next((r for r in labelled if r not in chosen and r.key.split("/")[0] not in seen), None)
+        chosen.append(pick or next(r for r in labelled if r not in chosen))
     fig, axes = plt.subplots(len(chosen), 1, figsize=(14, 2.6 * len(chosen)), squeeze=False)
     for ax, run in zip(axes[:, 0], chosen, strict=True):
         ax.plot(run.stamps, run.values, lw=0.6, color="black", label="value")
@@ -135,6 +142,7 @@ def plot_runs(runs: list[FileRun], path: Path, n: int) -> None:
                 ax.axvline(ts, color="tab:blue", lw=0.9)
         ax2 = ax.twinx()
         ax2.plot(run.stamps, [v.score for v in run.verdicts], lw=0.5, color="tab:orange")
+        ax2.axhline(run.threshold, color="tab:orange", lw=0.6, ls=":")
         ax2.set_ylim(0, 2)
         ax2.set_ylabel("score", fontsize=7)
         ax.set_title(f"{run.key}: windows (red), flags (blue), probation end (green), score (orange)",
