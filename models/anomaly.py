@@ -69,6 +69,12 @@ _SHIFT_EFFECT = 0.7
 _FLAT_EFFECT = math.log(4.0)
 
 
+# constructor arguments, kept as attributes of the same name
+_SETTINGS = ("threshold", "warmup", "refractory", "period", "max_bins", "slow_alpha", "shift_alpha",
+             "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
+             "cluster_alpha", "min_effect", "calendar")
+
+
 class StateVersionError(ValueError):
     """A pickled detector was written by an incompatible version of this module."""
 
@@ -192,6 +198,11 @@ class SeriesDetector:
         self.quiet = 0  # values left in the refractory period
 
     # ------------------------------------------------------------------ public API
+    @property
+    def warmed_up(self) -> bool:
+        """True once the detector may flag (and is worth copying with ``from_prior``)."""
+        return self.n_mature >= self.warmup
+
     def score_one(self, x: float, t: float | None = None) -> float:
         """Calibrated surprise of ``x`` (at time ``t``, epoch seconds) in [0, 1], without learning it."""
         if self.anchor:
@@ -235,9 +246,13 @@ class SeriesDetector:
     def from_prior(cls, prior: SeriesDetector) -> SeriesDetector:
         """A new series' detector that starts from another (warmed-up) detector of its group.
 
-        The profile, scales and surprise history are copied; the level restarts at the new
-        series' first value, and warm-up is skipped when the prior had finished it.
+        The profile, scales, surprise history and settings (threshold, calendar) are copied; the
+        level restarts at the new series' first value, and warm-up is skipped when the prior had
+        finished it. A prior still warming up has nothing reliable to share: the new detector then
+        starts from scratch with the prior's settings. The prior itself is not changed.
         """
+        if not prior.warmed_up:
+            return cls(**{name: getattr(prior, name) for name in _SETTINGS})
         new = copy.deepcopy(prior)
         new.anchor = True
         new.quiet = 0
@@ -357,7 +372,7 @@ class SeriesDetector:
     def _start_profile(self) -> None:
         """End of the first period: raw per-bin values minus their mean become the profile."""
         seen = [v for v in self.season if v == v]
-        mean = sum(seen) / len(seen)
+        mean = sum(seen) / len(seen) if seen else self.slow
         self.season = [v - mean if v == v else 0.0 for v in self.season]
         self.season_sum = 0.0
         self.season_ready = True

@@ -136,6 +136,7 @@ def test_calendar_closes_the_detector_by_itself() -> None:
 # ---------------------------------------------------------------- group prior, state
 def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     prior = trained(days=4, seed=5)
+    assert prior.warmed_up
     xs = [x + 3.0 for x in seasonal(DAY, seed=6, start=DAY * 10)]  # a sister device, 3 degrees warmer
     xs[40] += 10 * SIGMA
     from_group = run(xs, SeriesDetector.from_prior(prior), start=DAY * 10)
@@ -143,6 +144,14 @@ def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     assert flags(from_group) == [40]
     assert flags(from_scratch) == [] and from_scratch[40].warming_up
     assert prior.n == DAY * 4  # the prior itself is untouched
+
+
+def test_prior_that_is_still_warming_up_only_shares_what_it_has() -> None:
+    young = SeriesDetector()
+    run(seasonal(20, seed=9), young)
+    assert not young.warmed_up
+    vs = run(seasonal(DAY * 2, seed=10, start=DAY), SeriesDetector.from_prior(young), start=DAY)
+    assert vs[10].warming_up and flags(vs) == []
 
 
 def test_pickle_round_trip_gives_identical_next_scores() -> None:
