@@ -88,7 +88,7 @@ class Verdict(NamedTuple):
     expected: float  # seasonal baseline (slow level + time-of-day profile)
     lower: float  # baseline band: a value outside it would reach the threshold on ``level``
     upper: float
-    reason: str  # the surprise that drove the score ("" when unremarkable, "closed" when closed)
+    reason: str  # the surprise that drove the score; "" if unremarkable, "closed", "invalid" (NaN, inf)
     warming_up: bool
 
 
@@ -205,12 +205,14 @@ class SeriesDetector:
 
     def score_one(self, x: float, t: float | None = None) -> float:
         """Calibrated surprise of ``x`` (at time ``t``, epoch seconds) in [0, 1], without learning it."""
-        if self.anchor:
+        if self.anchor or not math.isfinite(x):
             return 0.0
         return self._score(self._features(x, t))[0]
 
     def learn_one(self, x: float, t: float | None = None) -> None:
         """Update the model with ``x``; returns None, as River's ``learn_one`` does."""
+        if not math.isfinite(x):  # a NaN would poison every average for good
+            return
         if self.anchor:
             self._start(x, t)
             return
@@ -225,6 +227,8 @@ class SeriesDetector:
         """
         if not is_open or (self.calendar is not None and t is not None and not self.calendar.is_open(t)):
             return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "closed", self.n_mature < self.warmup)
+        if not math.isfinite(x):  # a NaN would poison every average for good: neither scored nor learned
+            return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "invalid", self.n_mature < self.warmup)
         if self.anchor:
             self._start(x, t)
             return Verdict(0.0, False, x, x, x, x, "", self.n_mature < self.warmup)

@@ -192,6 +192,16 @@ def test_score_then_learn_equals_process_one() -> None:
         assert s == b.process_one(x, t).score
 
 
+def test_non_finite_values_are_neither_scored_nor_learned() -> None:
+    a, b = trained(days=2), trained(days=2)
+    for bad in (math.nan, math.inf, -math.inf):
+        v = b.process_one(bad, DAY * 2 * STEP)
+        assert v.reason == "invalid" and not v.is_anomaly
+        b.learn_one(bad, DAY * 2 * STEP)
+        assert b.score_one(bad, DAY * 2 * STEP) == 0.0
+    assert pickle.dumps(a) == pickle.dumps(b)
+
+
 def test_bad_threshold_is_refused() -> None:
     with pytest.raises(ValueError):
         SeriesDetector(threshold=0.0)
