@@ -168,3 +168,13 @@ def register() -> None:
     cogruntime.register_dataquery_variant(
         cogruntime.DataqueryConfig(identifier=DATASOURCE_TYPE, from_json_hook=InfluxQLQuery.from_json))
     _registered = True
+
+
+def dashboard_from_json(data: dict[str, Any]) -> dashboard.Dashboard:
+    """Decode a dashboard with the SDK, keeping InfluxQL annotation targets typed."""
+    register()
+    board = dashboard.Dashboard.from_json(data)
+    annotations = (data.get("annotations") or {}).get("list")
+    if annotations and board.annotations is not None:
+        board.annotations.list_val = [annotation_from_json(a) for a in annotations]
+    return board

@@ -130,7 +130,24 @@ def finish(board: db.Dashboard) -> dm.Dashboard:
     for number, panel in enumerate(flat, start=1):
         panel.id_val = number
     built.panels = flat
+    _lay_out(flat)
     return built
+
+
+def _lay_out(panels: list[dm.Panel | dm.RowPanel]) -> None:
+    """Left to right, wrapping at Grafana's 24 columns; a row starts a new line of its own."""
+    x = y = line_height = 0
+    for panel in panels:
+        pos = panel.grid_pos or dm.GridPos()
+        if isinstance(panel, dm.RowPanel) or x + pos.w > 24:
+            x, y, line_height = 0, y + line_height, 0
+        if isinstance(panel, dm.RowPanel):
+            panel.grid_pos = dm.GridPos(x=0, y=y, w=24, h=1)
+            y += 1
+            continue
+        panel.grid_pos = dm.GridPos(x=x, y=y, w=pos.w, h=pos.h)
+        x += pos.w
+        line_height = max(line_height, pos.h)
 
 
 def all_panels(board: dm.Dashboard) -> list[dm.Panel]:
