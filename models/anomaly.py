@@ -308,13 +308,6 @@ class SeriesDetector:
 
     def _features(self, x: float, t: float | None) -> tuple:
         """Surprises of ``x`` against the current state, plus what learning needs."""
-        if (t is not None and not self.bins and self.period and self.t_last is not None
-                and t > self.t_last):
-            # one bin per sampling interval (capped); too coarse to resolve a period: no profile
-            nb = min(self.max_bins, round(self.period / (t - self.t_last)))
-            if nb >= 4:
-                self.bins = nb
-                self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
         k, s = self._season_at(t)
         d = x - s
         rl = d - self.slow
@@ -389,6 +382,14 @@ class SeriesDetector:
         n = self.n
         k, d, _, sh, sf, step = feats[4], feats[5], feats[6], feats[7], feats[8], feats[9]
         s = feats[10]
+        if (t is not None and not self.bins and self.period and self.t_last is not None
+                and t > self.t_last):
+            # one bin per sampling interval (capped); too coarse to resolve a period: no profile
+            nb = min(self.max_bins, round(self.period / (t - self.t_last)))
+            if nb >= 4:
+                self.bins = nb
+                self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
+                k = self._season_at(t)[0]
         # surprise calibrators: log-domain quantile tracking + mean excess + up-crossing histogram
         q = self.tail_q
         # surprises of a model still learning its first season say little about what is normal:

@@ -180,6 +180,11 @@ def test_score_one_does_not_learn_and_learn_one_returns_none() -> None:
     assert pickle.dumps(det) == before
     assert det.learn_one(20.0, DAY * 2 * STEP) is None
     assert pickle.dumps(det) != before
+    young = SeriesDetector()
+    young.learn_one(20.0, 0.0)
+    before = pickle.dumps(young)
+    young.score_one(21.0, STEP)  # not even the cadence is learned from a score
+    assert pickle.dumps(young) == before
 
 
 def test_score_then_learn_equals_process_one() -> None:
