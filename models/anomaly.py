@@ -63,6 +63,7 @@ _NB = 16  # histogram bins: half-octaves of z / u, so up to 256 times the 90% qu
 _LOG10E = math.log10(math.e)
 _LN10 = math.log(10.0)
 _TINY = 1e-12
+_SETTLE = 30  # values before surprises are calibrated at all (the level's running mean settles)
 # Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk at least four-fold.
 _SHIFT_EFFECT = 0.7
@@ -116,7 +117,8 @@ class SeriesDetector:
         Score at which a value is flagged (see FLAG_DECADES); 0.6 or 0.7 for fewer, surer alerts.
     warmup
         Values to learn before flagging, counted once the first seasonal period is complete
-        (the profile must exist before its surprises mean anything).
+        (the profile must exist before its surprises mean anything), or after 30 values when
+        there is no profile.
     refractory
         Values after a flag during which no new flag is raised.
     period
@@ -394,7 +396,7 @@ class SeriesDetector:
         q = self.tail_q
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
-        mature = n >= self.warmup and (not self.bins or t is None or t - self.t_first >= self.period)
+        mature = n >= _SETTLE and (not self.bins or t is None or t - self.t_first >= self.period)
         if mature:
             if self.n_mature == 0:
                 self.u = [0.0] * _NCAL
