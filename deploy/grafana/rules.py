@@ -8,6 +8,7 @@ number and C compares it with a threshold. ``file_groups()`` gives the shape of 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Literal
 
@@ -148,8 +149,7 @@ def rules() -> list[am.Rule]:
 
 def api_groups() -> list[dict[str, object]]:
     """Rule groups as the body of ``PUT /api/v1/provisioning/folder/{folder}/rule-groups/{group}``."""
-    group = ab.RuleGroup(GROUP_TITLE).folder_uid(FOLDER_UID).interval(GROUP_INTERVAL_S).rules(
-        [_Built(r) for r in rules()]).build()
+    group = am.RuleGroup(folder_uid=FOLDER_UID, interval=GROUP_INTERVAL_S, rules=rules(), title=GROUP_TITLE)
     return [_plain(group)]
 
 
@@ -175,17 +175,8 @@ def file_groups() -> list[dict[str, object]]:
              "rules": out_rules}]
 
 
-class _Built(ab.Rule):
-    """An already built rule, passed where the SDK wants a builder."""
-
-    def __init__(self, rule: am.Rule) -> None:
-        self._internal = rule
-
-
 def _plain(obj: object) -> dict:
     """SDK objects to plain JSON types."""
-    import json
-
     return json.loads(json.dumps(obj, cls=JSONEncoder))
 
 
