@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+from typing import Annotated
 
 import httpx
 import typer
@@ -50,24 +52,103 @@ def topics_create() -> None:
 
 
 def simulate(
-    rate: float = typer.Option(200.0, help="Events per second, all sources together."),
-    duration: float = typer.Option(None, help="Seconds to run; default until Ctrl-C."),
-    seed: int = typer.Option(0, help="Random seed: the same seed gives the same traffic."),
+    rate: Annotated[float, typer.Option(help="Mean events per simulated second, all sources together (averaged over "
+                                        "a week: stores close at night, so peaks run higher).")] = 200.0,
+    duration: Annotated[float | None, typer.Option(help="Wall-clock seconds to run; default until Ctrl-C (realtime, "
+                                                   "fast) or --end (backfill).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, sizes and start give the same traffic.")] = 0,
     sites: int = typer.Option(2), devices: int = typer.Option(5, help="Devices per site."),
     stores: int = typer.Option(3), web_sites: int = typer.Option(1),
+    mode: Annotated[str, typer.Option(help="realtime: simulated time = wall time; fast: as fast as Kafka takes it "
+                                      "from --start, then keep up with the wall clock; backfill: [--start, --end) as "
+                                      "fast as possible, then stop.")] = "realtime",
+    start: Annotated[str | None, typer.Option(
+        help="Simulated start: 2026-11-01, 2026-11-01T08:00 (in --tz), now-2h. Default: now (realtime), now-1d "
+        "(fast); backfill needs it.")] = None,
+    end: Annotated[str | None, typer.Option(help="Simulated end, same forms or +1d (after the start); backfill "
+                                            "default: now.")] = None,
+    speed: Annotated[float, typer.Option(help="realtime: simulated seconds per wall second (never ahead of the "
+                                         "wall clock).")] = 1.0,
+    faults_per_hour: Annotated[float, typer.Option(help="Random faults per simulated hour (seeded).")] = 0.0,
+    fault: Annotated[list[str] | None, typer.Option(
+        "--fault", help="An explicit fault kind:target:start:duration (target@metric picks the metric), e.g. "
+        "spike:site-0/fridge-0@temperature:+2h:30s or till_silent:store-0-till-2:2026-11-02T10:00:1h. Kinds: "
+        "spike, level_shift, drift, stuck, dropout, overheat (devices); till_silent, refund_burst (tills); "
+        "card_failure (stores); error_burst, latency, checkout_broken (web shops). Repeatable.")] = None,
+    truth: Annotated[Path | None, typer.Option(help="Write every injected fault to this ground-truth file (JSON "
+                                               "lines; CSV for a .csv name).")] = None,
+    tills: Annotated[int, typer.Option(help="Tills per store.")] = 3,
+    skus: Annotated[int, typer.Option(help="Articles in the catalogue (long-tailed popularity).")] = 200,
+    hours: Annotated[str, typer.Option(help="Store opening hours, e.g. 'mon-fri 08:00-20:00; sat 09:00-18:00'.")
+                     ] = "mon-sat 08:00-20:00",
+    tz: Annotated[str, typer.Option(help="Time zone of opening hours, daily cycles and naive times.")] = "UTC",
+    promotions_per_week: Annotated[float, typer.Option(help="Promotions (known events; also in the ground truth).")
+                                   ] = 1.0,
+    max_rate: Annotated[float | None, typer.Option(help="fast, backfill: cap on events per wall second.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write <out>/{iot,pos,web}.jsonl instead of publishing to Kafka.")
+                   ] = None,
 ) -> None:
-    """Publish realistic IoT, POS and web events to Kafka at a steady rate."""
-    from opsmon.simulator import Simulator, run
+    """Generate realistic IoT, POS and web events with injected faults, in real time or as a backfill."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from opsmon.sim.clock import iso as _ts
+    from opsmon.sim.sinks import JsonlFiles
+    from opsmon.simulator import MODES, Simulator, TruthWriter, parse_time, replay
     from streams.publisher import Publisher
 
-    sim = Simulator(seed=seed, sites=sites, devices_per_site=devices, stores=stores, web_sites=web_sites)
-    with Publisher(Settings()) as pub:
-        try:
+    if mode not in MODES:
+        raise typer.BadParameter(f"use one of {', '.join(MODES)}", param_hint="--mode")
+    try:
+        now = time.time()
+        t0 = parse_time(start, tz=tz, now=now) if start else (now - 86_400.0 if mode == "fast" else None)
+        if mode == "backfill" and t0 is None:
+            raise typer.BadParameter("backfill needs --start", param_hint="--start")
+        t1 = parse_time(end, ref=t0 if t0 is not None else now, tz=tz, now=now) if end else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    writer = TruthWriter(truth) if truth else None
+    try:
+        sim = Simulator(seed=seed, sites=sites, devices_per_site=devices, stores=stores, web_sites=web_sites,
+                        rate=rate, tills_per_store=tills, skus=skus, hours=hours, tz=tz,
+                        faults_per_hour=faults_per_hour, faults=fault or (), promotions_per_week=promotions_per_week,
+                        on_fault=writer)
+        sink = JsonlFiles(out) if out else Publisher(Settings())
+    except ValueError as exc:  # bad fault spec, calendar or time zone
+        raise typer.BadParameter(str(exc)) from None
+    send = sink if isinstance(sink, JsonlFiles) else sink.send_raw
+    try:
+        if mode == "realtime":
             with console.status("simulating") as status:
-                n = run(sim, pub.send, rate, duration, on_tick=lambda s: status.update(f"sent {s} events"))
-        except KeyboardInterrupt:
-            n = pub.sent
-    console.print(f"sent {n} events")
+                stats = replay(sim, send, "realtime", start=t0, end=t1, duration=duration, speed=speed,
+                               on_progress=lambda t, s: status.update(
+                                   f"simulated {_ts(t)}: sent {s.events:,} events, {len(sim.truth)} faults"))
+        else:
+            goal = (t1 if t1 is not None else time.time()) - t0
+            columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                       TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task(mode, total=goal, info="")
+
+                def show(t: float, s) -> None:  # noqa: ANN001
+                    wall = time.time() - s_wall0
+                    progress.update(task, completed=min(goal, t - t0), description=f"{mode} {_ts(t)}",
+                                    info=f"{s.events:,} events, {s.events / wall if wall else 0:,.0f}/s, "
+                                    f"{len(sim.truth)} faults")
+
+                s_wall0 = time.time()
+                stats = replay(sim, send, mode, start=t0, end=t1, duration=duration, max_rate=max_rate,
+                               on_progress=show)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    finally:
+        sink.close()
+        if writer is not None:
+            writer.close()
+    per_source = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.by_source.items()))
+    console.print(f"{'stopped: ' if stats.interrupted else ''}sent {stats.events:,} events ({per_source}) "
+                  f"for {_ts(stats.sim_start)} .. {_ts(stats.sim_end)} in {stats.wall_seconds:.1f}s "
+                  f"({stats.rate:,.0f}/s); {len(sim.truth)} faults/events"
+                  + (f" written to {truth}" if truth else ""))
 
 
 def demo(
