@@ -56,9 +56,9 @@ STATE_VERSION = 1
 # data would alert every day.
 FLAG_DECADES = 2.0
 
-FEATURES = ("spike", "level", "shift", "flat", "cluster")
-_SPIKE, _LEVEL, _SHIFT, _FLAT, _CLUSTER = range(5)
-_NCAL = 4  # features with an empirical calibrator (the cluster one is analytic)
+FEATURES = ("spike", "level", "shift", "flat", "shift", "volatility", "cluster")
+_SPIKE, _LEVEL, _SHIFT, _FLAT, _FAST, _VOL, _CLUSTER = range(7)
+_NCAL = 6  # features with an empirical calibrator (the cluster one is analytic)
 _NB = 16  # histogram bins: half-octaves of z / u, so up to 256 times the 90% quantile
 _LOG10E = math.log10(math.e)
 _LN10 = math.log(10.0)
@@ -68,12 +68,15 @@ _SETTLE = 30  # values before surprises are calibrated at all (the level's runni
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk at least four-fold.
 _SHIFT_EFFECT = 0.7
 _FLAT_EFFECT = math.log(4.0)
+_FAST_ALPHA = 0.3  # the fast shift: a mean over the last few values (an outage within minutes)
+_HOLD_LP = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
+_HELD_BY = (1, 2, 4)  # level, shift, fast shift
 
 
 # constructor arguments, kept as attributes of the same name
 _SETTINGS = ("threshold", "warmup", "refractory", "period", "max_bins", "slow_alpha", "shift_alpha",
              "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
-             "cluster_alpha", "min_effect", "calendar")
+             "cluster_alpha", "min_effect", "clip", "hold", "calendar")
 
 
 class StateVersionError(ValueError):
@@ -106,6 +109,14 @@ def _log10p(z: float, u: float, b: float, hist: list[float], tot: float, lq: flo
         return lexp
     lseen = math.log10(seen / tot)
     return lseen if lseen > lexp else lexp
+
+
+def _median3(a: float, b: float, c: float) -> float:
+    """Median of the seen values among three (nan: not seen); nan if none was."""
+    seen = sorted(v for v in (a, b, c) if v == v)
+    if not seen:
+        return math.nan
+    return seen[1] if len(seen) == 3 else sum(seen) / len(seen)
 
 
 class SeriesDetector:
@@ -153,7 +164,8 @@ class SeriesDetector:
                  shift_alpha: float = 0.05, season_gamma: float = 0.1, flat_alpha: float = 0.1,
                  horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.005,
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
-                 min_effect: float = 2.5, calendar: BusinessCalendar | None = None) -> None:
+                 min_effect: float = 2.5, clip: float = 3.0, hold: int = 100,
+                 calendar: BusinessCalendar | None = None) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
         self.threshold = threshold
@@ -172,6 +184,8 @@ class SeriesDetector:
         self.cluster_alpha = cluster_alpha
         self.calendar = calendar
         self.min_effect = min_effect
+        self.clip = clip
+        self.hold = hold
         # --- learned state (plain floats and lists: cheap to pickle) ---
         self.n = 0  # values learned
         self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
@@ -182,10 +196,17 @@ class SeriesDetector:
         self.season: list[float] = []
         self.season_sum = 0.0  # kept so the profile is used with zero mean (level stays in `slow`)
         self.season_ready = False  # first period seen: the profile is in use
+        self.per_bin = 1.0  # values landing in one bin per period
+        self.lam = 1.0  # share of the profile in the baseline (shrunk when it does not recur)
+        self.cov_ps = 0.0
+        self.var_ps = 0.0
         self.slow = 0.0  # deseasonalised baseline level
         self.last = 0.0  # previous deseasonalised value
         self.last_x = 0.0
         self.shift = 0.0
+        self.fshift = 0.0
+        self.vol_fast = 0.0  # recent and long-run mean deseasonalised step
+        self.vol_slow = 0.0
         self.step_fast = 0.0  # recent mean |step|
         self.step_slow = 0.0  # long-run mean |step|
         self.u = [0.0] * _NCAL  # running 90% quantile of each surprise
@@ -198,6 +219,7 @@ class SeriesDetector:
         self.cl_long = 0.005  # prior: one notable surprise in 200 values
         self.cl_prev = False
         self.quiet = 0  # values left in the refractory period
+        self.held = 0  # rare values in a row (the baseline holds while an episode is young)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -219,7 +241,8 @@ class SeriesDetector:
             self._start(x, t)
             return
         feats = self._features(x, t)
-        self._learn(x, t, feats, self._score(feats)[2])
+        _, _, notable, rare = self._score(feats)
+        self._learn(x, t, feats, notable, rare)
 
     def process_one(self, x: float, t: float | None = None, is_open: bool = True) -> Verdict:
         """Score ``x`` then learn it: what the stream calls once per value.
@@ -235,16 +258,16 @@ class SeriesDetector:
             self._start(x, t)
             return Verdict(0.0, False, x, x, x, x, "", self.n_mature < self.warmup)
         feats = self._features(x, t)
-        score, reason, notable = self._score(feats)
+        score, reason, notable, rare = self._score(feats)
         warming = self.n_mature < self.warmup
         flag = score >= self.threshold and not warming and self.quiet == 0
         if self.quiet:
             self.quiet -= 1
         if flag:
             self.quiet = self.refractory
-        base = feats[6]
+        base = feats[3]
         band = self._band()
-        self._learn(x, t, feats, notable)
+        self._learn(x, t, feats, notable, rare)
         return Verdict(score, flag, x, base, base - band, base + band,
                        reason if score >= 0.5 * self.threshold else "", warming)
 
@@ -266,6 +289,8 @@ class SeriesDetector:
         new.cl_prev = False
         new.above = [-1] * _NCAL
         new.shift = 0.0
+        new.fshift = 0.0
+        new.vol_fast = new.vol_slow
         new.step_fast = new.step_slow
         new.t_last = None
         return new
@@ -283,7 +308,7 @@ class SeriesDetector:
     def _start(self, x: float, t: float | None) -> None:
         """(Re)start the levels at ``x``; the profile and scales are kept."""
         s = self._season_at(t)[1] if self.bins else 0.0
-        d = x - s
+        d = x - self.lam * s
         if self.n == 0:
             self.slow = d
             self.t_first = t if t is not None else 0.0
@@ -311,23 +336,28 @@ class SeriesDetector:
     def _features(self, x: float, t: float | None) -> tuple:
         """Surprises of ``x`` against the current state, plus what learning needs."""
         k, s = self._season_at(t)
-        d = x - s
+        d = x - self.lam * s
         rl = d - self.slow
         sh = self.shift + self.shift_alpha * (rl - self.shift)
         step = abs(x - self.last_x)
         fa = self.flat_alpha
         sf = self.step_fast + fa * (step - self.step_fast)
         ss = self.step_slow
+        zf = 0.0
         if ss > 0.0:
             zf = math.log(ss / (sf if sf > ss * 1e-9 else ss * 1e-9))
             if zf < 0.0:
                 zf = 0.0
-        else:
-            zf = 0.0
-        return (abs(d - self.last), abs(rl), abs(sh), zf, k, d, self.slow + s, sh, sf, step, s)
+        shf = self.fshift + _FAST_ALPHA * (rl - self.fshift)
+        zs = abs(d - self.last)
+        vf = self.vol_fast + fa * (zs - self.vol_fast)
+        vs = self.vol_slow
+        zv = math.log(vf / vs) if vs > 0.0 and vf > vs else 0.0
+        z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
+        return (z, k, d, self.slow + self.lam * s, sh, sf, step, s, shf, vf)
 
-    def _score(self, feats: tuple) -> tuple[float, str, bool]:
-        """(score, reason, notable) for computed surprises; reads the state only."""
+    def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
+        """(score, reason, notable, rare) for computed surprises; reads the state only."""
         u, b, hist, tot = self.u, self.b, self.hist, self.tot
         lq = math.log10(1.0 - self.tail_q)
         best = 0.0
@@ -335,10 +365,14 @@ class SeriesDetector:
         lps = [0.0] * _NCAL
         me = self.min_effect
         gates = (me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL] if me else 0.0,
-                 _FLAT_EFFECT if me else 0.0)
+                 _FLAT_EFFECT if me else 0.0, me * u[_FAST], _FLAT_EFFECT if me else 0.0)
+        rare = False
+        z = feats[0]
         for i in range(_NCAL):
-            lp = _log10p(feats[i], u[i], b[i], hist[i], tot, lq)
-            if lp < -1.0 and feats[i] < gates[i]:  # rare, but too small to matter
+            lp = _log10p(z[i], u[i], b[i], hist[i], tot, lq)
+            if lp <= _HOLD_LP and i in _HELD_BY:
+                rare = True
+            if lp < -1.0 and z[i] < gates[i]:  # rare, but too small to matter
                 lp = -1.0
             lps[i] = lp
             if lp < best:
@@ -357,7 +391,7 @@ class SeriesDetector:
                 reason = "cluster"
         big = -best - math.log10(len(FEATURES))
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
-        return score, reason, notable
+        return score, reason, notable, rare
 
     def _band(self) -> float:
         """Distance from the baseline at which ``level`` alone would reach the threshold."""
@@ -369,27 +403,37 @@ class SeriesDetector:
         return max(tail, self.min_effect * u)
 
     def _start_profile(self) -> None:
-        """End of the first period: raw per-bin values minus their mean become the profile."""
-        seen = [v for v in self.season if v == v]
+        """End of the first period: raw per-bin values, smoothed, minus their mean become the profile.
+
+        The median of each bin and its two neighbours keeps a steady shape (and its edges) but not a
+        one-off event of the first day, which would otherwise come back as "expected" every day.
+        """
+        raw = self.season
+        nb = len(raw)
+        med = [_median3(raw[k - 1], raw[k], raw[(k + 1) % nb]) for k in range(nb)]
+        seen = [v for v in med if v == v]
         mean = sum(seen) / len(seen) if seen else self.slow
-        self.season = [v - mean if v == v else 0.0 for v in self.season]
+        self.season = [v - mean if v == v else 0.0 for v in med]
         self.season_sum = 0.0
         self.season_ready = True
+        var = sum(v * v for v in self.season) / nb
+        self.cov_ps = self.var_ps = var  # prior: the profile recurs (lam = 1)
         self.slow = mean
         k, s = self._season_at(self.t_last) if self.t_last is not None else (-1, 0.0)
         self.last = self.last_x - s
 
-    def _learn(self, x: float, t: float | None, feats: tuple, notable: bool) -> None:
+    def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        k, d, _, sh, sf, step = feats[4], feats[5], feats[6], feats[7], feats[8], feats[9]
-        s = feats[10]
+        z, k, d, _, sh, sf, step, s, self.fshift, self.vol_fast = feats
+        self.vol_slow += 0.005 * (z[_SPIKE] - self.vol_slow)
         if (t is not None and not self.bins and self.period and self.t_last is not None
                 and t > self.t_last):
             # one bin per sampling interval (capped); too coarse to resolve a period: no profile
             nb = min(self.max_bins, round(self.period / (t - self.t_last)))
             if nb >= 4:
                 self.bins = nb
+                self.per_bin = max(1.0, self.period / ((t - self.t_last) * nb))  # values per bin per period
                 self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
                 k = self._season_at(t)[0]
         # surprise calibrators: log-domain quantile tracking + mean excess + up-crossing histogram
@@ -410,16 +454,16 @@ class SeriesDetector:
         er = max(self.tail_rate, 1.0 / m)
         u, b, hist, above, w = self.u, self.b, self.hist, self.above, self.w
         for i in range(_NCAL):
-            z = feats[i]
+            zi = z[i]
             ui = u[i]
             if ui <= _TINY:
-                if z > 0.0:
-                    u[i] = z
+                if zi > 0.0:
+                    u[i] = zi
                 continue
-            if z > ui:
-                b[i] += er * ((z - ui) - b[i])
+            if zi > ui:
+                b[i] += er * ((zi - ui) - b[i])
                 u[i] = ui * up
-                j = int(2.0 * math.log2(z / ui))
+                j = int(2.0 * math.log2(zi / ui))
                 if j >= _NB:
                     j = _NB - 1
                 if mature and j > above[i]:  # count each level once per episode
@@ -449,7 +493,19 @@ class SeriesDetector:
         # baseline level and profile (running means at first, then EWMAs)
         a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
         slow = self.slow
-        self.slow = slow + a * (d - slow)
+        r = d - slow
+        rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s
+        if self.n_mature >= _SETTLE:  # winsorised: an episode moves the baseline slowly
+            c = self.clip * u[_LEVEL]
+            r = -c if r < -c else (c if r > c else r)
+            rp = -c if rp < -c else (c if rp > c else rp)
+        if rare and self.n_mature >= _SETTLE:
+            self.held += 1
+            if self.held <= self.hold:  # a rare episode is not the new normal, unless it lasts
+                r = rp = 0.0
+        else:
+            self.held = 0
+        self.slow = slow + a * r
         start_profile = False
         if k >= 0:
             nb = self.bins
@@ -459,10 +515,19 @@ class SeriesDetector:
                 season[k] = x if season[k] != season[k] else season[k] + 0.5 * (x - season[k])
                 start_profile = t is not None and t - self.t_first >= self.period  # type: ignore[operator]
             else:
-                g = self.season_gamma if self.season_gamma * n >= nb else nb / n
-                e = g * (x - slow - s)
+                g = self.season_gamma / self.per_bin
+                if g * n < nb:
+                    g = nb / n
+                e = g * rp
                 season[k] += e
                 self.season_sum += e
+                # how much of the profile recurs: regression of x - slow on it (1: all, 0: it is noise)
+                al = 1.0 / (self.per_bin * nb)
+                r0 = x - slow
+                self.cov_ps += al * (r0 * s - self.cov_ps)
+                self.var_ps += al * (s * s - self.var_ps)
+                lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
+                self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
         self.shift = sh
         self.step_fast = sf
         # starts from 0 on purpose: "flat" stays silent until the usual step size is known
