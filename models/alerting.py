@@ -133,6 +133,8 @@ class IncidentTracker:
     >>> c = tr.assign("shop-2", "a3", "error rate high", t=130)
     >>> a.id == b.id != c.id, b.first_cause
     (True, 'freezer temperature high')
+    >>> tr.assign("shop-1", "a0", "power dropped", t=-60).first_cause  # processed late, happened first
+    'power dropped'
     """
 
     window_s: float = 600.0
@@ -141,10 +143,12 @@ class IncidentTracker:
     def assign(self, group: str, alert_id: str, cause: str, t: float) -> Incident:
         """The incident an alert that opened at ``t`` belongs to (a new one if none is recent)."""
         inc = self.open.get(group)
-        if inc is None or t - inc.last_activity > self.window_s:
+        if inc is None or t - inc.last_activity > self.window_s or inc.started - t > self.window_s:
             inc = Incident(id=f"{group}@{int(t)}", group=group, started=t, first_alert=alert_id,
                            first_cause=cause, last_activity=t)
             self.open[group] = inc
+        elif t < inc.started:  # alerts arrive in processing order; the cause is the earliest in event time
+            inc.started, inc.first_alert, inc.first_cause = t, alert_id, cause
         inc.alerts.add(alert_id)
         inc.last_activity = max(inc.last_activity, t)
         return inc

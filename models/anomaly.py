@@ -200,6 +200,12 @@ class SeriesDetector:
         self.lam = 1.0  # share of the profile in the baseline (shrunk when it does not recur)
         self.cov_ps = 0.0
         self.var_ps = 0.0
+        self.week: list[float] = []  # weekly correction by hour of the week, from the second day
+        self.week_sum = 0.0
+        self.week_t0 = 0.0
+        self.mu = 0.0  # share of the weekly correction in the baseline
+        self.cov_pw = 0.0
+        self.var_pw = 0.0
         self.slow = 0.0  # deseasonalised baseline level
         self.last = 0.0  # previous deseasonalised value
         self.last_x = 0.0
@@ -333,10 +339,22 @@ class SeriesDetector:
             return k, 0.0
         return k, self.season[k] - self.season_sum / nb
 
+    def _week_at(self, t: float | None) -> tuple[int, float]:
+        """Weekly-correction bin for time ``t`` and its zero-mean value (bin -1: none)."""
+        nw = len(self.week)
+        if t is None or not nw:
+            return -1, 0.0
+        wp = 7.0 * self.period  # type: ignore[operator]
+        kw = int((t % wp) * nw / wp)
+        if kw >= nw:
+            kw -= nw
+        return kw, self.week[kw] - self.week_sum / nw
+
     def _features(self, x: float, t: float | None) -> tuple:
         """Surprises of ``x`` against the current state, plus what learning needs."""
         k, s = self._season_at(t)
-        d = x - self.lam * s
+        kw, wv = self._week_at(t)
+        d = x - self.lam * s - self.mu * wv
         rl = d - self.slow
         sh = self.shift + self.shift_alpha * (rl - self.shift)
         step = abs(x - self.last_x)
@@ -354,7 +372,7 @@ class SeriesDetector:
         vs = self.vol_slow
         zv = math.log(vf / vs) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
-        return (z, k, d, self.slow + self.lam * s, sh, sf, step, s, shf, vf)
+        return (z, k, d, self.slow + x - d, sh, sf, step, s, shf, vf, kw, wv)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -422,10 +440,35 @@ class SeriesDetector:
         k, s = self._season_at(self.t_last) if self.t_last is not None else (-1, 0.0)
         self.last = self.last_x - s
 
+    def _learn_week(self, x: float, t: float | None, kw: int, wv: float, rw: float, base: float) -> None:
+        """Weekly correction: what the daily profile leaves, by hour of the week (from the second day)."""
+        if t is None:
+            return
+        if not self.week:
+            nw = 7 * min(24, self.bins)
+            self.week = [0.0] * nw
+            self.week_t0 = t
+            kw, wv = self._week_at(t)
+        nw = len(self.week)
+        per = self.per_bin * self.bins / (nw / 7)  # values per weekly bin per week
+        age = (t - self.week_t0) / (7.0 * self.period)  # type: ignore[operator]
+        # running mean in the first week, then an EWMA over about 1 / season_gamma weeks
+        g = self.season_gamma / per if age >= 1.0 else 1.0 / (per * (age + 1.0 / 7.0))
+        e = (g if g < 1.0 else 1.0) * rw
+        self.week[kw] += e
+        self.week_sum += e
+        if age >= 1.0:  # how much of it recurs week to week (0 at first: it must earn its place)
+            al = 1.0 / (per * nw)
+            r0 = x - base
+            self.cov_pw += al * (r0 * wv - self.cov_pw)
+            self.var_pw += al * (wv * wv - self.var_pw)
+            mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
+            self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)
+
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, k, d, _, sh, sf, step, s, self.fshift, self.vol_fast = feats
+        z, k, d, _, sh, sf, step, s, self.fshift, self.vol_fast, kw, wv = feats
         self.vol_slow += 0.005 * (z[_SPIKE] - self.vol_slow)
         if (t is not None and not self.bins and self.period and self.t_last is not None
                 and t > self.t_last):
@@ -494,15 +537,17 @@ class SeriesDetector:
         a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
         slow = self.slow
         r = d - slow
-        rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s
+        rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s - mu w
+        rw = r + (self.mu - 1.0) * wv  # the weekly correction's: x - slow - lam s - w
         if self.n_mature >= _SETTLE:  # winsorised: an episode moves the baseline slowly
             c = self.clip * u[_LEVEL]
             r = -c if r < -c else (c if r > c else r)
             rp = -c if rp < -c else (c if rp > c else rp)
+            rw = -c if rw < -c else (c if rw > c else rw)
         if rare and self.n_mature >= _SETTLE:
             self.held += 1
             if self.held <= self.hold:  # a rare episode is not the new normal, unless it lasts
-                r = rp = 0.0
+                r = rp = rw = 0.0
         else:
             self.held = 0
         self.slow = slow + a * r
@@ -528,6 +573,7 @@ class SeriesDetector:
                 self.var_ps += al * (s * s - self.var_ps)
                 lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
                 self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
+                self._learn_week(x, t, kw, wv, rw, slow + self.lam * s)
         self.shift = sh
         self.step_fast = sf
         # starts from 0 on purpose: "flat" stays silent until the usual step size is known

@@ -26,12 +26,11 @@ class Demand:
         self.day_horizon = day_horizon
         self.hour_horizon = hour_horizon
 
-    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output,
-                 final: bool = True) -> None:
-        """A POS window: fold its units into the open buckets, closing the buckets it has moved past."""
+    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
+        """A final POS window: fold its units into the open buckets, closing the buckets it has moved past."""
         m = state.models
-        if not final or ts <= m.get("demand_seen", -1.0):
-            return  # early or corrected windows: the bucket totals take each window once
+        if ts <= m.get("demand_seen", -1.0):
+            return  # a corrected window: the bucket totals take each window once
         m["demand_seen"] = ts
         agg = state.windows.windows.get(int(ts))
         units = {sku: qty for sku, (qty, _) in agg.skus.items()} if agg is not None else {}

@@ -76,13 +76,12 @@ class WindowConfig:
 class Observer(Protocol):
     """A model joining the stream: it sees every value to score and a periodic tick per entity."""
 
-    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output,
-                 final: bool = True) -> None:
-        """A reading, or a window's fields (``ts`` = window start).
+    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
+        """A reading, or a window's fields (``ts`` = window start) once the window is final.
 
-        A window is ``final`` once event time has passed its end plus the grace period; an idle flush
-        writes open windows early (not final), and a late event re-emits a window (final again: the
-        observer knows whether it saw that window already).
+        A window is final once event time has passed its end plus the grace period (a window written early
+        by an idle flush is handed over when it gets there). A late event re-emits a final window: the
+        observer knows whether it saw that window already.
         """
 
     def on_tick(self, entity: str, state: EntityState, now: float, out: Output) -> None:
@@ -172,8 +171,11 @@ class SourcePipeline:
             for entity, state in list(self.states.items()):
                 if state.partition not in self.watermarks:
                     continue  # not ours now, or nothing seen since the start
+                event_now = self.event_now(state.partition, now)
+                if state.windows.unsettled:
+                    self._settle(entity, state, event_now, out)
                 for obs in self.observers:
-                    obs.on_tick(entity, state, self.event_now(state.partition, now), out)
+                    obs.on_tick(entity, state, event_now, out)
         self.totals.update(out.counts)
         return out
 
@@ -218,15 +220,32 @@ class SourcePipeline:
                 state.windows.dirty.discard(start)
                 out.counts["windows_corrected" if start in state.windows.emitted else "windows_written"] += 1
                 state.windows.emitted.add(start)
-                final = start + cfg.size + cfg.grace <= closed_by
-                for obs in self.observers:
-                    obs.on_value(entity, state, float(start), fields, out, final)
+                if start + cfg.size + cfg.grace <= closed_by:
+                    state.windows.unsettled.discard(start)
+                    for obs in self.observers:
+                        obs.on_value(entity, state, float(start), fields, out)
+                else:
+                    state.windows.unsettled.add(start)
+            if state.windows.unsettled:
+                self._settle(entity, state, closed_by, out)
             dropped = state.windows.expire(wm, cfg.size, cfg.late_retention)
             if due or dropped:
                 out.changed.add(entity)
             if self.source == "pos" and dropped:
                 horizon = wm - cfg.late_retention - cfg.size
                 state.txns = {k: t for k, t in state.txns.items() if t >= horizon}
+
+    def _settle(self, entity: str, state: EntityState, closed_by: float, out: Output) -> None:
+        """Hand windows written early to the observers once event time has passed their end and grace."""
+        cfg = self.cfg
+        for start in sorted(state.windows.unsettled):
+            if start + cfg.size + cfg.grace > closed_by or start in state.windows.dirty:
+                continue  # still open, or changed again: it is emitted (and settled) in the usual way
+            state.windows.unsettled.discard(start)
+            fields = state.windows.windows[start].fields()
+            for obs in self.observers:
+                obs.on_value(entity, state, float(start), fields, out)
+            out.changed.add(entity)
 
     def _window_lines(self, entity: str, start: int, agg: Aggregate, fields: dict[str, float],
                       out: Output) -> None:

@@ -95,13 +95,12 @@ class Scoring:
         self.priors: dict[tuple[str, str], SeriesDetector] = {}
 
     # ------------------------------------------------------------------ observer interface
-    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output,
-                 final: bool = True) -> None:
-        """Score a reading (IoT) or a window's fields (POS, web)."""
+    def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
+        """Score a reading (IoT) or a final window's fields (POS, web)."""
         if self.source == "iot":
             self._reading(entity, state, ts, values, out)
         else:
-            self._window(entity, state, ts, values, out, final)
+            self._window(entity, state, ts, values, out)
 
     def on_tick(self, entity: str, state: EntityState, now: float, out: Output) -> None:
         """Silence: a device that stopped reporting; a store or site without windows gets zero windows."""
@@ -151,16 +150,13 @@ class Scoring:
         out.changed.add(entity)
 
     # ------------------------------------------------------------------ windows
-    def _window(self, entity: str, state: EntityState, start: float, fields: dict[str, float], out: Output,
-                final: bool) -> None:
+    def _window(self, entity: str, state: EntityState, start: float, fields: dict[str, float], out: Output) -> None:
         m = state.models
         scored_until = m.get("scored_until", -math.inf)
         values = self._window_values(fields)
         if start <= scored_until:
             self._correction(entity, state, start, values, out)
             return
-        if not final:
-            return  # an early (idle) write of an open window: scored once it is final
         self._zero_fill(entity, state, scored_until, start, out)
         self._score_window(entity, state, start, values, out)
 

@@ -177,6 +177,7 @@ class EntityWindows:
     windows: dict[int, Aggregate] = field(default_factory=dict)
     dirty: set[int] = field(default_factory=set)  # changed since last emitted
     emitted: set[int] = field(default_factory=set)  # written at least once (a re-emit is a correction)
+    unsettled: set[int] = field(default_factory=set)  # written early (idle flush), not yet final for models
 
     def for_time(self, ts: float, size: int, factory: Callable[[], Aggregate]) -> Aggregate:
         """The aggregate of the window holding ``ts`` (created if new), marked dirty."""
@@ -199,4 +200,5 @@ class EntityWindows:
         for s in old:
             del self.windows[s]
             self.emitted.discard(s)
+            self.unsettled.discard(s)
         return len(old)

@@ -22,6 +22,11 @@ app.command()(_run.worker)
 app.command()(_run.simulate)
 app.command()(_run.demo)
 
+from opsmon.cli import ingest as _ingest  # noqa: E402
+
+app.command()(_ingest.publish)
+app.add_typer(_ingest.bridge_app, name="bridge")
+
 from opsmon.cli import eval_forecast as _eval_forecast  # noqa: E402
 from opsmon.cli import grafana as _grafana  # noqa: E402
 

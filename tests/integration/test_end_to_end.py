@@ -16,9 +16,12 @@ from tests.tsdb import eventually, victoria_points
 HOUR = 3600
 
 
+DAY = 86400
+
+
 def _t0() -> float:
-    """An hour-aligned start an hour ago: in the past (as replays are) but well within retention."""
-    return float(int(time.time()) // HOUR * HOUR - HOUR)
+    """Two days ago, on a day boundary: in the past (as replays are), with a next day that is past too."""
+    return float(int(time.time()) // DAY * DAY - 2 * DAY)
 
 
 def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
@@ -50,6 +53,8 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
         "web": [raw({**web(t0, "s"), "status": 999})],
     }
     expected_kinds = {"iot": ["json", "schema", "version"], "pos": ["value", "duplicate"], "web": ["value"]}
+    # A sale the next day closes day t0's demand bucket: forecasts and actuals per SKU get written.
+    next_day = pos(t0 + DAY + 30, "a6", store="e2e-a", lines=(("A", 1, 1.5),))
 
     worker_factory()
     with Publisher(s) as pub:
@@ -60,6 +65,7 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
         for source, payloads in bad.items():
             for b in payloads:
                 pub.send_raw(source, "e2e-a" if source == "pos" else "bad", b)
+        pub.send_raw("pos", "e2e-a", raw(next_day))
 
     expected = {
         # pos_window, store e2e-a, first minute: 2 sales (8.5) - 1 refund (4.0); 1 void.
@@ -80,8 +86,12 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
         ("iot_reading_humidity", ("device", "dev-1"), ("site", "e2e-site"), ms + 500): 51.0,
         ("iot_reading_temperature", ("device", "dev-1"), ("site", "e2e-site"), ms + 10_000): 4.5,
         ("iot_reading_vibration", ("device", "dev-2"), ("site", "e2e-site"), ms + 1000): 0.3,
+        # Day t0's units per SKU (sales minus refunds), written when the next day's sale closed the bucket.
+        **{("forecast_actual", ("bucket", "day"), ("sku", sku), ("store", "e2e-a"), ms): q
+           for sku, q in {"A": 3.0, "B": 0.0, "C": 3.0}.items()},
+        ("forecast_actual", ("bucket", "hour"), ("sku", "_total"), ("store", "e2e-a"), ms): 6.0,
     }
-    selector = '{__name__=~"(pos_window|pos_sku_window|web_window|iot_reading)_.*",' \
+    selector = '{__name__=~"(pos_window|pos_sku_window|web_window|iot_reading|forecast)_.*",' \
                'store=~"e2e-.*|",site=~"e2e-.*|"}'
     base = s.influx_url
 
@@ -92,10 +102,30 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     wrong = {k: (points.get(k), v) for k, v in expected.items() if points.get(k) != v}
     assert not wrong, f"read back != expected (got, want): {wrong}"
     # Nothing else was written for these entities: no double-counted or phantom windows.
-    pos_windows = {k for k in points if k[0] == "pos_window_revenue"}
+    # Nothing else was counted: every other window of these stores is a zero window (silence is a signal:
+    # with no opening hours configured, a store without sales reads as zero sales).
+    pos_windows = {k for k in points if k[0] == "pos_window_revenue" and k[-1] < ms + DAY * 1000 and points[k] != 0}
+    zero_windows = {k for k in points if k[0] == "pos_window_transactions" and points[k] == 0}
+    assert zero_windows and all(points[("pos_window_revenue", *k[1:])] == 0 for k in zero_windows)
     assert pos_windows == {("pos_window_revenue", ("store", "e2e-a"), ms),
                            ("pos_window_revenue", ("store", "e2e-a"), ms + 60_000),
                            ("pos_window_revenue", ("store", "e2e-b"), ms + 120_000)}
+    # Forecasts for the next days of each SKU, with intervals around them (a week is written; the stand-in
+    # time-series server drops points too far in the future, so only those up to today are checked).
+    day_ms = DAY * 1000
+    for sku in ("A", "B", "C"):
+        for h in (1, 2):
+            key = ("bucket", "day"), ("sku", sku), ("store", "e2e-a"), ms + h * day_ms
+            lo, pred, hi = (points.get((f"forecast_{f}", *key)) for f in ("lower", "predicted", "upper"))
+            assert pred is not None and lo is not None and hi is not None, f"forecast {sku} day +{h}"
+            assert 0.0 <= lo <= pred <= hi
+    # Every reading and every final window was scored, next to the data it describes.
+    scores = victoria_points(base, '{__name__="anomaly_score_score",entity=~"e2e-.*"}')
+    scored = {(dict(k[1:-1])["source"], dict(k[1:-1])["entity"], dict(k[1:-1])["metric"], k[-1]) for k in scores}
+    assert ("iot", "e2e-site/dev-1", "temperature", ms + 500) in scored
+    assert ("iot", "e2e-site/dev-1", "humidity", ms + 500) in scored
+    assert ("pos", "e2e-a", "revenue", ms) in scored and ("web", "e2e-shop", "error_rate", ms) in scored
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
 
     for source, payloads in bad.items():
         topic = s.dlq_topics[{"iot": s.topic_iot, "pos": s.topic_pos, "web": s.topic_web}[source]]
