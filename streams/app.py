@@ -165,6 +165,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             rec = dead.record
             assert dlq is not None
             await dlq.send(key=rec.key, value=rec.value, partition=rec.partition, headers={
+                **dict(rec.headers),  # e.g. `producer`, and `opsmon-replay-of` on a replayed copy (streams.dlq)
                 "opsmon-reason": dead.reason.encode(), "opsmon-kind": dead.kind.encode(),
                 "opsmon-source-topic": source_topics(settings)[source].encode(),
                 "opsmon-source-partition": str(rec.partition).encode(),
@@ -305,12 +306,19 @@ def _add_source_agent(app: faust.App, rt: Runtime, source: str, topic: faust.Top
                       pipeline: Callable[[str], SourcePipeline], deliver: Callable) -> None:
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = [Record(e.message.partition, e.message.offset, e.message.key, e.value) for e in events]
+            records = [Record(e.message.partition, e.message.offset, e.message.key, e.value,
+                              _headers(e.message.headers)) for e in events]
             async with rt.locks[source]:
                 out = pipeline(source).process(records, rt.clock())
                 await deliver(source, out, dlq)
 
     app.agent(topic, name=f"opsmon.{source}", concurrency=1)(process)
+
+
+def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:
+    """A consumed message's headers as (name, value) pairs (Faust gives a list, a mapping or None)."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
 
 
 async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:

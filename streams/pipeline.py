@@ -28,6 +28,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()  # the producer's; a dead letter keeps them
 
 
 @dataclass(slots=True)

@@ -37,6 +37,10 @@ from opsmon.cli import eval_nab as _eval_nab  # noqa: E402
 
 eval_app.command("nab")(_eval_nab.nab)
 
+from opsmon.cli import dlq as _dlq  # noqa: E402
+
+app.add_typer(_dlq.app, name="dlq")
+
 
 def main() -> None:
     """Console-script entry point."""
