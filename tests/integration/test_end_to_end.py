@@ -40,7 +40,8 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
         ],
         "web": [web(t0 + 1, "s1", latency_ms=10), web(t0 + 2, "s1", "add_to_cart", latency_ms=20),
                 web(t0 + 3, "s1", "purchase", latency_ms=30), web(t0 + 4, "s2", latency_ms=40),
-                web(t0 + 5, "s2", "error", status=500, latency_ms=1000)],
+                web(t0 + 5, "s2", "error", status=500, latency_ms=1000),
+                web(t0 + 130, "s3", latency_ms=50)],  # moves event time past the first window: it is final
         "iot": [iot(t0 + 0.5, "e2e-site", "dev-1", temperature=4.25, humidity=51.0),
                 iot(t0 + 10, "e2e-site", "dev-1", temperature=4.5), iot(t0 + 1, "e2e-site", "dev-2", vibration=0.3)],
     }
@@ -66,6 +67,8 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
             for b in payloads:
                 pub.send_raw(source, "e2e-a" if source == "pos" else "bad", b)
         pub.send_raw("pos", "e2e-a", raw(next_day))
+        # ... and one a few minutes later makes that first window of the next day final without waiting.
+        pub.send_raw("pos", "e2e-a", raw(pos(t0 + DAY + 150, "a7", store="e2e-a", lines=(("A", 1, 1.5),))))
 
     expected = {
         # pos_window, store e2e-a, first minute: 2 sales (8.5) - 1 refund (4.0); 1 void.
