@@ -203,6 +203,7 @@ class SeriesDetector:
         self.week: list[float] = []  # weekly correction by hour of the week, from the second day
         self.week_sum = 0.0
         self.week_t0 = 0.0
+        self.week_n: list[int] = []  # values per bin in the first week (then empty)
         self.mu = 0.0  # share of the weekly correction in the baseline
         self.cov_pw = 0.0
         self.var_pw = 0.0
@@ -344,11 +345,16 @@ class SeriesDetector:
         nw = len(self.week)
         if t is None or not nw:
             return -1, 0.0
+        if self.week_n:
+            return self._week_bin(t), 0.0
+        return (kw := self._week_bin(t)), self.week[kw] - self.week_sum / nw
+
+    def _week_bin(self, t: float) -> int:
+        """Weekly-correction bin of time ``t``."""
+        nw = len(self.week)
         wp = 7.0 * self.period  # type: ignore[operator]
         kw = int((t % wp) * nw / wp)
-        if kw >= nw:
-            kw -= nw
-        return kw, self.week[kw] - self.week_sum / nw
+        return kw - nw if kw >= nw else kw
 
     def _features(self, x: float, t: float | None) -> tuple:
         """Surprises of ``x`` against the current state, plus what learning needs."""
@@ -440,30 +446,46 @@ class SeriesDetector:
         k, s = self._season_at(self.t_last) if self.t_last is not None else (-1, 0.0)
         self.last = self.last_x - s
 
-    def _learn_week(self, x: float, t: float | None, kw: int, wv: float, rw: float, base: float) -> None:
-        """Weekly correction: what the daily profile leaves, by hour of the week (from the second day)."""
+    def _learn_week(self, x: float, t: float | None, kw: int, wv: float, rw: float, raw: float,
+                    base: float) -> None:
+        """Weekly correction: what the daily profile leaves, by hour of the week (from the second day).
+
+        The first week is kept raw (mean per bin, as the first day of the profile), then smoothed;
+        later weeks move it as the profile moves (winsorised, held during rare episodes). It enters
+        the baseline only as far as it predicts the following weeks (``mu``).
+        """
         if t is None:
             return
         if not self.week:
-            nw = 7 * min(24, self.bins)
-            self.week = [0.0] * nw
+            self.week = [math.nan] * (7 * min(24, self.bins))
+            self.week_n = [0] * len(self.week)
             self.week_t0 = t
-            kw, wv = self._week_at(t)
+            kw = self._week_at(t)[0]
         nw = len(self.week)
-        per = self.per_bin * self.bins / (nw / 7)  # values per weekly bin per week
-        age = (t - self.week_t0) / (7.0 * self.period)  # type: ignore[operator]
-        # running mean in the first week, then an EWMA over about 1 / season_gamma weeks
-        g = self.season_gamma / per if age >= 1.0 else 1.0 / (per * (age + 1.0 / 7.0))
-        e = (g if g < 1.0 else 1.0) * rw
+        if self.week_n:  # first week: mean per bin of what the daily baseline leaves
+            c = self.week_n[kw] = self.week_n[kw] + 1
+            old = self.week[kw]
+            self.week[kw] = raw if c == 1 else old + (raw - old) / c
+            if t - self.week_t0 >= 7.0 * self.period:  # type: ignore[operator]
+                w = self.week
+                med = [_median3(w[k - 1], w[k], w[(k + 1) % nw]) for k in range(nw)]
+                seen = [v for v in med if v == v]
+                mean = sum(seen) / len(seen) if seen else 0.0
+                self.week = [v - mean if v == v else 0.0 for v in med]
+                self.week_sum = 0.0
+                self.week_n = []
+            return
+        per = self.per_bin * self.bins * 7 / nw  # values per weekly bin per week
+        e = self.season_gamma / per * rw
         self.week[kw] += e
         self.week_sum += e
-        if age >= 1.0:  # how much of it recurs week to week (0 at first: it must earn its place)
-            al = 1.0 / (per * nw)
-            r0 = x - base
-            self.cov_pw += al * (r0 * wv - self.cov_pw)
-            self.var_pw += al * (wv * wv - self.var_pw)
-            mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
-            self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)
+        # how much of it recurs week to week (0 at first: it must earn its place)
+        al = 1.0 / (per * nw)
+        r0 = x - base
+        self.cov_pw += al * (r0 * wv - self.cov_pw)
+        self.var_pw += al * (wv * wv - self.var_pw)
+        mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
+        self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)
 
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
@@ -539,6 +561,10 @@ class SeriesDetector:
         r = d - slow
         rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s - mu w
         rw = r + (self.mu - 1.0) * wv  # the weekly correction's: x - slow - lam s - w
+        raw_w = rw + wv
+        if self.n_mature >= _SETTLE:
+            c = self.clip * u[_LEVEL]
+            raw_w = -c if raw_w < -c else (c if raw_w > c else raw_w)
         if self.n_mature >= _SETTLE:  # winsorised: an episode moves the baseline slowly
             c = self.clip * u[_LEVEL]
             r = -c if r < -c else (c if r > c else r)
@@ -573,7 +599,7 @@ class SeriesDetector:
                 self.var_ps += al * (s * s - self.var_ps)
                 lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
                 self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
-                self._learn_week(x, t, kw, wv, rw, slow + self.lam * s)
+                self._learn_week(x, t, kw, wv, rw, raw_w, slow + self.lam * s)
         self.shift = sh
         self.step_fast = sf
         # starts from 0 on purpose: "flat" stays silent until the usual step size is known
