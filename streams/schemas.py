@@ -195,8 +195,10 @@ def _unsupported_version(raw: bytes) -> InvalidEvent | None:
                         f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))})")
 
 
-def decode(source: str, raw: bytes, now: float | None = None) -> Event:
+def decode(source: str, raw: bytes | None, now: float | None = None) -> Event:
     """Decode and validate one message of ``source`` ("iot", "pos" or "web")."""
+    if raw is None:  # a Kafka record with a null value (a tombstone): nothing to decode
+        raise InvalidEvent("json", "the message has no value (null)")
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent("size", f"{len(raw)} bytes exceeds the {MAX_EVENT_BYTES}-byte limit")
     typ, check = _TYPES[source]
