@@ -372,7 +372,10 @@ class SeriesDetector:
             zf = math.log(ss / (sf if sf > ss * 1e-9 else ss * 1e-9))
             if zf < 0.0:
                 zf = 0.0
-        shf = self.fshift + _FAST_ALPHA * (rl - self.fshift)
+        # a mean of the last few values, each clipped: a lone outlier is the level's business
+        c = self.clip * self.u[_LEVEL]
+        rc = rl if self.n_mature < _SETTLE else (-c if rl < -c else (c if rl > c else rl))
+        shf = self.fshift + _FAST_ALPHA * (rc - self.fshift)
         zs = abs(d - self.last)
         vf = self.vol_fast + fa * (zs - self.vol_fast)
         vs = self.vol_slow
