@@ -443,6 +443,7 @@ class SeriesDetector:
         self.season = [v - mean if v == v else 0.0 for v in med]
         self.season_sum = 0.0
         self.season_ready = True
+        self.per_bin = max(1.0, self.n / nb)  # values per bin per period, as counted in the first one
         var = sum(v * v for v in self.season) / nb
         self.cov_ps = self.var_ps = var  # prior: the profile recurs (lam = 1)
         self.slow = mean
@@ -501,7 +502,6 @@ class SeriesDetector:
             nb = min(self.max_bins, round(self.period / (t - self.t_last)))
             if nb >= 4:
                 self.bins = nb
-                self.per_bin = max(1.0, self.period / ((t - self.t_last) * nb))  # values per bin per period
                 self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
                 k = self._season_at(t)[0]
         # surprise calibrators: log-domain quantile tracking + mean excess + up-crossing histogram
