@@ -14,6 +14,7 @@ alert to that series' alert policy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -190,24 +191,32 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                           pipeline, deliver)
 
     @app.agent(alerts_topic, name="opsmon.alerts", concurrency=1)
+    @_crash_worker_on_error(app)
     async def route_alerts(stream: faust.StreamT) -> None:
-        async for raw in stream:
+        # Tables are written through their store plus an explicit changelog send to the event's partition
+        # (as for entity state): Faust's table API checks partition counts against metadata that may not
+        # list a just-created changelog topic yet, and that check would crash the agent.
+        async for event in stream.events():
             try:
-                ev = decode_alert(raw)
+                ev = decode_alert(event.value)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.error("undecodable alert event skipped: %s", exc)
                 continue
-            tracker = incidents.get(ev.group) or IncidentTracker(window_s=settings.incident_window_seconds)
+            part = event.message.partition
+            tracker = incidents.data.get(ev.group) or IncidentTracker(window_s=settings.incident_window_seconds)
             if ev.status == "firing":
                 inc = tracker.assign(ev.group, ev.id, f"{ev.metric} of {ev.entity} ({ev.kind})", ev.starts_at)
                 tracker.forget_before(ev.starts_at - 7 * 86400)
-                incidents[ev.group] = tracker
+                incidents.data[ev.group] = tracker
+                incidents.send_changelog(part, ev.group, tracker)
                 ev.incident, ev.first_cause = inc.id, inc.first_cause
             else:
-                prev = alert_index.get(ev.id)
+                prev = alert_index.data.get(ev.id)
                 if prev:
                     ev.incident, ev.first_cause = prev.get("incident", ""), prev.get("first_cause", "")
-            alert_index[ev.id] = msgspec.to_builtins(ev)
+            record = msgspec.to_builtins(ev)
+            alert_index.data[ev.id] = record
+            alert_index.send_changelog(part, ev.id, record)
             await _deliver_alerts(rt, [ev])
             t = ev.starts_at if ev.status == "firing" else (ev.ends_at or ev.starts_at)
             await rt.sink.write([line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric,
@@ -216,6 +225,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                                        "open": 1.0 if ev.status == "firing" else 0.0}, int(t * 1000))])
 
     @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
+    @_crash_worker_on_error(app)
     async def apply_feedback(stream: faust.StreamT) -> None:
         async for raw in stream:
             try:
@@ -312,7 +322,28 @@ def _add_source_agent(app: faust.App, rt: Runtime, source: str, topic: faust.Top
                 out = pipeline(source).process(records, rt.clock())
                 await deliver(source, out, dlq)
 
-    app.agent(topic, name=f"opsmon.{source}", concurrency=1)(process)
+    app.agent(topic, name=f"opsmon.{source}", concurrency=1)(_crash_worker_on_error(app)(process))
+
+
+def _crash_worker_on_error(app: faust.App) -> Callable:
+    """Make an unexpected error in an agent stop the whole worker (exit code 1) instead of leaving a dead agent.
+
+    Faust logs a crashed agent and carries on without it; a stalled pipeline is worse than a restart, which a
+    supervisor (systemd, compose's restart policy) does, and Kafka redelivers what was not committed.
+    """
+    def wrap(fun: Callable) -> Callable:
+        @functools.wraps(fun)
+        async def agent(stream: faust.StreamT) -> None:
+            try:
+                await fun(stream)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("agent %s failed; stopping the worker so it restarts clean", fun.__name__)
+                await app.crash(exc)
+                raise
+        return agent
+    return wrap
 
 
 def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -24,13 +25,19 @@ def _am(settings: Settings) -> str:
 
 
 @app.command("list")
-def list_alerts(all_: bool = typer.Option(False, "--all", help="Include silenced alerts.")) -> None:
+def list_alerts(all_: bool = typer.Option(False, "--all", help="Include silenced alerts."),
+                as_json: bool = typer.Option(False, "--json", help="One JSON object per line, for scripts.")) -> None:
     """Open alerts, from Alertmanager, newest first."""
     settings = Settings()
     resp = httpx.get(f"{_am(settings)}/api/v2/alerts", params={"silenced": str(all_).lower(), "active": "true"},
                      timeout=10, trust_env=False)
     resp.raise_for_status()
     alerts = sorted(resp.json(), key=lambda a: a["startsAt"], reverse=True)
+    if as_json:
+        for a in alerts:
+            typer.echo(json.dumps({"id": a.get("annotations", {}).get("alert_id"), "labels": a["labels"],
+                                   "annotations": a.get("annotations", {}), "startsAt": a["startsAt"]}))
+        return
     table = Table(title=f"{len(alerts)} open alert(s)")
     for col in ("id", "severity", "since", "what", "incident"):
         table.add_column(col)
