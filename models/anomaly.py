@@ -268,7 +268,7 @@ class SeriesDetector:
         score, reason, notable, rare = self._score(feats)
         warming = self.n_mature < self.warmup
         flag = score >= self.threshold and not warming and self.quiet == 0
-        if self.quiet:
+        if self.quiet and score < self.threshold:  # one flag per event: its end starts the count
             self.quiet -= 1
         if flag:
             self.quiet = self.refractory
@@ -491,6 +491,43 @@ class SeriesDetector:
         mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
         self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)
 
+    def _learn_level(self, x: float, t: float | None, seasonal: bool) -> None:
+        """Fold one (past) value into the baseline: level, profile, weekly correction."""
+        n = self.n
+        k, s = self._season_at(t)
+        kw, wv = self._week_at(t)
+        d = x - self.lam * s - self.mu * wv
+        a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
+        slow = self.slow
+        r = d - slow
+        rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s - mu w
+        rw = r + (self.mu - 1.0) * wv  # the weekly correction's: x - slow - lam s - w
+        raw_w = rw + wv
+        if self.n_mature >= _SETTLE:  # winsorised: an episode moves the baseline slowly
+            c = self.clip * self.u[_LEVEL]
+            r = -c if r < -c else (c if r > c else r)
+            rp = -c if rp < -c else (c if rp > c else rp)
+            rw = -c if rw < -c else (c if rw > c else rw)
+            raw_w = -c if raw_w < -c else (c if raw_w > c else raw_w)
+        self.slow = slow + a * r
+        if not seasonal or k < 0:
+            return
+        nb = self.bins
+        g = self.season_gamma / self.per_bin
+        if g * n < nb:
+            g = nb / n
+        e = g * rp
+        self.season[k] += e
+        self.season_sum += e
+        # how much of the profile recurs: regression of x - slow on it (1: all, 0: it is noise)
+        al = 1.0 / (self.per_bin * nb)
+        r0 = x - slow
+        self.cov_ps += al * (r0 * s - self.cov_ps)
+        self.var_ps += al * (s * s - self.var_ps)
+        lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
+        self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
+        self._learn_week(x, t, kw, wv, rw, raw_w, slow + self.lam * s)
+
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
@@ -558,51 +595,21 @@ class SeriesDetector:
         if n >= self.warmup:
             self.cl_long += (ev - self.cl_long) / self.horizon
         self.cl_prev = notable
-        # baseline level and profile (running means at first, then EWMAs)
-        a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
-        slow = self.slow
-        r = d - slow
-        rp = r + (self.lam - 1.0) * s  # the profile's own residual: x - slow - s - mu w
-        rw = r + (self.mu - 1.0) * wv  # the weekly correction's: x - slow - lam s - w
-        raw_w = rw + wv
-        if self.n_mature >= _SETTLE:
-            c = self.clip * u[_LEVEL]
-            raw_w = -c if raw_w < -c else (c if raw_w > c else raw_w)
-        if self.n_mature >= _SETTLE:  # winsorised: an episode moves the baseline slowly
-            c = self.clip * u[_LEVEL]
-            r = -c if r < -c else (c if r > c else r)
-            rp = -c if rp < -c else (c if rp > c else rp)
-            rw = -c if rw < -c else (c if rw > c else rw)
-        if rare and self.n_mature >= _SETTLE:
-            self.held += 1
-            if self.held <= self.hold:  # a rare episode is not the new normal, unless it lasts
-                r = rp = rw = 0.0
-        else:
-            self.held = 0
-        self.slow = slow + a * r
+        # baseline: not learned from a rare episode until it lasts (then it is the new normal)
         start_profile = False
-        if k >= 0:
-            nb = self.bins
+        if k >= 0 and not self.season_ready:
+            # first period: keep raw values per bin; they become the profile once it is complete
             season = self.season
-            if not self.season_ready:
-                # first period: keep raw values per bin; they become the profile once it is complete
-                season[k] = x if season[k] != season[k] else season[k] + 0.5 * (x - season[k])
-                start_profile = t is not None and t - self.t_first >= self.period  # type: ignore[operator]
+            season[k] = x if season[k] != season[k] else season[k] + 0.5 * (x - season[k])
+            start_profile = t is not None and t - self.t_first >= self.period  # type: ignore[operator]
+            self._learn_level(x, t, False)
+        else:
+            if rare and self.n_mature >= _SETTLE:
+                self.held += 1
             else:
-                g = self.season_gamma / self.per_bin
-                if g * n < nb:
-                    g = nb / n
-                e = g * rp
-                season[k] += e
-                self.season_sum += e
-                # how much of the profile recurs: regression of x - slow on it (1: all, 0: it is noise)
-                al = 1.0 / (self.per_bin * nb)
-                r0 = x - slow
-                self.cov_ps += al * (r0 * s - self.cov_ps)
-                self.var_ps += al * (s * s - self.var_ps)
-                lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
-                self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
-                self._learn_week(x, t, kw, wv, rw, raw_w, slow + self.lam * s)
+                self.held = 0
+            if not 0 < self.held <= self.hold:
+                self._learn_level(x, t, True)
         self.shift = sh
         self.step_fast = sf
         # starts from 0 on purpose: "flat" stays silent until the usual step size is known
