@@ -221,12 +221,14 @@ class MqttBridge:
         self.publisher = publisher or Publisher(settings, client_id="opsmon-mqtt-bridge", linger_ms=5,
                                                 max_block_ms=10_000)
         self._lock = threading.Lock()
+        self._intake = threading.Lock()  # held while a message is handed to the producer
         self._pending: deque[_Pending] = deque()  # in arrival order; acked from the front
         self._gen = 0  # connection generation: acks of an earlier connection are void
         self._retry: queue.Queue[_Pending] = queue.Queue()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._disconnected = threading.Event()
+        self._barriers: dict[int, threading.Event] = {}  # UNSUBSCRIBE mid -> set on its UNSUBACK
         self.counts = {"received": 0, "forwarded": 0, "invalid": 0, "dead_lettered": 0, "acked": 0,
                        "retried": 0, "connects": 0, "ignored": 0}
         self.client = self._client()
@@ -238,7 +240,7 @@ class MqttBridge:
         v5 = c.protocol == "5"
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id,
                              clean_session=None if v5 else False,
-                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=False)
+                             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311, manual_ack=True)
         if c.username:
             client.username_pw_set(c.username, c.password)
         if c.tls:
@@ -248,6 +250,7 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         return client
 
@@ -284,15 +287,34 @@ class MqttBridge:
 
         Messages that arrive meanwhile stay unacknowledged: the broker delivers them to the next session.
         """
-        self._stopping.set()
+        with self._intake:  # a message being handed to Kafka right now gets there first
+            self._stopping.set()
         deadline = time.monotonic() + timeout
         self.publisher.flush(timeout=timeout)  # every callback has run: the PUBACKs are queued
-        self.client.disconnect()  # queued behind those PUBACKs, so they go out first
+        if not self._barrier(max(0.1, deadline - time.monotonic())):
+            log.warning("mqtt bridge: the broker did not confirm the last acknowledgements; it may send "
+                        "some messages again (duplicates, not losses)")
+        self.client.disconnect()
         self._disconnected.wait(max(0.1, deadline - time.monotonic()))
         self.client.loop_stop()
         if self._own_publisher:
             self.publisher.close()
         log.info("mqtt bridge stopped %s", self.stats())
+
+    def _barrier(self, timeout: float) -> bool:
+        """Wait until the broker has processed everything sent so far, PUBACKs included.
+
+        Closing the socket right after the last PUBACKs can lose them (a close with unread data sends a
+        TCP reset), and the broker would deliver those messages again. The broker handles one connection's
+        packets in order, so its UNSUBACK for a filter we never used proves the PUBACKs arrived.
+        """
+        done = threading.Event()
+        with self._lock:
+            rc, mid = self.client.unsubscribe(f"opsmon/bridge-barrier/{self.config.client_id}")
+            if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
+                return False
+            self._barriers[mid] = done
+        return done.wait(timeout)
 
     def run(self, stop: threading.Event, on_stats: Callable[[dict], None] | None = None,
             interval: float = 10.0) -> None:
@@ -329,6 +351,13 @@ class MqttBridge:
         self._subscribed.set()
         log.info("mqtt bridge subscribed filter=%s", self.pattern.filter)
 
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: object, mid: int, reasons: list,
+                        properties: Properties | None) -> None:
+        with self._lock:
+            done = self._barriers.pop(mid, None)
+        if done is not None:
+            done.set()
+
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
                        reason: mqtt.ReasonCode, properties: Properties | None) -> None:
         self._subscribed.clear()
@@ -337,9 +366,13 @@ class MqttBridge:
             log.warning("mqtt bridge disconnected (%s); reconnecting", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        if self._stopping.is_set():
-            self.counts["ignored"] += 1  # not acknowledged: the next session gets it
-            return
+        with self._intake:
+            if self._stopping.is_set():
+                self.counts["ignored"] += 1  # not acknowledged: the next session gets it
+                return
+            self._take(msg)
+
+    def _take(self, msg: mqtt.MQTTMessage) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:
