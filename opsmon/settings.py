@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     topic_iot: str = "iot.readings"
     topic_pos: str = "pos.transactions"
     topic_web: str = "web.events"
+    topic_stock: str = "pos.stock"  # optional stock counts and deliveries
     topic_alerts: str = "alerts"
     topic_feedback: str = "feedback"
     dlq_suffix: str = ".dlq"
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     alert_resend_seconds: float = 60.0
     incident_window_seconds: float = 600.0
+    stock_lead_time_days: float = 2.0  # an item is at risk when it runs out before a new order could arrive
     grafana_url: str = "http://127.0.0.1:3000"
     # Bearer token for POST /opsmon/feedback on the worker; the endpoint is off until it is set.
     feedback_token: SecretStr | None = None
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
     @cached_property
     def dlq_topics(self) -> dict[str, str]:
         """Dead-letter topic for each source topic."""
-        return {t: t + self.dlq_suffix for t in (self.topic_iot, self.topic_pos, self.topic_web)}
+        return {t: t + self.dlq_suffix for t in (self.topic_iot, self.topic_pos, self.topic_web, self.topic_stock)}
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``OPSMON_*`` environment variables, for a child process."""

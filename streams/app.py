@@ -32,12 +32,13 @@ from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
 from streams.calendar import calendar_lookup
-from streams.demand import Demand
-from streams.pipeline import EntityState, Output, Record, SourcePipeline, WindowConfig
+from streams.demand import Demand, apply_stock
+from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import (
     AlertEvent,
     Feedback,
     InvalidEvent,
+    decode,
     decode_alert,
     decode_feedback,
     parse_alert_id,
@@ -155,7 +156,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             aux = None
             if source == "pos":
                 aux = demand_table.data
-                observers.append(Demand(aux))
+                observers.append(Demand(aux, lead_time_days=settings.stock_lead_time_days))
             p = rt.pipelines[source] = SourcePipeline(source, tables[source].data, window_config(settings),
                                                       observers, aux=aux)
         return p
@@ -168,7 +169,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await dlq.send(key=rec.key, value=rec.value, partition=rec.partition, headers={
                 **dict(rec.headers),  # e.g. `producer`, and `opsmon-replay-of` on a replayed copy (streams.dlq)
                 "opsmon-reason": dead.reason.encode(), "opsmon-kind": dead.kind.encode(),
-                "opsmon-source-topic": source_topics(settings)[source].encode(),
+                "opsmon-source-topic": dlq.get_topic_name().removesuffix(settings.dlq_suffix).encode(),
                 "opsmon-source-partition": str(rec.partition).encode(),
                 "opsmon-source-offset": str(rec.offset).encode()})
             log.info("dead-lettered source=%s partition=%d offset=%d reason=%r",
@@ -177,8 +178,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await alerts_topic.send(key=ev.group.encode(), value=msgspec.json.encode(ev))
             log.info("alert %s id=%s score=%.3f", ev.status, ev.id, ev.score)
         await rt.sink.write(out.lines)
-        table = tables[source]
-        for entity in out.changed:
+        table = tables.get(source)
+        for entity in out.changed if table is not None else ():
             state: EntityState | None = table.data.get(entity)
             if state is not None:
                 table.send_changelog(state.partition, entity, state)
@@ -223,6 +224,27 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                                                 "severity": ev.severity, "state": ev.status},
                                       {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
                                        "open": 1.0 if ev.status == "firing" else 0.0}, int(t * 1000))])
+
+    stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
+
+    @app.agent(topic(settings.topic_stock), name="opsmon.stock", concurrency=1)
+    @_crash_worker_on_error(app)
+    async def track_stock(stream: faust.StreamT) -> None:
+        # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
+        async for event in stream.events():
+            msg = event.message
+            async with rt.locks["pos"]:
+                out = Output()
+                try:
+                    ev = decode("stock", event.value, rt.clock())
+                except InvalidEvent as exc:
+                    out.dead.append(DeadLetter(Record(msg.partition, msg.offset, msg.key, event.value), exc.kind,
+                                               str(exc)))
+                else:
+                    key = apply_stock(demand_table.data, ev, msg.partition, msg.offset)
+                    if key is not None:
+                        out.aux_changed[key] = msg.partition
+                await deliver("stock", out, stock_dlq)
 
     @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
     @_crash_worker_on_error(app)

@@ -9,22 +9,59 @@ only when their bucket closes (not per batch). SKUs without sales that day learn
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, field
+
 from models.forecast import DemandForecaster
+from models.stock import StockTracker
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
+from streams.schemas import StockEvent
 
 DAY = 86_400
 HOUR = 3_600
 TOTAL = "_total"
 
 
+@dataclass
+class StockState:
+    """Stock of one (store, SKU), with the last stock-topic offset applied (replays are skipped)."""
+
+    partition: int
+    tracker: StockTracker = field(default_factory=StockTracker)
+    offset: int = -1
+
+
+def stock_key(store: str, sku: str) -> str:
+    """Auxiliary-table key of a (store, SKU)'s stock."""
+    return f"{store}/{sku}@stock"
+
+
+def apply_stock(aux: dict, ev: StockEvent, partition: int, offset: int) -> str | None:
+    """Fold a stock count or delivery in; returns the key to changelog (None for a replayed event)."""
+    key = stock_key(ev.store, ev.sku)
+    st = aux.get(key)
+    if st is None:
+        st = aux[key] = StockState(partition)
+    if offset <= st.offset and partition == st.partition:
+        return None
+    if ev.kind == "count":
+        st.tracker.set_level(ev.ts, ev.qty)
+    else:
+        st.tracker.add_delivery(ev.ts, ev.qty)
+    st.offset = offset
+    return key
+
+
 class Demand:
     """Keeps per-SKU daily and per-store hourly forecasters current as POS windows close."""
 
-    def __init__(self, aux: dict | None = None, day_horizon: int = 7, hour_horizon: int = 24) -> None:
+    def __init__(self, aux: dict | None = None, day_horizon: int = 7, hour_horizon: int = 24,
+                 lead_time_days: float = 2.0) -> None:
         self.aux = aux  # set by the pipeline owner to the auxiliary state mapping
         self.day_horizon = day_horizon
         self.hour_horizon = hour_horizon
+        self.lead_time_days = lead_time_days
 
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
         """A final POS window: fold its units into the open buckets, closing the buckets it has moved past."""
@@ -34,6 +71,12 @@ class Demand:
         m["demand_seen"] = ts
         agg = state.windows.windows.get(int(ts))
         units = {sku: qty for sku, (qty, _) in agg.skus.items()} if agg is not None else {}
+        if self.aux is not None:
+            for sku, q in units.items():
+                st = self.aux.get(stock_key(entity, sku))
+                if st is not None:
+                    st.tracker.record_sale(ts, q)
+                    out.aux_changed[stock_key(entity, sku)] = st.partition
         self._bucket(entity, state, "day", DAY, ts, units, out)
         self._bucket(entity, state, "hour", HOUR, ts, {TOTAL: sum(units.values())}, out)
 
@@ -78,4 +121,18 @@ class Demand:
             if self.aux is not None:
                 self.aux[key] = f
                 out.aux_changed[key] = state.partition
+                if kind == "day":
+                    self._stock_risk(store, sku, f, start + DAY, out)
         out.counts["forecasts"] += len(skus)
+
+    def _stock_risk(self, store: str, sku: str, f: DemandForecaster, now: float, out: Output) -> None:
+        """Days until the SKU runs out at the forecast demand, and whether that is within the lead time."""
+        st = self.aux.get(stock_key(store, sku)) if self.aux is not None else None
+        if st is None or not st.tracker.known:
+            return
+        days = st.tracker.days_to_stockout(now, f)
+        at_risk = st.tracker.at_risk(self.lead_time_days)
+        out.lines.append(line("stock_risk", {"store": store, "sku": sku}, {
+            "stock": round(st.tracker.level, 6), "days_to_stockout": round(days, 3) if math.isfinite(days) else 999.0,
+            "at_risk": 1.0 if at_risk else 0.0}, int(now * 1000)))
+        out.counts["stock_at_risk"] += int(at_risk)

@@ -110,6 +110,20 @@ class WebEvent(_Event, kw_only=True):
         return self.site
 
 
+class StockEvent(_Event, kw_only=True):
+    """A stock count or a delivery of one SKU at a store (optional: enables stock-out risk)."""
+
+    store: str
+    sku: str
+    kind: Literal["count", "delivery"]
+    qty: float
+
+    @property
+    def entity(self) -> str:
+        """The store (stock state lives with the store's partition)."""
+        return self.store
+
+
 Event = IotReading | PosTransaction | WebEvent
 SOURCES: tuple[str, ...] = ("iot", "pos", "web")
 
@@ -156,6 +170,14 @@ def _check_pos(ev: PosTransaction) -> None:
         raise InvalidEvent("value", f"total {ev.total:.2f} does not match lines - discount ({expected:.2f})")
 
 
+def _check_stock(ev: StockEvent) -> None:
+    _name("store", ev.store)
+    _name("sku", ev.sku)
+    _finite("qty", ev.qty)
+    if ev.qty < 0:
+        raise InvalidEvent("value", "qty is negative")
+
+
 def _check_web(ev: WebEvent) -> None:
     _name("site", ev.site)
     _name("session", ev.session)
@@ -172,6 +194,7 @@ _TYPES: dict[str, tuple[type[_Event], Callable]] = {
     "iot": (IotReading, _check_iot),
     "pos": (PosTransaction, _check_pos),
     "web": (WebEvent, _check_web),
+    "stock": (StockEvent, _check_stock),
 }
 _DECODERS = {src: msgspec.json.Decoder(typ) for src, (typ, _) in _TYPES.items()}
 

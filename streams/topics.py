@@ -31,7 +31,8 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     week = 7 * 24 * 3600 * 1000
     specs = [TopicSpec(t, p) for t in source_topics(settings).values()]
     specs += [TopicSpec(t, p, retention_ms=4 * week) for t in settings.dlq_topics.values()]
-    specs += [TopicSpec(settings.topic_alerts, p), TopicSpec(settings.topic_feedback, p)]
+    specs += [TopicSpec(settings.topic_stock, p), TopicSpec(settings.topic_alerts, p),
+              TopicSpec(settings.topic_feedback, p)]
     return specs
 
 

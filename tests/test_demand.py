@@ -1,0 +1,58 @@
+"""Demand forecasts and stock-out risk in the POS pipeline, on synthetic days of sales."""
+
+from __future__ import annotations
+
+from streams.demand import Demand, apply_stock, stock_key
+from streams.pipeline import Record, SourcePipeline, WindowConfig
+from streams.schemas import decode
+from tests.events import iso, pos, raw
+
+DAY = 86400.0
+T0 = 1_767_225_600.0  # a Thursday, 00:00 UTC
+
+
+def _run_days(days: int, aux: dict, stock_at: dict[int, float] | None = None) -> list[str]:
+    p = SourcePipeline("pos", {}, WindowConfig(), [Demand(aux, lead_time_days=2.0)], aux=aux)
+    lines: list[str] = []
+    offset = 0
+    for d in range(days):
+        if stock_at and d in stock_at:
+            ev = decode("stock", raw({"v": 1, "store": "s", "sku": "A", "time": iso(T0 + d * DAY), "kind": "count",
+                                      "qty": stock_at[d]}), T0 + d * DAY + 1)
+            assert apply_stock(aux, ev, 0, 1_000_000 + d) == stock_key("s", "A")
+            assert apply_stock(aux, ev, 0, 1_000_000 + d) is None  # a replay changes nothing
+        recs = []
+        for k in range(4):  # four single units of A a day, and B every other day
+            recs.append(raw(pos(T0 + d * DAY + 3600 * (9 + k), f"{d}-{k}", store="s", lines=(("A", 1, 2.0),))))
+        if d % 2 == 0:
+            recs.append(raw(pos(T0 + d * DAY + 3600 * 15, f"{d}-b", store="s", lines=(("B", 1, 5.0),))))
+        out = p.process([Record(0, offset + i, b"s", r) for i, r in enumerate(recs)], now=T0 + (d + 1) * DAY)
+        offset += len(recs)
+        lines += out.lines
+    return lines
+
+
+def test_each_closed_day_writes_actuals_and_forecasts_per_sku() -> None:
+    aux: dict = {}
+    lines = _run_days(35, aux)
+    actual_a = [ln for ln in lines if ln.startswith("forecast,bucket=day,sku=A,store=s actual=")]
+    assert len(actual_a) == 34 and all(" actual=4.0 " in ln for ln in actual_a)  # the last day is still open
+    actual_b = [ln for ln in lines if ln.startswith("forecast,bucket=day,sku=B,store=s actual=")]
+    assert [ln.split()[1] for ln in actual_b[:4]] == ["actual=1.0", "actual=0.0", "actual=1.0", "actual=0.0"]
+    f = aux["s/A@day"]
+    nxt = f.forecast(1)[0]
+    assert 3.0 <= nxt.predicted <= 5.0 and nxt.lower <= 4.0 <= nxt.upper
+    hourly = [ln for ln in lines if ln.startswith("forecast,bucket=hour,sku=_total,store=s actual=")]
+    assert hourly and sum(float(ln.split()[1].split("=")[1]) for ln in hourly) >= 34 * 4
+
+
+def test_stock_counts_and_sales_give_days_to_stockout_and_risk() -> None:
+    aux: dict = {}
+    lines = _run_days(33, aux, stock_at={30: 14.0})
+    risk = [ln for ln in lines if ln.startswith("stock_risk,sku=A,store=s ")]
+    # Counted 14 at the start of day 30. A day closes when the next day's first sale (09:00) is final, so
+    # each estimate already counts that sale: 13 left (3.25 days at 4 a day), then 9, then 5: within the
+    # 2-day lead time, at risk.
+    assert [ln.split()[1] for ln in risk] == ["stock=13.0,days_to_stockout=3.25,at_risk=0.0",
+                                              "stock=9.0,days_to_stockout=2.25,at_risk=0.0",
+                                              "stock=5.0,days_to_stockout=1.25,at_risk=1.0"]
