@@ -197,6 +197,7 @@ class SeriesDetector:
         self.season_sum = 0.0  # kept so the profile is used with zero mean (level stays in `slow`)
         self.season_ready = False  # first period seen: the profile is in use
         self.per_bin = 1.0  # values landing in one bin per period
+        self.season_n: list[int] = []  # values per bin in the first period (then empty)
         self.lam = 1.0  # share of the profile in the baseline (shrunk when it does not recur)
         self.cov_ps = 0.0
         self.var_ps = 0.0
@@ -443,6 +444,7 @@ class SeriesDetector:
         self.season = [v - mean if v == v else 0.0 for v in med]
         self.season_sum = 0.0
         self.season_ready = True
+        self.season_n = []
         self.per_bin = max(1.0, self.n / nb)  # values per bin per period, as counted in the first one
         var = sum(v * v for v in self.season) / nb
         self.cov_ps = self.var_ps = var  # prior: the profile recurs (lam = 1)
@@ -540,6 +542,7 @@ class SeriesDetector:
             if nb >= 4:
                 self.bins = nb
                 self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
+                self.season_n = [0] * nb
                 k = self._season_at(t)[0]
         # surprise calibrators: log-domain quantile tracking + mean excess + up-crossing histogram
         q = self.tail_q
@@ -598,9 +601,10 @@ class SeriesDetector:
         # baseline: not learned from a rare episode until it lasts (then it is the new normal)
         start_profile = False
         if k >= 0 and not self.season_ready:
-            # first period: keep raw values per bin; they become the profile once it is complete
+            # first period: the mean of each bin's values; they become the profile once it is complete
             season = self.season
-            season[k] = x if season[k] != season[k] else season[k] + 0.5 * (x - season[k])
+            c = self.season_n[k] = self.season_n[k] + 1
+            season[k] = x if c == 1 else season[k] + (x - season[k]) / c
             start_profile = t is not None and t - self.t_first >= self.period  # type: ignore[operator]
             self._learn_level(x, t, False)
         else:
