@@ -89,6 +89,7 @@ def simulate(
                    ] = None,
 ) -> None:
     """Generate realistic IoT, POS and web events with injected faults, in real time or as a backfill."""
+    from kafka.errors import KafkaError
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from opsmon.sim.clock import iso as _ts
@@ -115,6 +116,9 @@ def simulate(
         sink = JsonlFiles(out) if out else Publisher(Settings())
     except ValueError as exc:  # bad fault spec, calendar or time zone
         raise typer.BadParameter(str(exc)) from None
+    except KafkaError as exc:
+        console.print(f"[red]cannot reach Kafka at {Settings().kafka_bootstrap}: {exc}[/]")
+        raise typer.Exit(1) from None
     send = sink if isinstance(sink, JsonlFiles) else sink.send_raw
     try:
         if mode == "realtime":

@@ -3,7 +3,9 @@
 ``generate(t0, t1)`` returns every event with an event time in [t0, t1) as ``(source, key, wire bytes)``,
 each source in time order; calls must be contiguous and increasing (``raw_events`` does that for a
 period). The output depends only on the seed, the configuration and the start, never on how the period
-is cut into calls, so a realtime run and a backfill of the same period produce the same events.
+is cut into calls, so a realtime run and a backfill of the same period produce the same events. Every
+event starts with ``{"v":1,"time":"<24-character UTC time>"``, so readers can find its time without
+parsing (the benchmark does).
 
 >>> sim = Simulator(seed=1, sites=1, devices_per_site=2, stores=1, web_sites=1, rate=50)
 >>> evs = list(sim.events(t=1_793_700_000.0, n=200))  # a Tuesday, 10:40 UTC: the stores are open
