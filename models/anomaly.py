@@ -68,7 +68,7 @@ _SETTLE = 30  # values before surprises are calibrated at all (the level's runni
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk at least four-fold.
 _SHIFT_EFFECT = 0.7
 _FLAT_EFFECT = math.log(4.0)
-_FAST_ALPHA = 0.3  # the fast shift: a mean over the last few values (an outage within minutes)
+_FAST_ALPHA = 0.4  # the fast shift: a mean of the last three values or so (an outage within minutes)
 _HOLD_LP = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
 _HELD_BY = (1, 2, 4)  # level, shift, fast shift
 
