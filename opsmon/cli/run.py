@@ -178,7 +178,8 @@ def demo(
     pub = Publisher(settings)
 
     def produce() -> None:
-        sim = Simulator(seed=int(time.time()))
+        # Stores open around the clock here, so sales flow whenever the demo runs; a fault now and then.
+        sim = Simulator(seed=int(time.time()), rate=rate, hours="mon-sun 24h", faults_per_hour=2.0)
         # A few malformed messages, so the dead-letter path shows too.
         for bad in (b"{not json", b'{"v":1,"site":"x"}', b'{"v":9,"time":"2026-01-01T00:00:00Z"}'):
             pub.send_raw("iot", b"bad", bad)
