@@ -1,0 +1,220 @@
+"""Seasonal baseline of one series: a robust level, a time-of-day profile and a weekly correction.
+
+``SeasonalBaseline`` predicts a value as ``level + lam * profile[time of day] + mu * week[hour of week]``:
+
+- the level is an EWMA of the deseasonalised value;
+- the profile has one bin per sampling interval (at most ``max_bins`` per ``period``). The first period
+  is kept raw (the mean of each bin's values), then smoothed by a median of three neighbouring bins,
+  so a one-off event of the first day does not come back as "expected" every day; later periods
+  move each bin by ``season_gamma`` per period;
+- the weekly correction (when ``week`` is set, from the second period on) is what the daily profile
+  leaves, by hour of the week: tills on Sundays, taxis on holidays. Its first week is kept raw, then
+  smoothed, like the profile;
+- ``lam`` and ``mu`` are how much of the profile and of the weekly correction recur: regressions of
+  what the level leaves on them, out of sample (each is learned before it is used). A profile of noise
+  (a series without a daily cycle) shrinks towards 0 instead of adding its noise to every prediction;
+  the weekly correction starts at 0 and must earn its place.
+
+Learning is robust: the caller passes a clip (the residual's scale times a factor) and each update is
+winsorised at it, so an outlier moves the baseline no more than an ordinary large value. Values the
+caller finds rare are not passed at all (see ``models.anomaly``).
+
+>>> import math
+>>> base = SeasonalBaseline(week=None)
+>>> base.start(20.0, 0.0)
+>>> for i in range(1, 288 * 3):  # three days of 5-minute readings: 20 +/- 5 over the day
+...     _ = base.learn(20 + 5 * math.sin(2 * math.pi * i / 288), 300.0 * i, 300.0 * (i - 1), i, math.inf)
+>>> base.bins, round(base.expected(300.0 * 72), 1), round(base.expected(300.0 * 216), 1)
+(288, 25.0, 15.0)
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def _median3(a: float, b: float, c: float) -> float:
+    """Median of the seen values among three (nan: not seen); nan if none was."""
+    seen = sorted(v for v in (a, b, c) if v == v)
+    if not seen:
+        return math.nan
+    return seen[1] if len(seen) == 3 else sum(seen) / len(seen)
+
+
+def _smooth(raw: list[float]) -> tuple[list[float], float]:
+    """Circular median of three neighbouring bins: its zero-mean shape and its mean (nan: no value)."""
+    nb = len(raw)
+    med = [_median3(raw[k - 1], raw[k], raw[(k + 1) % nb]) for k in range(nb)]
+    seen = [v for v in med if v == v]
+    mean = sum(seen) / len(seen) if seen else math.nan
+    return [v - mean if v == v else 0.0 for v in med], mean
+
+
+def _clip(r: float, c: float) -> float:
+    return -c if r < -c else (c if r > c else r)
+
+
+class SeasonalBaseline:
+    """Level, time-of-day profile and weekly correction of one series (see the module docstring).
+
+    Parameters
+    ----------
+    period
+        Length of the profile's cycle in seconds (a day); ``None``: a level only.
+    max_bins
+        Cap on profile bins; otherwise one bin per sampling interval (fixed at the second value).
+    slow_alpha
+        Learning rate of the level (a running mean at first).
+    season_gamma
+        Share of a new period's (or week's) values in the profile (and the weekly correction).
+    week
+        Length of the weekly correction's cycle in seconds (a whole number of periods); ``None``: none.
+    """
+
+    def __init__(self, period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
+                 season_gamma: float = 0.1, week: float | None = 7 * 86400.0) -> None:
+        self.period = period
+        self.max_bins = max_bins
+        self.slow_alpha = slow_alpha
+        self.season_gamma = season_gamma
+        self.week_s = week if period and week and week > period and (week / period).is_integer() else None
+        self.t_first = 0.0  # time of the first value (-inf: started from another series' history)
+        self.slow = 0.0  # deseasonalised level
+        self.bins = 0  # profile bins, fixed at the second timestamped value
+        self.ready = False  # first period complete: the profile is in use
+        self.season: list[float] = []
+        self.season_n: list[int] = []  # values per bin in the first period (then empty)
+        self.season_sum = 0.0  # kept so the profile is used with zero mean (the level stays in `slow`)
+        self.per_bin = 1.0  # values per bin per period, counted over the first one
+        self.lam = 1.0  # share of the profile in the prediction
+        self.cov_ps = 0.0
+        self.var_ps = 0.0
+        self.week: list[float] = []  # weekly correction, from the second period
+        self.week_n: list[int] = []  # values per bin in its first week (then empty)
+        self.week_sum = 0.0
+        self.week_t0 = 0.0
+        self.mu = 0.0  # share of the weekly correction in the prediction
+        self.cov_pw = 0.0
+        self.var_pw = 0.0
+
+    def locate(self, t: float | None) -> tuple[int, float, int, float]:
+        """Profile bin of ``t`` and its zero-mean value, weekly bin and value (bins -1 and 0.0: none)."""
+        nb = self.bins
+        if t is None or not nb:
+            return -1, 0.0, -1, 0.0
+        p = self.period
+        k = int((t % p) * nb / p + 0.5)  # type: ignore[operator]
+        if k >= nb:
+            k -= nb
+        s = self.season[k] - self.season_sum / nb if self.ready else 0.0
+        nw = len(self.week)
+        if not nw:
+            return k, s, -1, 0.0
+        wp = self.week_s
+        kw = int((t % wp) * nw / wp)  # type: ignore[operator]
+        if kw >= nw:
+            kw -= nw
+        return k, s, kw, (self.week[kw] - self.week_sum / nw if not self.week_n else 0.0)
+
+    def expected(self, t: float | None) -> float:
+        """The baseline's prediction at time ``t``."""
+        _, s, _, wv = self.locate(t)
+        return self.slow + self.lam * s + self.mu * wv
+
+    def start(self, x: float, t: float | None, fresh: bool = True) -> None:
+        """Start the level at ``x`` (the profile is kept); ``fresh``: the series' first value ever."""
+        _, s, _, wv = self.locate(t)
+        self.slow = x - self.lam * s - self.mu * wv
+        self.t_first = (t if t is not None else 0.0) if fresh else -math.inf
+
+    def learn(self, x: float, t: float | None, t_prev: float | None, n: int, clip: float,
+              where: tuple[int, float, int, float] | None = None) -> bool:
+        """Fold in value ``x`` at ``t`` (``n``: values seen so far, ``t_prev``: time of the previous one).
+
+        Residuals are winsorised at ``clip``; ``where`` is ``locate(t)`` when the caller has it.
+        Returns True when this value completed the first period (the profile has just been formed:
+        deseasonalised values change).
+        """
+        p = self.period
+        if t is not None and p and not self.bins and t_prev is not None and t > t_prev:
+            # one bin per sampling interval (capped); too coarse to resolve a period: no profile
+            nb = min(self.max_bins, round(p / (t - t_prev)))
+            if nb >= 4:
+                self.bins = nb
+                self.season = [math.nan] * nb  # nan: bin not seen yet in the first period
+                self.season_n = [0] * nb
+                where = None
+        k, s, kw, wv = self.locate(t) if where is None else where
+        a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
+        slow = self.slow
+        lam, mu = self.lam, self.mu
+        r = x - lam * s - mu * wv - slow
+        self.slow = slow + a * _clip(r, clip)
+        if k < 0:
+            return False
+        if not self.ready:  # first period: the mean of each bin's values
+            c = self.season_n[k] = self.season_n[k] + 1
+            self.season[k] = x if c == 1 else self.season[k] + (x - self.season[k]) / c
+            if t is not None and t - self.t_first >= p:  # type: ignore[operator]
+                self._form_profile(n + 1)
+                return True
+            return False
+        nb = self.bins
+        g = self.season_gamma / self.per_bin
+        if g * n < nb:  # young: a running mean
+            g = nb / n
+        e = g * _clip(r + (lam - 1.0) * s, clip)  # the profile's own residual: x - slow - s - mu w
+        self.season[k] += e
+        self.season_sum += e
+        # how much of the profile recurs: regression of x - slow on it (1: all of it, 0: it is noise)
+        al = 1.0 / (self.per_bin * nb)
+        r0 = x - slow
+        self.cov_ps += al * (r0 * s - self.cov_ps)
+        self.var_ps += al * (s * s - self.var_ps)
+        lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
+        self.lam = lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
+        if self.week_s and t is not None:
+            self._learn_week(x, t, kw, wv, _clip(r + (mu - 1.0) * wv, clip), _clip(r + mu * wv, clip),
+                             slow + lam * s)
+        return False
+
+    def _form_profile(self, n: int) -> None:
+        """End of the first period (``n`` values): the smoothed bin means become the profile and level."""
+        self.season, mean = _smooth(self.season)
+        if mean == mean:
+            self.slow = mean
+        nb = self.bins
+        self.season_n = []
+        self.season_sum = 0.0
+        self.ready = True
+        self.per_bin = max(1.0, n / nb)
+        self.cov_ps = self.var_ps = sum(v * v for v in self.season) / nb  # prior: the profile recurs
+
+    def _learn_week(self, x: float, t: float, kw: int, wv: float, rw: float, raw: float, base: float) -> None:
+        """Weekly correction: what the daily baseline leaves (``rw`` its own residual, ``raw`` in all)."""
+        if not self.week:
+            nw = round(self.week_s / self.period) * min(24, self.bins)  # type: ignore[operator]
+            self.week = [math.nan] * nw
+            self.week_n = [0] * nw
+            self.week_t0 = t
+            kw = self.locate(t)[2]
+        nw = len(self.week)
+        if self.week_n:  # first week: the mean of each bin's values
+            c = self.week_n[kw] = self.week_n[kw] + 1
+            self.week[kw] = raw if c == 1 else self.week[kw] + (raw - self.week[kw]) / c
+            if t - self.week_t0 >= self.week_s:  # type: ignore[operator]
+                self.week = _smooth(self.week)[0]
+                self.week_sum = 0.0
+                self.week_n = []
+            return
+        per = self.per_bin * self.bins * round(self.week_s / self.period) / nw  # type: ignore[operator]
+        e = self.season_gamma / per * rw
+        self.week[kw] += e
+        self.week_sum += e
+        # how much of it recurs week to week (0 at first: it must earn its place)
+        al = 1.0 / (per * nw)
+        r0 = x - base
+        self.cov_pw += al * (r0 * wv - self.cov_pw)
+        self.var_pw += al * (wv * wv - self.var_pw)
+        mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
+        self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)

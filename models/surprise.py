@@ -1,0 +1,139 @@
+"""Calibrated rarity of surprises: how often surprises at least this large have begun on this series.
+
+A detector measures a few *surprises* per value (non-negative numbers: a step, a distance from the
+baseline, ...). ``SurpriseCalibrator`` turns each into a tail probability learned from the series'
+own history, so that the same probability means the same rarity whatever the unit or noise:
+
+- a running 90% quantile ``u`` of each surprise, tracked in the log domain (scale-free);
+- the mean excess ``b`` over it: an exponential tail above ``u`` (peaks over threshold);
+- a histogram of up-crossings in half-octaves of ``z / u`` (up to ``2**16`` times ``u``, for spiky
+  series), whose counts decay with a ``horizon`` of values: an episode counts once, at each level it
+  reaches, however long it lasts.
+
+The tail probability of ``z`` is the rate at which surprises at least that large have *started*
+lately or, beyond anything seen, the exponential tail.
+
+>>> import random
+>>> rng = random.Random(0)
+>>> cal = SurpriseCalibrator(1)
+>>> for _ in range(3000):
+...     cal.learn([abs(rng.gauss(0, 1))], count=True)
+>>> 1.4 < cal.u[0] < 1.9  # about the 90% quantile of |N(0, 1)|, 1.64
+True
+>>> cal.log10ps([1.0]), cal.log10ps([6.0])[0] < -5  # below u: p is 1/10 at most; 6 sigma: rare
+([-1.0], True)
+"""
+
+from __future__ import annotations
+
+import math
+
+NB = 32  # histogram levels: half-octaves of z / u
+_LOG10E = math.log10(math.e)
+_LN10 = math.log(10.0)
+_TINY = 1e-12
+
+
+class SurpriseCalibrator:
+    """Tail probabilities of ``n`` surprise measures, learned online (see the module docstring).
+
+    Parameters
+    ----------
+    n
+        Number of surprise measures, passed together as a list to ``learn`` and ``log10ps``.
+    tail_q
+        Quantile above which the tail is modelled.
+    tail_rate
+        Step of the quantile tracking (its memory is about ``1 / tail_rate`` values).
+    horizon
+        Memory, in values, of the up-crossing counts.
+    """
+
+    def __init__(self, n: int, tail_q: float = 0.9, tail_rate: float = 0.005, horizon: float = 2000.0) -> None:
+        self.tail_q = tail_q
+        self.tail_rate = tail_rate
+        self.horizon = horizon
+        self.lq = math.log10(1.0 - tail_q)  # log10 p at u
+        self.m = 0  # values learned since the scales (re)started
+        self.u = [0.0] * n  # running tail_q quantile of each surprise
+        self.b = [0.0] * n  # mean excess over it: the exponential tail's scale
+        self.hist = [[0.0] * NB for _ in range(n)]  # decayed up-crossing counts per level
+        self.above = [-1] * n  # level each surprise currently sits at (-1: below u)
+        self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
+        self.tot = 0.0  # decayed count of the values the histogram saw
+
+    def restart(self) -> None:
+        """Learn the scales afresh (the histogram is kept): what came before no longer describes them."""
+        n = len(self.u)
+        self.u = [0.0] * n
+        self.b = [0.0] * n
+        self.m = 0
+
+    def forget_episodes(self) -> None:
+        """No surprise is within an episode any more (a new series starts from this history)."""
+        self.above = [-1] * len(self.above)
+
+    def log10ps(self, z: list[float]) -> list[float]:
+        """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet)."""
+        u, b, hist, tot, lq = self.u, self.b, self.hist, self.tot, self.lq
+        out = []
+        for i, zi in enumerate(z):
+            ui = u[i]
+            if zi <= ui or ui <= 0.0:  # unremarkable, or nothing learned yet
+                out.append(lq if zi > 0.0 and ui > 0.0 else 0.0)
+                continue
+            bi = b[i]
+            lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
+            j = int(2.0 * math.log2(zi / ui))
+            seen = hist[i][j] if j < NB and tot > 0.0 else 0.0
+            if seen > 0.0:
+                lseen = math.log10(seen / tot)
+                out.append(lseen if lseen > lexp else lexp)
+            else:
+                out.append(lexp)
+        return out
+
+    def reach(self, i: int, decades: float) -> float:
+        """Size of surprise ``i`` whose exponential-tail probability is ``10**-decades``."""
+        return self.u[i] + self.b[i] * max(decades + self.lq, 0.0) * _LN10
+
+    def learn(self, z: list[float], count: bool) -> None:
+        """Fold in one value's surprises; ``count``: also into the histogram of episodes."""
+        self.m = m = self.m + 1
+        rate = self.tail_rate
+        if m * rate < 2.0:  # early on: bigger steps, like a running mean
+            rate = 2.0 / m
+        q = self.tail_q
+        up, down = math.exp(rate * q), math.exp(-rate * (1.0 - q))
+        er = max(self.tail_rate, 1.0 / m)
+        u, b, hist, above, w = self.u, self.b, self.hist, self.above, self.w
+        for i, zi in enumerate(z):
+            ui = u[i]
+            if ui <= _TINY:
+                if zi > 0.0:
+                    u[i] = zi
+                continue
+            if zi > ui:
+                b[i] += er * ((zi - ui) - b[i])
+                u[i] = ui * up
+                j = int(2.0 * math.log2(zi / ui))
+                if j >= NB:
+                    j = NB - 1
+                if count and j > above[i]:  # count each level once per episode
+                    h = hist[i]
+                    for jj in range(above[i] + 1, j + 1):
+                        h[jj] += w
+                above[i] = j
+            else:
+                above[i] = -1
+                u[i] = ui * down if ui * down > _TINY else _TINY
+        if count:  # the histogram and its total count the same values
+            self.tot += w
+        w /= 1.0 - 1.0 / self.horizon
+        if w > 1e12:  # renormalise the lazily decayed counts
+            for h in hist:
+                for jj in range(NB):
+                    h[jj] /= w
+            self.tot /= w
+            w = 1.0
+        self.w = w
