@@ -429,7 +429,34 @@ def _ensure_ledger(settings: Settings, dlq_topic: str) -> None:
         admin.close()
 
 
-def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: Any, ledger_name: str) -> int:
+class _Producer:
+    """An idempotent producer made on first send (kafka-python 2.3's hangs in close() if it never sent)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: Any = None
+
+    def send(self, topic: str, **kwargs: Any) -> Any:
+        """Queue one message; returns its future."""
+        if self._producer is None:
+            from kafka import KafkaProducer
+
+            self._producer = KafkaProducer(**self.settings.kafka_client_config(), acks="all", enable_idempotence=True,
+                                           linger_ms=5, client_id="opsmon-dlq-replay")
+        return self._producer.send(topic, **kwargs)
+
+    def flush(self) -> None:
+        """Wait until everything queued is acknowledged."""
+        if self._producer is not None:
+            self._producer.flush(timeout=60)
+
+    def close(self) -> None:
+        """Flush and close."""
+        if self._producer is not None:
+            self._producer.close(timeout=60)
+
+
+def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: _Producer, ledger_name: str) -> int:
     """Resolve ``pending`` entries of an interrupted run: done if their copy is in the source topic."""
     pending = {o: e for o, e in ledger.items() if e.state == "pending"}
     if not pending:
@@ -461,7 +488,7 @@ def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: Any, l
 def replay(settings: Settings, source: str, kind: str | None = None, dry_run: bool = False,
            again: bool = False) -> ReplayResult:
     """Re-inject the dead letters of one source into its topic, each origin once (module docstring)."""
-    from kafka import KafkaProducer, TopicPartition
+    from kafka import TopicPartition
 
     (src_topic, dlq), = dlq_topics(settings, source).values()
     result = ReplayResult(source=source, dry_run=dry_run)
@@ -469,9 +496,7 @@ def replay(settings: Settings, source: str, kind: str | None = None, dry_run: bo
     if not dry_run:
         _ensure_ledger(settings, dlq)
     ledger = read_ledger(settings, dlq)
-    producer = None if dry_run else KafkaProducer(
-        **settings.kafka_client_config(), acks="all", enable_idempotence=True, linger_ms=5,
-        client_id="opsmon-dlq-replay")
+    producer = None if dry_run else _Producer(settings)
     try:
         if producer is not None:
             result.settled = _settle(settings, ledger, producer, ledger_topic(dlq))
