@@ -393,10 +393,8 @@ class SeriesDetector:
         self.cl_prev = notable
         # the baseline learns nothing from a rare episode until it lasts (then it is the new normal)
         self.held = self.held + 1 if rare and self.n_mature >= _SETTLE else 0
-        formed = False
-        if not 0 < self.held <= self.hold:
-            clip = self.clip * self.cal.u[_LEVEL] if self.n_mature >= _SETTLE else math.inf
-            formed = base.learn(x, t, self.t_last, n, clip, where)
+        clip = self.clip * self.cal.u[_LEVEL] if self.n_mature >= _SETTLE else math.inf
+        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held <= self.hold)
         self.shift = sh
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known

@@ -50,6 +50,9 @@ def _smooth(raw: list[float]) -> tuple[list[float], float]:
     return [v - mean if v == v else 0.0 for v in med], mean
 
 
+_CONFIRM = 3  # periods after the first one in which a repeated deviation corrects the profile
+
+
 def _clip(r: float, c: float) -> float:
     return -c if r < -c else (c if r > c else r)
 
@@ -89,6 +92,9 @@ class SeasonalBaseline:
         self.lam = 1.0  # share of the profile in the prediction
         self.cov_ps = 0.0
         self.var_ps = 0.0
+        self.dev: list[float] = []  # last deviation beyond the clip at each bin, and its period
+        self.dev_day: list[int] = []
+        self.young_until = 0  # last period in which a deviation may still correct the profile
         self.week: list[float] = []  # weekly correction, from the second period
         self.week_n: list[int] = []  # values per bin in its first week (then empty)
         self.week_sum = 0.0
@@ -128,13 +134,20 @@ class SeasonalBaseline:
         self.t_first = (t if t is not None else 0.0) if fresh else -math.inf
 
     def learn(self, x: float, t: float | None, t_prev: float | None, n: int, clip: float,
-              where: tuple[int, float, int, float] | None = None) -> bool:
+              where: tuple[int, float, int, float] | None = None, held: bool = False) -> bool:
         """Fold in value ``x`` at ``t`` (``n``: values seen so far, ``t_prev``: time of the previous one).
 
         Residuals are winsorised at ``clip``; ``where`` is ``locate(t)`` when the caller has it.
+        ``held``: the caller finds the value rare (an episode): the level does not move, the profile
+        and weekly correction move at their steady rate only, so that what recurs at the same time
+        every day or week is still adopted, slowly, while a one-off episode barely registers.
         Returns True when this value completed the first period (the profile has just been formed:
         deseasonalised values change).
         """
+        if held:
+            if self.ready and t is not None:
+                self._learn_held(x, t, self.locate(t) if where is None else where, clip)
+            return False
         p = self.period
         if t is not None and p and not self.bins and t_prev is not None and t > t_prev:
             # one bin per sampling interval (capped); too coarse to resolve a period: no profile
@@ -156,8 +169,10 @@ class SeasonalBaseline:
             c = self.season_n[k] = self.season_n[k] + 1
             self.season[k] = x if c == 1 else self.season[k] + (x - self.season[k]) / c
             if t is not None and t - self.t_first >= p:  # type: ignore[operator]
-                self._form_profile(n + 1)
+                self._form_profile(n + 1, t)
                 return True
+            return False
+        if self._recur(x, t, (k, s, kw, wv), clip):  # type: ignore[arg-type]
             return False
         nb = self.bins
         g = self.season_gamma / self.per_bin
@@ -178,7 +193,52 @@ class SeasonalBaseline:
                              slow + lam * s)
         return False
 
-    def _form_profile(self, n: int) -> None:
+    def _learn_held(self, x: float, t: float, where: tuple[int, float, int, float], clip: float) -> None:
+        """A rare value: no level update, steady-rate winsorised profile and weekly updates."""
+        if self._recur(x, t, where, clip):
+            return
+        k, s, kw, wv = where
+        r = x - self.lam * s - self.mu * wv - self.slow
+        e = self.season_gamma / self.per_bin * _clip(r + (self.lam - 1.0) * s, clip)
+        self.season[k] += e
+        self.season_sum += e
+        if kw >= 0 and not self.week_n:
+            nw = len(self.week)
+            per = self.per_bin * self.bins * round(self.week_s / self.period) / nw  # type: ignore[operator]
+            e = self.season_gamma / per * _clip(r + (self.mu - 1.0) * wv, clip)
+            self.week[kw] += e
+            self.week_sum += e
+
+    def _recur(self, x: float, t: float, where: tuple[int, float, int, float], clip: float) -> bool:
+        """In the profile's first periods, remove a bump of its first day that the next two contradict.
+
+        The profile starts from a single period, so a one-off event of that day would otherwise come
+        back as "expected" every day (and, being rare, never be learned away). When a value is ordinary
+        for the level but beyond ``clip`` from the profile, two periods running at the same bin, the
+        first day was the odd one: the bin moves by the smaller of the two deviations at once.
+        Returns True when it did.
+        """
+        day = int(t // self.period)  # type: ignore[operator]
+        if day > self.young_until:
+            if self.dev:  # the profile has settled: this memory is no longer needed
+                self.dev, self.dev_day = [], []
+            return False
+        k, s, _, wv = where
+        flat = x - self.slow - self.mu * wv  # the value against the level alone
+        dev = flat - s
+        if -clip <= dev <= clip or not -clip <= flat <= clip:
+            self.dev[k] = 0.0
+            return False
+        prev, self.dev[k] = self.dev[k], dev
+        agree = self.dev_day[k] == day - 1 and prev * dev > 0.0
+        self.dev_day[k] = day
+        if agree:
+            e = prev if abs(prev) < abs(dev) else dev
+            self.season[k] += e
+            self.season_sum += e
+        return agree
+
+    def _form_profile(self, n: int, t: float) -> None:
         """End of the first period (``n`` values): the smoothed bin means become the profile and level."""
         self.season, mean = _smooth(self.season)
         if mean == mean:
@@ -189,6 +249,9 @@ class SeasonalBaseline:
         self.ready = True
         self.per_bin = max(1.0, n / nb)
         self.cov_ps = self.var_ps = sum(v * v for v in self.season) / nb  # prior: the profile recurs
+        self.dev = [0.0] * nb
+        self.dev_day = [0] * nb
+        self.young_until = int(t // self.period) + _CONFIRM  # type: ignore[operator]
 
     def _learn_week(self, x: float, t: float, kw: int, wv: float, rw: float, raw: float, base: float) -> None:
         """Weekly correction: what the daily baseline leaves (``rw`` its own residual, ``raw`` in all)."""
