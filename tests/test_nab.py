@@ -173,6 +173,23 @@ def test_eval_nab_writes_nab_results_that_match_the_detector(tmp_path: Path) -> 
     assert (out / "opsmon_nab.png").stat().st_size > 10_000
 
 
+def test_eval_nab_details_say_where_each_file_score_comes_from(tmp_path: Path) -> None:
+    label_file = write_corpus(tmp_path)
+    app = typer.Typer()
+    app.command()(eval_nab.nab)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--labels", str(label_file),
+                                      "--out", str(out), "--plots", "0", "--details"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Per file" in result.output and "jump" in result.output
+    files = json.loads((out / "opsmon" / "opsmon_scores.json").read_text())["files"]
+    assert set(files) == {"artificialWithAnomaly/jump.csv", "artificialWithAnomaly/spike.csv",
+                          "artificialNoAnomaly/clean.csv"}
+    (lo, hi, first, reason), = files["artificialWithAnomaly/spike.csv"]["windows"]
+    assert lo <= first <= hi and reason in ("spike", "level")  # the injected spike, found
+    assert files["artificialNoAnomaly/clean.csv"] == {"raw": 0.0, "windows": [], "false_positives": []}
+
+
 def test_eval_nab_refuses_files_without_labels(tmp_path: Path) -> None:
     label_file = write_corpus(tmp_path)
     label_file.write_text(json.dumps({"artificialNoAnomaly/clean.csv": []}))

@@ -1,8 +1,8 @@
 """``opsmon eval nab``: run the stream's ``SeriesDetector`` over the NAB corpus and score it.
 
 Only wiring: reading the corpus, one pass per file through the production detector (the class and
-threshold the stream uses), NAB's results files, a table of scores and a PNG. The scoring rules live
-in ``models.nab``.
+threshold the stream uses), NAB's results files, a table of scores (``--details``: where each file's
+score comes from), a summary JSON and a PNG. The scoring rules live in ``models.nab``.
 """
 
 from __future__ import annotations
@@ -116,6 +116,55 @@ def score_table(scores: dict[str, dict[str, scorer.CorpusScore]], threshold: flo
     return table
 
 
+@dataclass
+class FileDetail:
+    """Where one file's score comes from: each window's first flag, and the flags outside windows."""
+
+    key: str
+    raw: float  # standard profile
+    hits: list[tuple[int, int, int | None, str]]  # (first row, last row, first flag or None, its reason)
+    false_positives: list[tuple[int, str]]  # (row, reason) of flags outside every window
+
+
+def file_detail(run: FileRun) -> FileDetail:
+    """Per-window first flags and the false positives of one run (scored rows only)."""
+    spans = scorer.window_indices(run.stamps, run.windows)
+    probation = scorer.probation_rows(len(run.stamps))
+    flags = [v.is_anomaly for v in run.verdicts]
+    hits: list[tuple[int, int, int | None, str]] = []
+    for lo, hi in spans:
+        if hi < probation:
+            continue
+        first = next((i for i in range(max(lo, probation), hi + 1) if flags[i]), None)
+        hits.append((lo, hi, first, run.verdicts[first].reason if first is not None else ""))
+    fps = [(i, run.verdicts[i].reason) for i in range(probation, len(flags))
+           if flags[i] and not any(lo <= i <= hi for lo, hi in spans)]
+    raw = scorer.score_file(run.stamps, flags, run.windows, scorer.PROFILES["standard"]).raw
+    return FileDetail(run.key, raw, hits, fps)
+
+
+def detail_table(details: list[FileDetail]) -> Table:
+    """One row per file: windows found (and how early), false positives and their reasons."""
+    table = Table(title="Per file (standard profile): first flag in each window, flags outside windows")
+    table.add_column("file", overflow="fold")
+    table.add_column("raw", justify="right")
+    table.add_column("windows: first flag (reason)")
+    table.add_column("FP", justify="right")
+    table.add_column("FP reasons")
+    for d in details:
+        cells = []
+        for lo, hi, first, reason in d.hits:
+            # position of the first flag within its window: 0% is its left edge (NAB's best)
+            cells.append("missed" if first is None else f"{100 * (first - lo) / max(1, hi - lo):.0f}% ({reason})")
+        reasons: dict[str, int] = {}
+        for _, r in d.false_positives:
+            reasons[r] = reasons.get(r, 0) + 1
+        name = d.key.split("/", 1)[-1].removesuffix(".csv")
+        why = " ".join(f"{r} {c}" for r, c in sorted(reasons.items()))
+        table.add_row(name, f"{d.raw:+.2f}", ", ".join(cells) or "-", str(len(d.false_positives)), why)
+    return table
+
+
 def plot_runs(runs: list[FileRun], path: Path, n: int) -> None:
     """PNG of a few series: values, scores, label windows and detections."""
     import matplotlib
@@ -158,6 +207,7 @@ def nab(
     out: Annotated[Path, typer.Option("--out", help="Results directory (NAB's layout).")],
     threshold: Annotated[float, typer.Option(help="Detector threshold, as in production.")] = 0.5,
     plots: Annotated[int, typer.Option(help="Series drawn in the PNG.")] = 4,
+    details: Annotated[bool, typer.Option("--details", help="Also print where each file's score comes from.")] = False,
 ) -> None:
     """Score the production anomaly detector on NAB: one pass per file, in time order."""
     console = Console()
@@ -183,13 +233,18 @@ def nab(
             runs.append(run)
             progress.advance(task, len(values))
     scores = scorer.score_corpus((r.key, r.stamps, [v.is_anomaly for v in r.verdicts], r.windows) for r in runs)
+    per_file = [file_detail(r) for r in runs]
+    if details:
+        console.print(detail_table(per_file))
     console.print(score_table(scores, threshold))
     summary = {p: {c: {"score": round(s.normalised, 2) if s.perfect != s.null else None,
                        "raw": round(s.detector.raw, 4), "tp": s.detector.tp, "fn": s.detector.fn,
                        "fp": s.detector.fp, "windows": s.detector.windows}
                    for c, s in cats.items()} for p, cats in scores.items()}
+    files = {d.key: {"raw": round(d.raw, 4), "windows": [[lo, hi, first, reason] for lo, hi, first, reason in d.hits],
+                     "false_positives": [[i, reason] for i, reason in d.false_positives]} for d in per_file}
     summary_path = out / DETECTOR / f"{DETECTOR}_scores.json"
-    summary_path.write_text(json.dumps({"threshold": threshold, "scores": summary}, indent=2))
+    summary_path.write_text(json.dumps({"threshold": threshold, "scores": summary, "files": files}, indent=2))
     png = out / f"{DETECTOR}_nab.png"
     if plots > 0:
         plot_runs(runs, png, plots)
