@@ -3,6 +3,12 @@
 The jars are resolved once per pom into a shared cache (``$OPSMON_KAFKA_LIB_DIR``, default
 ``~/.cache/opsmon/kafka-<pom hash>/lib``), not per stack root: every test session has its own
 root, and copying 46 MB of jars through Maven again would cost seconds each time.
+
+Besides the PLAINTEXT listener clients use by default, the broker can listen with SASL/SCRAM-SHA-512, in
+plain text and over TLS (see :class:`KafkaAuth`): user ``opsmon``, a random password generated into
+``sasl/opsmon.password`` (mode 600), and a CA and server certificate made with ``openssl`` under ``tls/``.
+The SCRAM credential is written when the storage is formatted; a storage formatted before that gets it
+with ``kafka-configs`` once the broker runs.
 """
 
 from __future__ import annotations
@@ -12,11 +18,13 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import socket
 import struct
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploy.process import StackError
@@ -24,6 +32,88 @@ from deploy.services import ServiceSpec, find_binary, render
 
 POM = Path(__file__).parent / "kafka" / "pom.xml"
 HEAP = "-Xmx512m"
+SASL_USER = "opsmon"
+SCRAM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class KafkaAuth:
+    """The broker's SCRAM listeners (a port of 0 is off) and what a client needs to use them."""
+
+    sasl_port: int  # SASL_PLAINTEXT
+    ssl_port: int  # SASL_SSL
+    username: str
+    password_file: Path  # mode 600; point OPSMON_KAFKA_SASL_PASSWORD_FILE here
+    cafile: Path  # the stack's CA, for OPSMON_KAFKA_SSL_CAFILE
+    keystore: Path  # the broker's key and certificate chain (PEM)
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one SCRAM listener is configured."""
+        return bool(self.sasl_port or self.ssl_port)
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The ports of the enabled SCRAM listeners."""
+        return tuple(p for p in (self.sasl_port, self.ssl_port) if p)
+
+
+def kafka_auth(home: Path, sasl_port: int, ssl_port: int) -> KafkaAuth:
+    """Where the SCRAM listeners of the broker under ``home`` are, and their credential and CA files."""
+    return KafkaAuth(sasl_port, ssl_port, SASL_USER, home / "sasl" / f"{SASL_USER}.password", home / "tls" / "ca.pem",
+                     home / "tls" / "server.pem")
+
+
+def ensure_password(path: Path) -> str:
+    """The stack's SCRAM password, generated into ``path`` (readable by its owner only) on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def ensure_tls(auth: KafkaAuth) -> None:
+    """A CA and a server certificate for 127.0.0.1/localhost signed by it (openssl), unless present."""
+    tls = auth.cafile.parent
+    if auth.cafile.exists() and auth.keystore.exists():
+        return
+    tls.mkdir(parents=True, exist_ok=True)
+    tls.chmod(0o700)
+    openssl = find_binary("openssl")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    ext = tls / "server.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+                   "authorityKeyIdentifier=keyid\n")
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
+         "-subj", "/CN=opsmon local stack CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+        [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.crt", "-days", "3650", "-extfile", str(ext)],
+    ]
+    for cmd in steps:
+        result = subprocess.run(cmd, cwd=tls, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise StackError(f"making the stack's TLS certificates failed ({' '.join(cmd[:3])}):\n"
+                             f"{(result.stdout + result.stderr)[-2000:]}")
+    # Kafka's PEM keystore: the (PKCS#8, unencrypted) key followed by the certificate chain, in one file.
+    key = (tls / "server.key").read_text()
+    tmp = auth.keystore.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key + (tls / "server.crt").read_text() + auth.cafile.read_text())
+    tmp.replace(auth.keystore)
+    for name in ("ca.key", "server.key"):
+        (tls / name).chmod(0o600)
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
 
 
 def kafka_version() -> str:
@@ -106,10 +196,16 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def kafka(home: Path, port: int, controller_port: int, partitions: int) -> ServiceSpec:
-    """The broker+controller: writes server.properties, formats storage once, runs kafka.Kafka."""
+def kafka(home: Path, port: int, controller_port: int, partitions: int, sasl_port: int = 0,
+          ssl_port: int = 0) -> ServiceSpec:
+    """The broker+controller: writes server.properties, formats storage once, runs kafka.Kafka.
+
+    ``sasl_port`` / ``ssl_port`` add SASL_PLAINTEXT / SASL_SSL listeners with SCRAM-SHA-512 (0: none).
+    """
     data = home / "data"
     server_log = home / "server.log"
+    auth = kafka_auth(home, sasl_port, ssl_port)
+    scram_marker = home / "sasl" / "credential-created"
 
     def java_cmd(lib: Path, main: str, *args: str) -> list[str]:
         java = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java") if os.environ.get("JAVA_HOME") \
@@ -121,21 +217,47 @@ def kafka(home: Path, port: int, controller_port: int, partitions: int) -> Servi
 
     def prepare() -> list[str]:
         lib = ensure_jars()
+        extra = [(name, p) for name, p in (("SASL_PLAINTEXT", sasl_port), ("SASL_SSL", ssl_port)) if p]
+        listeners = "".join(f",{name}://127.0.0.1:{p}" for name, p in extra)
         props = render("kafka-server.properties", home / "server.properties", kafka_version=kafka_version(),
                        kafka_port=port, controller_port=controller_port, log_dirs=data,
-                       num_partitions=partitions)
+                       num_partitions=partitions, extra_listeners=listeners, extra_advertised=listeners)
+        password = ""
+        if auth.enabled:
+            password = ensure_password(auth.password_file)
+            ensure_tls(auth)  # the SASL_SSL listener section names the keystore either way
+            with props.open("a") as f:
+                f.write(render("kafka-sasl.properties", home / "sasl.properties", keystore=auth.keystore).read_text())
         render("kafka-log4j.properties", home / "log4j.properties", log_file=server_log)
         if not (data / "meta.properties").exists():
             id_file = home / "cluster.id"
             if not id_file.exists():
                 id_file.write_text(new_cluster_id())
+            scram = ["--add-scram", f"{SCRAM}=[name={SASL_USER},password={password}]"] if password else []
             cmd = java_cmd(lib, "kafka.tools.StorageTool", "format", "-t", id_file.read_text().strip(),
-                           "-c", str(props), "--ignore-formatted")
+                           "-c", str(props), "--ignore-formatted", *scram)
             result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
             if result.returncode != 0:
-                raise StackError(f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-3000:]}")
+                out = _redact((result.stdout + result.stderr)[-3000:], password)
+                raise StackError(f"formatting Kafka storage failed:\n{out}")
+            if password:
+                scram_marker.touch()
         return java_cmd(lib, "kafka.Kafka", str(props))
 
+    def after_start() -> None:
+        # A storage formatted without the SCRAM credential (an older stack) gets it through the admin API.
+        if not auth.enabled or scram_marker.exists():
+            return
+        password = ensure_password(auth.password_file)
+        cmd = java_cmd(ensure_jars(), "kafka.admin.ConfigCommand", "--bootstrap-server", f"127.0.0.1:{port}",
+                       "--alter", "--entity-type", "users", "--entity-name", SASL_USER,
+                       "--add-config", f"{SCRAM}=[password={password}]")
+        result = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            out = _redact((result.stdout + result.stderr)[-3000:], password)
+            raise StackError(f"creating the Kafka SCRAM user {SASL_USER} failed:\n{out}")
+        scram_marker.touch()
+
     return ServiceSpec("kafka", home, port, f"127.0.0.1:{port}", prepare, lambda: metadata_ok(port),
-                       binds=(port, controller_port), start_timeout=120.0, stop_timeout=30.0,
-                       extra_logs=(server_log,))
+                       binds=(port, controller_port, *auth.ports), start_timeout=120.0, stop_timeout=30.0,
+                       extra_logs=(server_log,), after_start=after_start)

@@ -7,6 +7,7 @@ process can find and control the stack again from the pid files.
     stack = Stack(Settings())
     stack.up(["kafka", "victoria"])     # blocks until healthy
     stack.status()["kafka"].healthy
+    stack.kafka_auth.password_file       # SCRAM listeners: kafka port + 2 (SASL_PLAINTEXT), + 3 (SASL_SSL)
     stack.down()
 """
 
@@ -45,6 +46,14 @@ class ServiceStatus:
     endpoint: str  # URL for HTTP services, host:port for Kafka, mqtt://host:port for Mosquitto
 
 
+def _port(settings: Settings, name: str, default: int) -> int:
+    """A stack port from settings, else from ``OPSMON_<NAME>``, else ``default``."""
+    value = getattr(settings, name, None)
+    if value is None:
+        value = os.environ.get(f"OPSMON_{name.upper()}")
+    return int(value) if value is not None and str(value).strip() != "" else default
+
+
 class Stack:
     """The services of one stack root: start, probe, stop; safe to use from several processes."""
 
@@ -54,9 +63,13 @@ class Stack:
         s = settings
         webhook = (getattr(s, "alertmanager_webhook_url", None)
                    or os.environ.get("OPSMON_ALERTMANAGER_WEBHOOK_URL") or DEFAULT_WEBHOOK_URL)
+        # SCRAM listeners next to the plain one: SASL_PLAINTEXT on kafka port + 2, SASL_SSL on + 3 (0: off).
+        sasl_port = _port(s, "stack_kafka_sasl_port", s.stack_kafka_port + 2)
+        ssl_port = _port(s, "stack_kafka_ssl_port", s.stack_kafka_port + 3)
+        self.kafka_auth = _kafka.kafka_auth(self.root / "kafka", sasl_port, ssl_port)
         self.specs: dict[str, ServiceSpec] = {
             "kafka": _kafka.kafka(self.root / "kafka", s.stack_kafka_port, s.stack_kafka_controller_port,
-                                  s.kafka_partitions),
+                                  s.kafka_partitions, sasl_port=sasl_port, ssl_port=ssl_port),
             "victoria": services.victoria(self.root / "victoria", s.stack_victoria_port),
             "influxdb": services.influxdb(self.root / "influxdb", s.stack_influxdb_port, s.influx_bucket),
             "alertmanager": services.alertmanager(self.root / "alertmanager", s.stack_alertmanager_port,

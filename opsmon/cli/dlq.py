@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Annotated
 
@@ -24,6 +27,40 @@ class SourceChoice(StrEnum):
     pos = "pos"
     web = "web"
     all = "all"
+
+
+class _Errors(logging.Handler):
+    """Keeps the error lines kafka-python logs: its exceptions hide why a connection failed."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage().split(">: ", 1)[-1])
+
+
+@contextmanager
+def _kafka_errors(settings: Settings) -> Iterator[None]:
+    """A Kafka failure (a refused login, a TLS problem, no broker) as one clear line and exit code 1."""
+    from kafka.errors import KafkaError
+
+    errors = _Errors()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(errors)
+    try:
+        yield
+    except KafkaError as exc:
+        # kafka-python reports a refused login as an unsupported broker version; its log says why.
+        why = next((line for line in reversed(errors.lines) if "Authentication failed" in line), None) \
+            or next(iter(reversed(errors.lines)), None) or str(exc)
+        who = f", SASL {settings.kafka_sasl_mechanism} as {settings.kafka_sasl_username}" \
+            if settings.kafka_security_protocol.startswith("SASL") else ""
+        console.print(Text(f"Kafka at {settings.kafka_bootstrap} ({settings.kafka_security_protocol}{who}) failed: "
+                           f"{why}"), soft_wrap=True)
+        raise typer.Exit(1) from None
+    finally:
+        logger.removeHandler(errors)
 
 
 def _kinds(counts: dict[str, int]) -> str:
@@ -54,7 +91,8 @@ def inspect(
     from streams.dlq import group_by_producer, group_by_reason, read_dead_letters, topic_sources
 
     settings = Settings()
-    records = read_dead_letters(settings, source.value, limit=limit or None)
+    with _kafka_errors(settings):
+        records = read_dead_letters(settings, source.value, limit=limit or None)
     names = topic_sources(settings)
     per_topic: dict[str, int] = {}
     for r in records:
@@ -94,7 +132,8 @@ def replay(
         table.add_column(col)
     total = 0
     for name in dlq_topics(settings, source.value):
-        res = do_replay(settings, name, kind=kind, dry_run=dry_run, again=again)
+        with _kafka_errors(settings):
+            res = do_replay(settings, name, kind=kind, dry_run=dry_run, again=again)
         sent = sum(res.sent.values())
         total += sent
         table.add_row(*(Text(str(c)) for c in (name, sent, _kinds(res.sent), _kinds(res.skipped), res.settled)))
