@@ -172,7 +172,7 @@ class SeasonalBaseline:
                 self._form_profile(n + 1, t)
                 return True
             return False
-        if self._recur(x, t, (k, s, kw, wv), clip):  # type: ignore[arg-type]
+        if self.dev and self._recur(x, t, (k, s, kw, wv), clip):  # type: ignore[arg-type]
             return False
         nb = self.bins
         g = self.season_gamma / self.per_bin
@@ -195,7 +195,7 @@ class SeasonalBaseline:
 
     def _learn_held(self, x: float, t: float, where: tuple[int, float, int, float], clip: float) -> None:
         """A rare value: no level update, steady-rate winsorised profile and weekly updates."""
-        if self._recur(x, t, where, clip):
+        if self.dev and self._recur(x, t, where, clip):
             return
         k, s, kw, wv = where
         r = x - self.lam * s - self.mu * wv - self.slow
