@@ -4,9 +4,10 @@
 
 - the level is an EWMA of the deseasonalised value;
 - the profile has one bin per sampling interval (at most ``max_bins`` per ``period``). The first period
-  is kept raw (the mean of each bin's values), then smoothed by a median of three neighbouring bins,
-  so a one-off event of the first day does not come back as "expected" every day; later periods
-  move each bin by ``season_gamma`` per period;
+  is kept raw (the mean of each bin's values), then smoothed by a median of three neighbouring bins;
+  later periods move each bin by ``season_gamma`` per period. So that a one-off event of the first
+  day does not come back as "expected" every day, a bump of the first day that the next two days
+  contradict is removed at once;
 - the weekly correction (when ``week`` is set, from the second period on) is what the daily profile
   leaves, by hour of the week: tills on Sundays, taxis on holidays. Its first week is kept raw, then
   smoothed, like the profile;
@@ -17,7 +18,8 @@
 
 Learning is robust: the caller passes a clip (the residual's scale times a factor) and each update is
 winsorised at it, so an outlier moves the baseline no more than an ordinary large value. Values the
-caller finds rare are not passed at all (see ``models.anomaly``).
+caller finds rare (an episode, see ``models.anomaly``) do not move the level at all, and the profile
+only at its steady rate: an outage is not learned, what recurs at the same time each day still is.
 
 >>> import math
 >>> base = SeasonalBaseline(week=None)
@@ -31,6 +33,8 @@ caller finds rare are not passed at all (see ``models.anomaly``).
 from __future__ import annotations
 
 import math
+
+_CONFIRM = 3  # periods after the first one in which a contradicted first-day bump is removed
 
 
 def _median3(a: float, b: float, c: float) -> float:
@@ -50,10 +54,8 @@ def _smooth(raw: list[float]) -> tuple[list[float], float]:
     return [v - mean if v == v else 0.0 for v in med], mean
 
 
-_CONFIRM = 3  # periods after the first one in which a repeated deviation corrects the profile
-
-
 def _clip(r: float, c: float) -> float:
+    """``r`` winsorised at +-``c``."""
     return -c if r < -c else (c if r > c else r)
 
 
