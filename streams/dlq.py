@@ -55,6 +55,7 @@ PRODUCER = "producer"
 # Headers the worker sets on a dead letter; a replayed copy must not carry them into the source topic.
 WORKER_HEADERS = frozenset({REASON, KIND, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET})
 LEDGER_SUFFIX = ".replayed"
+FAILED_AGAIN = "failed again (replay with --again)"
 CHUNK = 500
 
 
@@ -349,10 +350,10 @@ def plan_replay(records: Sequence[DeadRecord], ledger: dict[str, LedgerEntry], k
         ident = replay_identity(rec)
         if kind is not None and rec.kind != kind:
             plan.skipped["other kind"] += 1
-        elif not again and (rec.replay_of is not None or ident in copies):
-            plan.skipped["failed again (use again)"] += 1
         elif (entry := ledger.get(ident)) is not None and entry.state == "done":
             plan.skipped["already replayed"] += 1
+        elif not again and (rec.replay_of is not None or ident in copies):
+            plan.skipped[FAILED_AGAIN] += 1
         elif ident in chosen:
             plan.skipped["duplicate in DLQ"] += 1
         else:

@@ -167,7 +167,7 @@ def test_a_copy_that_failed_again_is_replayed_only_with_again() -> None:
     bare = _dead(10, "late", "l", 41)
     ledger = {"t:0:7": LedgerEntry("done", "t", 0, 40), "t:0:8": LedgerEntry("done", "t", 0, 41)}
     plan = plan_replay([copy_failed, bare], ledger)
-    assert plan.send == [] and plan.skipped == {"failed again (use again)": 2}
+    assert plan.send == [] and plan.skipped == {"failed again (replay with --again)": 2}
     plan = plan_replay([copy_failed, bare], ledger, again=True)
     assert [r.origin for r in plan.send] == ["t:0:40", "t:0:41"]
     again = plan_replay([copy_failed], {**ledger, "t:0:40": LedgerEntry("done", "t", 0, 50)}, again=True)

@@ -136,7 +136,7 @@ def test_inspect_groups_and_replay_reinjects_each_dead_letter_once(
     assert "replayed 0 message(s)" in out, out
     assert {t: _end_offsets(s, t) for t in topics.values()} == after
     second = dlq.replay(s, "iot")
-    assert not second.sent and second.skipped == {"already replayed": 5, "failed again (use again)": 3}
+    assert not second.sent and second.skipped == {"already replayed": 5, "failed again (replay with --again)": 3}
     time.sleep(3)
     assert counts() == final  # still processed exactly once
 
