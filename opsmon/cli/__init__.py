@@ -41,6 +41,10 @@ from opsmon.cli import dlq as _dlq  # noqa: E402
 
 app.add_typer(_dlq.app, name="dlq")
 
+from opsmon.cli import bench as _bench  # noqa: E402
+
+app.command()(_bench.bench)
+
 
 def main() -> None:
     """Console-script entry point."""

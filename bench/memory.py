@@ -1,0 +1,91 @@
+"""Memory per tracked entity: RSS and changelog bytes of IoT device state, against the number of devices.
+
+Each measurement runs in a fresh interpreter (``python -m bench.memory --devices N ...`` prints one JSON
+line), so the RSS it reports is that of this state alone: the simulator's fleet is built first, the RSS
+taken, then every device's readings go through ``SourcePipeline("iot")`` with the scoring observer in
+batches of 2,000, as in the worker, and the RSS is taken again after a garbage collection.
+
+A device's detectors keep a time-of-day profile of up to 288 bins per metric, filled as the day goes
+by, so the state of a device that has reported for a day is larger than after a few readings: the
+``full day`` measurement feeds one day at a five-minute interval (every bin filled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import pickle
+import subprocess
+import sys
+import time
+
+DAY = 86_400.0
+
+
+def measure(devices: int, readings: int, interval_s: float, seed: int = 42, sample: int = 500) -> dict:
+    """Feed ``readings`` per device (``interval_s`` apart) of ``devices`` devices; RSS and pickled bytes."""
+    import psutil
+    from faust.serializers import codecs
+
+    from bench.workload import ALWAYS_OPEN, PRELOAD_START, raw_events
+    from opsmon.simulator import Mix, Simulator
+    from streams.pipeline import Record, SourcePipeline
+    from streams.scoring import Scoring, ScoringConfig
+
+    per_site = min(devices, 100)
+    sim = Simulator(seed=seed, sites=devices // per_site, devices_per_site=per_site, stores=1, web_sites=1,
+                    mix=Mix(iot=1.0, pos=0.0, web=0.0), rate=devices / interval_s, hours=ALWAYS_OPEN)
+    pipeline = SourcePipeline("iot", {}, observers=[Scoring("iot", ScoringConfig())])
+    proc = psutil.Process()
+    gc.collect()
+    rss0 = proc.memory_info().rss
+    t0 = time.perf_counter()
+    batch: list[Record] = []
+    n = 0
+    start = PRELOAD_START
+    for _, key, value in raw_events(sim, start, start + readings * interval_s):
+        batch.append(Record(0, n, key, value))
+        n += 1
+        if len(batch) == 2000:
+            pipeline.process(batch, start + readings * interval_s + 1)
+            batch = []
+    if batch:
+        pipeline.process(batch, start + readings * interval_s + 1)
+    del batch
+    elapsed = time.perf_counter() - t0
+    gc.collect()
+    rss1 = proc.memory_info().rss
+    states = pipeline.states
+    names = list(states)[:: max(1, len(states) // sample)][:sample]
+    pickled = sum(len(pickle.dumps(states[e], protocol=pickle.HIGHEST_PROTOCOL)) for e in names) / len(names)
+    changelog = sum(len(codecs.dumps("pickle", states[e])) for e in names) / len(names)
+    return {"devices": len(states), "readings": n, "readings_per_device": round(n / max(1, len(states)), 1),
+            "interval_s": interval_s, "seconds": round(elapsed, 2),
+            "rss_delta_mib": round((rss1 - rss0) / 2**20, 2),
+            "rss_bytes_per_entity": round((rss1 - rss0) / max(1, len(states)), 1),
+            "pickle_bytes_per_entity": round(pickled, 1), "changelog_bytes_per_entity": round(changelog, 1)}
+
+
+def measure_in_subprocess(devices: int, readings: int, interval_s: float, timeout_s: float = 300.0) -> dict:
+    """:func:`measure` in a fresh interpreter (clean RSS); its JSON result."""
+    out = subprocess.run([sys.executable, "-m", "bench.memory", "--devices", str(devices), "--readings",
+                          str(readings), "--interval", str(interval_s)], capture_output=True, text=True,
+                         timeout=timeout_s, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"memory measurement for {devices} devices failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    """Command line of the subprocess: one measurement, one JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--devices", type=int, required=True)
+    ap.add_argument("--readings", type=int, default=5)
+    ap.add_argument("--interval", type=float, default=10.0)
+    args = ap.parse_args()
+    print(json.dumps(measure(args.devices, args.readings, args.interval)))
+
+
+if __name__ == "__main__":
+    main()

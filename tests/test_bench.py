@@ -1,0 +1,173 @@
+"""The pure parts of ``opsmon bench``: statistics, targets, the result document, profile categories, stamping."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+
+import pytest
+
+from bench.latency import Stamper, replayed
+from bench.metrics import flat_and_bounded, percentile, percentiles, rate_between, ratio, slope, stage_split
+from bench.profile import categorise, top_functions
+from bench.proxy import timestamps
+from bench.report import SCHEMA, json_safe, targets, validate
+from bench.stages import records_by_source
+from bench.workload import event_time
+from streams.schemas import decode
+
+INF = math.inf
+
+
+def test_percentile_interpolates_like_numpy() -> None:
+    xs = [float(x) for x in range(1, 101)]  # 1..100
+    assert percentile(xs, 50) == pytest.approx(50.5)
+    assert percentile(xs, 99) == pytest.approx(99.01)
+    assert percentile(xs, 0) == 1.0 and percentile(xs, 100) == 100.0
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0  # unsorted input
+    assert math.isnan(percentile([], 50))
+
+
+def test_unacknowledged_events_make_high_percentiles_infinite() -> None:
+    lat = [0.1] * 98 + [INF, INF]  # 2% never acknowledged
+    p = percentiles(lat)
+    assert p["p50"] == pytest.approx(0.1)
+    assert p["p95"] == pytest.approx(0.1)
+    assert p["p99"] == INF
+
+
+def test_rates_ratios_and_slopes() -> None:
+    assert rate_between((100.0, 5_000), (110.0, 25_000)) == 2_000.0
+    assert rate_between((1.0, 0), (1.0, 10)) == 0.0
+    assert ratio(2_000.0, 400_000.0) == pytest.approx(0.005)
+    assert ratio(None, 1.0) is None and ratio(1.0, 0.0) is None
+    assert slope([0, 1, 2, 3], [10, 8, 6, 4]) == pytest.approx(-2.0)
+    assert slope([1], [1]) == 0.0
+
+
+def test_stage_split_puts_the_unexplained_time_in_the_rest() -> None:
+    rows = stage_split({"decode": 5.0, "scoring": 45.0}, total_us=200.0)
+    assert [r["stage"] for r in rows] == ["decode", "scoring", "Faust + Kafka (rest)"]
+    assert rows[-1]["us_per_event"] == 150.0
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    # Without the worker's figure, shares are of the measured stages alone and there is no rest row.
+    rows = stage_split({"a": 1.0, "b": 3.0}, total_us=None)
+    assert [r["share"] for r in rows] == [0.25, 0.75]
+
+
+def test_soak_verdict_sees_growth_in_memory_and_lag() -> None:
+    ts = [float(t) for t in range(0, 200, 10)]
+    flat = flat_and_bounded(ts, [300.0] * len(ts), [100] * len(ts), rate=1_000.0)
+    assert flat["memory_flat"] and flat["lag_bounded"]
+    leaking = flat_and_bounded(ts, [300.0 + 2 * t for t in ts], [100] * len(ts), rate=1_000.0)
+    assert not leaking["memory_flat"]
+    assert leaking["rss_slope_per_min"] == pytest.approx(120.0)
+    falling_behind = flat_and_bounded(ts, [300.0] * len(ts), [int(50 * t) for t in ts], rate=1_000.0)
+    assert not falling_behind["lag_bounded"]
+
+
+def _result(**over: object) -> dict:
+    result = {
+        "schema": SCHEMA, "run": {"tag": "bench-x", "events": 10}, "preload": {"events": 10},
+        "ceiling": {"events_per_s": 400_000.0},
+        "pipeline": {"1": {"events_per_s": 2_000.0, "events_per_s_per_worker": 2_000.0},
+                     "2": {"events_per_s": 3_700.0, "events_per_s_per_worker": 1_850.0}},
+        "ratios": {"pipeline_to_ceiling": 0.005, "speedup_2_workers": 1.85},
+        "latency": {"target_rate": {"rate_target": 10_000.0, "latency_s": {"p50": 9.0, "p95": None, "p99": None}}},
+        "stages": None, "profile": None, "memory": {"per_entity_bytes": 1_500.0}, "soak": None, "targets": [],
+    }
+    result.update(over)
+    return result
+
+
+def test_targets_mark_met_missed_and_not_measured() -> None:
+    rows = {r["name"]: r for r in targets(_result())}
+    assert rows["throughput per worker"]["met"] is False
+    assert rows["pipeline / ceiling"]["met"] is False
+    assert rows["2 workers / 1 worker"]["met"] is True  # 1.85 >= 1.8
+    assert rows["memory per entity"]["met"] is True  # 1,500 bytes <= 2 KiB
+    p99 = rows["p99 latency at 10,000/s"]
+    assert p99["value"] == INF and p99["met"] is False  # not drained counts as missed, not as unknown
+    rows = {r["name"]: r for r in targets(_result(ratios={}, latency={}))}
+    assert rows["2 workers / 1 worker"]["met"] is None
+    assert rows["p99 latency at 10,000/s"]["met"] is None
+
+
+def test_the_result_document_is_strict_json_with_every_part() -> None:
+    result = _result()
+    result["targets"] = targets(result)
+    assert validate(result) != []  # the infinite p99 in targets is not strict JSON ...
+    safe = json_safe(result)
+    assert validate(safe) == []  # ... and json_safe makes it null
+    assert json.loads(json.dumps(safe))["targets"][2]["value"] is None
+    broken = json_safe(result)
+    del broken["ceiling"]
+    broken["schema"] = "other/9"
+    problems = validate(broken)
+    assert "missing ceiling" in problems
+    assert any("schema" in p for p in problems)
+    broken = json_safe(result)
+    broken["targets"][0]["met"] = "yes"
+    assert any("met is 'yes'" in p for p in validate(broken))
+
+
+def test_profile_categories_follow_the_whole_stack() -> None:
+    root = "main (opsmon/__main__.py:6);run (mode/worker.py:264)"
+    lines = [
+        # A detector pickled for a changelog is changelog time, although its frame is in models/.
+        f"{root};deliver (streams/app.py:1);Collection.send_changelog (faust/tables/base.py:279);"
+        "SeriesDetector.__getstate__ (models/anomaly.py:305) 6",
+        # Inside the pipeline the innermost opsmon module decides: line() called by scoring is line protocol.
+        f"{root};SourcePipeline.process (streams/pipeline.py:144);_judge (streams/scoring.py:240);"
+        "line (sinks/lineproto.py:34) 2",
+        f"{root};SourcePipeline.process (streams/pipeline.py:144);decode (streams/schemas.py:210) 1",
+        f"{root};BaseEventLoop._run_once (asyncio/base_events.py:1884);EpollSelector.select (selectors.py:468) 1",
+    ]
+    shares = {r["category"]: r["share"] for r in categorise(lines)}
+    assert shares == {"changelog: serialise (pickle)": 0.6, "line protocol": 0.2, "decode + validate": 0.1,
+                      "event loop (epoll wait)": 0.1}
+    top = top_functions(lines, n=1)[0]
+    assert top["function"].startswith("SeriesDetector.__getstate__") and top["self"] == 0.6
+
+
+def test_stamped_events_decode_with_their_send_time() -> None:
+    value = (b'{"v":1,"time":"2026-11-03T10:00:00.001Z","site":"s","device":"d",'
+             b'"measurements":{"temperature":4.5}}')
+    t = 1_795_000_000.123
+    stamped = Stamper().stamp(value, t)
+    ev = decode("iot", stamped, now=t + 1)
+    assert ev.ts == pytest.approx(t, abs=0.001)
+    assert event_time(stamped) == pytest.approx(t, abs=0.001)
+    with pytest.raises(ValueError):
+        Stamper().stamp(b'{"v":1,"site":"s"}', t)
+
+
+def test_replayed_traffic_gets_unique_transaction_ids_per_cycle() -> None:
+    events = [("pos", b"store-1", b'{"txn_id":"t1","store":"store-1"}'), ("iot", b"s/d", b'{"x":1}')]
+    out = replayed(events, 5)
+    assert [v for src, _, v in out if src == "pos"] == [
+        b'{"txn_id":"t1","store":"store-1"}', b'{"txn_id":"c1-t1","store":"store-1"}',
+        b'{"txn_id":"c2-t1","store":"store-1"}']
+    assert len(out) == 5
+
+
+def test_proxy_reads_reading_timestamps_from_gzip_and_plain_bodies() -> None:
+    body = b"iot_reading,device=d,site=s t=1.5 1795000000123\nanomaly_score,entity=s/d score=0.1 1795000000123\n" \
+           b"iot_reading,device=e,site=s t=2.5 1795000000456"
+    assert timestamps(body) == [1795000000123, 1795000000456]
+    assert timestamps(gzip.compress(body)) == [1795000000123, 1795000000456]
+    assert timestamps(b"pos_window,store=a revenue=1 5") == []
+
+
+def test_records_keep_one_partition_per_entity_and_consecutive_offsets() -> None:
+    events = [("iot", f"s/d{i % 7}".encode(), b"{}") for i in range(100)] + [("pos", b"store-1", b"{}")] * 3
+    recs = records_by_source(events, partitions=4)
+    by_key: dict[bytes, set[int]] = {}
+    for r in recs["iot"]:
+        by_key.setdefault(r.key or b"", set()).add(r.partition)
+    assert all(len(parts) == 1 for parts in by_key.values())
+    for part in range(4):
+        offsets = [r.offset for r in recs["iot"] if r.partition == part]
+        assert offsets == list(range(len(offsets)))
+    assert [r.offset for r in recs["pos"]] == [0, 1, 2]
