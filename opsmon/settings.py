@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     calendars: dict[str, str] = {}
     default_calendar: str = ""  # empty: always open
     timezone: str = "UTC"  # of the calendars
-    alertmanager_url: str | None = "http://127.0.0.1:19193"
+    alertmanager_url: str | None = "http://127.0.0.1:19193"  # empty: no Alertmanager
     # Where the local stack's Alertmanager sends notifications (its one receiver; production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
     alert_webhook_url: str | None = None
@@ -111,6 +111,8 @@ class Settings(BaseSettings):
         env = {}
         for name, value in self.model_dump().items():
             if value is None:
+                if type(self).model_fields[name].default is not None:
+                    env[f"OPSMON_{name.upper()}"] = ""  # switched off: an empty value reads as "none"
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

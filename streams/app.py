@@ -218,12 +218,13 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             record = msgspec.to_builtins(ev)
             alert_index.data[ev.id] = record
             alert_index.send_changelog(part, ev.id, record)
-            await _deliver_alerts(rt, [ev])
+            # On the boards first: a receiver that is down delays delivery, not what people see.
             t = ev.starts_at if ev.status == "firing" else (ev.ends_at or ev.starts_at)
             await rt.sink.write([line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric,
                                                 "severity": ev.severity, "state": ev.status},
                                       {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
                                        "open": 1.0 if ev.status == "firing" else 0.0}, int(t * 1000))])
+            await _deliver_alerts(rt, [ev])
 
     stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
 

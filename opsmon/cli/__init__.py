@@ -13,11 +13,13 @@ app.add_typer(eval_app, name="eval")
 # Sub-command groups, one module each (registered below).
 from opsmon.cli import alerts as _alerts  # noqa: E402
 from opsmon.cli import run as _run  # noqa: E402
+from opsmon.cli import scenario as _scenario  # noqa: E402
 from opsmon.cli import stack as _stack  # noqa: E402
 
 app.add_typer(_stack.app, name="stack")
 app.add_typer(_run.topics_app, name="topics")
 app.add_typer(_alerts.app, name="alerts")
+eval_app.command("scenario")(_scenario.scenario)
 app.command()(_run.worker)
 app.command()(_run.simulate)
 app.command()(_run.demo)

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Annotated
 
-import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from opsmon.settings import Settings
+from opsmon.worker_process import WorkerProcess
 
 console = Console()
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
@@ -171,9 +168,8 @@ def demo(
         create_topics(settings)
     log_path = settings.data_dir / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "opsmon", "worker"], stdout=log_file,
-                                stderr=subprocess.STDOUT, env=os.environ.copy())
+    with console.status("starting a worker..."):
+        worker = WorkerProcess(settings, log_path).start()
     stop = threading.Event()
     pub = Publisher(settings)
 
@@ -195,12 +191,12 @@ def demo(
             prev_t = time.time()
             while duration is None or time.time() - started < duration:
                 time.sleep(2.0)
-                stats = _fetch_stats(settings)
+                stats = worker.stats() or {}
                 now = time.time()
                 live.update(_stats_table(stats, prev, now - prev_t))
                 prev, prev_t = stats, now
-                if proc.poll() is not None:
-                    console.print(f"[red]worker exited with {proc.returncode}; see {log_path}[/]")
+                if not worker.running():
+                    console.print(f"[red]the worker stopped; see {log_path}[/]")
                     raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
@@ -208,19 +204,8 @@ def demo(
         stop.set()
         producer.join(timeout=5)
         pub.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        worker.stop()
     console.print("stopped the worker and simulator; `opsmon stack down` stops the stack.")
-
-
-def _fetch_stats(settings: Settings) -> dict:
-    try:
-        return httpx.get(f"http://127.0.0.1:{settings.worker_web_port}/opsmon/stats", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        return {}
 
 
 def _stats_table(stats: dict, prev: dict, dt: float) -> Table:

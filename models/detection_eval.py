@@ -1,0 +1,104 @@
+"""Scoring alerts against a simulator's ground truth: per fault kind, detected or not, time to detect,
+and false alerts per hour. Pure functions over plain records (the truth file's rows, alert events).
+
+A firing alert *detects* a fault when it names the same source and entity, a metric the fault shows in
+(or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
+``tolerance_s``. Alerts matching no fault, and not explained by a known business event (a promotion), are
+false alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored.
+
+>>> truth = [{"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
+...           "start_ts": 1000.0, "end_ts": 1300.0}]
+>>> alerts = [{"status": "firing", "source": "iot", "entity": "s/d", "metric": "temperature", "starts_at": 1060.0},
+...           {"status": "firing", "source": "iot", "entity": "s/x", "metric": "humidity", "starts_at": 5000.0}]
+>>> r = evaluate(truth, alerts, evaluate_from=0.0, evaluate_to=3600.0 * 2)
+>>> r.kinds["spike"].detected, r.kinds["spike"].times_to_detect, r.false_alerts, r.false_alerts_per_hour
+(1, [60.0], 1, 0.5)
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+SILENCE_METRIC = "reporting"
+TOLERANCE_S = 1800.0
+
+
+@dataclass
+class KindResult:
+    """Detection of one fault kind."""
+
+    faults: int = 0
+    detected: int = 0
+    times_to_detect: list[float] = field(default_factory=list)
+
+    @property
+    def recall(self) -> float:
+        """Share of faults detected."""
+        return self.detected / self.faults if self.faults else 0.0
+
+    @property
+    def median_ttd(self) -> float | None:
+        """Median seconds from fault start to its first alert."""
+        return statistics.median(self.times_to_detect) if self.times_to_detect else None
+
+
+@dataclass
+class DetectionReport:
+    """Per-kind detection plus false alerts over the evaluated period."""
+
+    kinds: dict[str, KindResult]
+    false_alerts: int
+    hours: float
+    business_alerts: int = 0  # alerts during known business events (promotions): neither true nor false
+    unmatched: list[Mapping] = field(default_factory=list)
+
+    @property
+    def false_alerts_per_hour(self) -> float:
+        """False alerts per evaluated hour."""
+        return self.false_alerts / self.hours if self.hours else 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary."""
+        return {"kinds": {k: {"faults": r.faults, "detected": r.detected, "recall": round(r.recall, 3),
+                              "median_ttd_s": r.median_ttd} for k, r in sorted(self.kinds.items())},
+                "false_alerts": self.false_alerts, "hours": round(self.hours, 2),
+                "false_alerts_per_hour": round(self.false_alerts_per_hour, 3),
+                "business_alerts": self.business_alerts}
+
+
+def _matches(fault: Mapping, alert: Mapping, tolerance_s: float) -> bool:
+    if alert["source"] != fault["source"] or alert["entity"] != fault["entity"]:
+        return False
+    metrics = fault.get("metrics") or []
+    if metrics and alert["metric"] not in metrics and alert["metric"] != SILENCE_METRIC:
+        return False
+    return fault["start_ts"] <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
+
+
+def evaluate(truth: Iterable[Mapping], alerts: Iterable[Mapping], evaluate_from: float, evaluate_to: float,
+             tolerance_s: float = TOLERANCE_S) -> DetectionReport:
+    """Match firing alerts to faults that start in [evaluate_from, evaluate_to)."""
+    rows = list(truth)
+    faults = [f for f in rows if f.get("fault", True) and evaluate_from <= f["start_ts"] < evaluate_to]
+    business = [f for f in rows if not f.get("fault", True)]
+    firing = [a for a in alerts if a["status"] == "firing" and evaluate_from <= a["starts_at"] < evaluate_to]
+    kinds: dict[str, KindResult] = {}
+    used: set[int] = set()
+    for f in faults:
+        kr = kinds.setdefault(f["kind"], KindResult())
+        kr.faults += 1
+        hits = [i for i, a in enumerate(firing) if _matches(f, a, tolerance_s)]
+        if hits:
+            kr.detected += 1
+            kr.times_to_detect.append(max(0.0, min(firing[i]["starts_at"] for i in hits) - f["start_ts"]))
+            used.update(hits)
+    rest = [a for i, a in enumerate(firing) if i not in used]
+    explained = [a for a in rest if any(_matches(b, a, tolerance_s) for b in business)]
+    unmatched = [a for a in rest if a not in explained]
+    # Faults before the evaluated period can still alert inside it; those alerts are neither true nor false.
+    early = [f for f in rows if f.get("fault", True) and f["start_ts"] < evaluate_from]
+    unmatched = [a for a in unmatched if not any(_matches(f, a, tolerance_s) for f in early)]
+    return DetectionReport(kinds, len(unmatched), (evaluate_to - evaluate_from) / 3600.0, len(explained),
+                           unmatched)
