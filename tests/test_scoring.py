@@ -8,7 +8,7 @@ import random
 from streams.pipeline import EntityState, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import AlertEvent
 from streams.scoring import SILENCE, Scoring, ScoringConfig
-from tests.events import T0, iot, pos, raw
+from tests.events import T0, pos, raw
 
 CFG = ScoringConfig(warmup=100, window_warmup=60)
 
