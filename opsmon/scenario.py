@@ -62,8 +62,8 @@ PORT_OFFSET = 300  # a stack of its own, beside the demo's (19092, ...) and the 
 
 def scenario_settings(base: Settings, out: Path) -> Settings:
     """A stack, consumer group and worker port of its own, so a run never mixes with other data."""
-    ports = {k: getattr(base, k) + PORT_OFFSET for k in type(base).model_fields if k.startswith("stack_")
-             and k.endswith("_port")}
+    ports = {k: getattr(base, k) + PORT_OFFSET for k in type(base).model_fields
+             if k.startswith("stack_") and k.endswith("_port") and getattr(base, k)}
     return base.model_copy(update={
         **ports, "kafka_bootstrap": f"127.0.0.1:{ports['stack_kafka_port']}",
         "influx_url": f"http://127.0.0.1:{ports['stack_victoria_port']}",

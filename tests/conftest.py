@@ -48,7 +48,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
             except BlockingIOError:
                 continue  # a live session owns this range
             _down_leftover(lock, settings)
-            if all(port_free(p) for p in (*ports.values(), ports["stack_influxdb_port"] + 1)):
+            kafka = ports["stack_kafka_port"]  # and +2, +3: its SASL and TLS listeners
+            if all(port_free(p) for p in (*ports.values(), ports["stack_influxdb_port"] + 1, kafka + 2, kafka + 3)):
                 lock.truncate(0)
                 lock.write(str(Stack(settings).root))
                 lock.flush()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,7 +13,13 @@ from opsmon.settings import Settings
 from streams.topics import create_topics
 from tests.integration.harness import WorkerProcess
 
-_ports = itertools.count(26066)
+
+
+def _free_port() -> int:
+    """A port nobody listens on now (concurrent test sessions must not share worker ports)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -25,7 +31,7 @@ def pipeline_settings(stack: Stack, stack_settings: Settings, request: pytest.Fi
         "app_id": f"opsmon-{name}",
         "topic_iot": f"{name}.iot", "topic_pos": f"{name}.pos", "topic_web": f"{name}.web",
         "topic_alerts": f"{name}.alerts", "topic_feedback": f"{name}.feedback",
-        "worker_web_port": next(_ports),
+        "worker_web_port": _free_port(),
         "data_dir": tmp_path / "worker",
         "idle_close_seconds": 2.0,
         "feedback_token": "test-feedback-token",
