@@ -4,8 +4,9 @@ Messages are keyed by entity (``site/device``, store, site), which keeps every e
 so its state lives in one place. Every send returns kafka-python's future, so a caller that must know
 (the MQTT bridge acknowledges a device only then) can wait for the broker's acknowledgement; failures
 are also counted in ``failed``. The producer batches (``linger_ms``), compresses (gzip) and retries;
-``acks=all`` without the producer's idempotence (kafka-python 2.3's hangs on close when unused): a retried send may duplicate, which
-the stream absorbs: readings overwrite by timestamp, and POS transactions are de-duplicated by id.
+``acks=all`` without the producer's idempotence (kafka-python 2.3's hangs on close when unused): a
+retried send may duplicate, which the stream absorbs: readings overwrite by timestamp, and POS
+transactions are de-duplicated by id.
 """
 
 from __future__ import annotations

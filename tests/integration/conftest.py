@@ -14,7 +14,6 @@ from streams.topics import create_topics
 from tests.integration.harness import WorkerProcess
 
 
-
 def _free_port() -> int:
     """A port nobody listens on now (concurrent test sessions must not share worker ports)."""
     with socket.socket() as sock:
