@@ -34,7 +34,8 @@ ZERO_FIELDS = {
 }
 SILENCE = "reporting"  # the metric name of missing-data alerts
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
-           "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values", "silence": "silence"}
+           "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
+           "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence"}
 RUNBOOKS = {
     ("iot", "temperature"): "Check the unit's door seal and compressor; move stock if it keeps warming.",
     ("iot", "vibration"): "Inspect bearings and mounts; plan maintenance before the machine fails.",
