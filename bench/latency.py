@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from bench.env import BENCH_PORTS, with_topics, worker_settings
 from bench.metrics import percentiles
-from bench.pipeline import Worker
+from bench.pipeline import Profiler, Worker
 from bench.workload import RawEvent, aio_config
 from opsmon.settings import Settings
 from streams.topics import source_topics
@@ -160,8 +160,13 @@ async def _offer(settings: Settings, events: list[RawEvent], rate: float, t0: fl
 
 
 def run_latency(base: Settings, template: list[RawEvent], rate: float, duration_s: float, tag: str, run_dir: Path,
-                drain_s: float = 20.0, on_progress: Callable[[str, int, int], None] | None = None) -> dict:
-    """One latency run at ``rate`` events/s for ``duration_s`` seconds on fresh topics and a fresh worker."""
+                drain_s: float = 20.0, on_progress: Callable[[str, int, int], None] | None = None,
+                profile_to: Path | None = None) -> dict:
+    """One latency run at ``rate`` events/s for ``duration_s`` seconds on fresh topics and a fresh worker.
+
+    With ``profile_to``, py-spy samples the worker from the first offered event to the end of the drain
+    (so the throughput runs are measured without a profiler attached).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     proxy = Proxy(base.influx_url.rstrip("/"), log=run_dir / "proxy.log").start()
     settings = with_topics(base.model_copy(update={"influx_url": proxy.url}), f"{tag}")
@@ -170,6 +175,7 @@ def run_latency(base: Settings, template: list[RawEvent], rate: float, duration_
     traffic = replayed(template, n + 2000)
     warm, measured = traffic[:2000], traffic[2000:]
     iot = sum(1 for src, _, _ in measured if src == "iot")
+    profiler: Profiler | None = None
     try:
         worker.start()
         worker.wait_ready()
@@ -182,6 +188,10 @@ def run_latency(base: Settings, template: list[RawEvent], rate: float, duration_
                 raise RuntimeError(f"latency worker did not start consuming:\n{worker.log_tail()}")
             time.sleep(0.2)
         t0 = time.time() + 1.0
+        if profile_to is not None:
+            assert worker.proc is not None
+            profiler = Profiler(worker.proc.pid, profile_to)
+            profiler.start()
         offered = asyncio.run(_offer(settings, measured, rate, t0, None if on_progress is None else
                                      (lambda i: on_progress("offer", i, n))))
         sent_end = time.time()
@@ -199,6 +209,8 @@ def run_latency(base: Settings, template: list[RawEvent], rate: float, duration_
         ts, ack = proxy.samples(int(t0 * 1000))
         worker.sample_rss()
     finally:
+        if profiler is not None:
+            profiler.stop()
         worker.stop()
         proxy.stop()
     lat = [(a - t) / 1000 for t, a in zip(ts, ack, strict=True)]
@@ -211,4 +223,5 @@ def run_latency(base: Settings, template: list[RawEvent], rate: float, duration_
         "latency_s": {k: (round(v, 3) if v != float("inf") else None) for k, v in pct.items()},
         "latency_max_s": round(max(lat), 3) if lat else None,
         "peak_rss_mib": round(worker.rss_peak / 2**20, 1),
+        "profile_error": profiler.error if profiler is not None else "",
     }

@@ -63,24 +63,30 @@ def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def stage_split(stages_us: Mapping[str, float], total_us: float | None,
-                rest: str = "Faust + Kafka (rest)") -> list[dict]:
-    """Rows ``{stage, us_per_event, share}``: the measured stages, then ``rest`` = total - their sum.
+def stage_split(stages_us: Mapping[str, float], total_us: float | None, cpu_us: float | None = None,
+                rest: str = "Faust + aiokafka + asyncio (rest)") -> list[dict]:
+    """Rows ``{stage, us_per_event, share}``: the measured stages, then what is left of the worker's time.
 
-    ``total_us`` is the worker's wall time per event (1e6 / events per second); without it the shares
-    are of the measured stages alone. A negative rest (in-process stages slower than the worker) is
-    reported as it is, so the discrepancy shows.
+    ``total_us`` is the worker's wall time per event (1e6 / events per second). With its CPU time per
+    event ``cpu_us`` too, the rest splits into CPU spent outside the measured stages (Faust, aiokafka,
+    asyncio) and time not on the CPU at all (waiting for Kafka, for InfluxDB, or for a core). Without
+    ``total_us`` the shares are of the measured stages alone. A negative rest (in-process stages slower
+    than the worker) is reported as it is, so the discrepancy shows.
 
     >>> [(r["stage"], r["us_per_event"], r["share"]) for r in stage_split({"a": 10.0, "b": 30.0}, 80.0)]
-    [('a', 10.0, 0.125), ('b', 30.0, 0.375), ('Faust + Kafka (rest)', 40.0, 0.5)]
+    [('a', 10.0, 0.125), ('b', 30.0, 0.375), ('Faust + aiokafka + asyncio (rest)', 40.0, 0.5)]
+    >>> [r["us_per_event"] for r in stage_split({"a": 10.0}, 100.0, cpu_us=60.0)]
+    [10.0, 50.0, 40.0]
     """
     measured = sum(stages_us.values())
     total = total_us if total_us else measured
     rows = [{"stage": k, "us_per_event": round(v, 2), "share": round(v / total, 4) if total else 0.0}
             for k, v in stages_us.items()]
     if total_us:
-        left = total_us - measured
-        rows.append({"stage": rest, "us_per_event": round(left, 2), "share": round(left / total, 4)})
+        parts = [(rest, total_us - measured)]
+        if cpu_us is not None:
+            parts = [(f"{rest}, on CPU", cpu_us - measured), ("waiting (not on CPU)", total_us - cpu_us)]
+        rows += [{"stage": name, "us_per_event": round(v, 2), "share": round(v / total, 4)} for name, v in parts]
     return rows
 
 

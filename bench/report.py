@@ -130,6 +130,10 @@ def figures_table(result: dict) -> Table:
         t.add_row("", "CPU µs/event of Kafka, VictoriaMetrics; machine busy",
                   ", ".join(f"{v / run['events'] * 1e6:,.0f}" for v in svc.values())
                   + f"; {100 * (run.get('machine_cpu_busy') or 0):.0f}%")
+    for name, run in (result.get("what_if") or {}).items():
+        t.add_row(f"what-if {name}", "1 worker: events/s (x baseline), CPU µs/event (x baseline)",
+                  f"{run['events_per_s']:,.0f}/s ({run['speedup'] or 0:.2f}x), {run['cpu_us_per_event'] or 0:,.0f} µs "
+                  f"({run['cpu_per_event_ratio'] or 0:.2f}x)")
     ratios = result.get("ratios") or {}
     t.add_row("ratios", "pipeline / ceiling", _fmt(ratios.get("pipeline_to_ceiling"), "x"))
     t.add_row("", "2 workers / 1 worker", _fmt(ratios.get("speedup_2_workers"), "x"))
@@ -137,7 +141,8 @@ def figures_table(result: dict) -> Table:
         if not lat:
             continue
         p = lat.get("latency_s") or {}
-        t.add_row(f"latency ({name})", f"offered {lat.get('offered_per_s', 0):,.0f}/s for {lat['duration_s']:.0f}s, "
+        label = name.replace("_", " ")
+        t.add_row(f"latency ({label})", f"offered {lat.get('offered_per_s', 0):,.0f}/s for {lat['duration_s']:.0f}s, "
                   "p50 / p95 / p99", " / ".join(_fmt(p.get(q) if p.get(q) is not None else math.inf, "s")
                                                  for q in ("p50", "p95", "p99")))
         t.add_row("", "IoT readings acknowledged / lag at end of offer",
@@ -166,8 +171,9 @@ def stages_table(result: dict) -> Table | None:
     st = result.get("stages")
     if not st or not st.get("rows"):
         return None
-    t = Table(title=f"time per stage (in process on {st['events']:,} events; rest = worker "
-                    f"{st.get('worker_us_per_event') or 0:,.0f} µs/event minus the stages)")
+    t = Table(title=f"time per stage (in process on {st['events']:,} events; the rest is the 1-worker run's "
+                    f"{st.get('worker_us_per_event') or 0:,.0f} µs/event of wall time, "
+                    f"{st.get('worker_cpu_us_per_event') or 0:,.0f} on the CPU, minus the stages)")
     t.add_column("stage")
     t.add_column("µs/event", justify="right")
     t.add_column("share", justify="right")
@@ -184,7 +190,7 @@ def profile_table(result: dict) -> Table | None:
     prof = result.get("profile")
     if not prof:
         return None
-    t = Table(title=f"worker profile (py-spy, {prof['samples']:,} samples of the 1-worker run)")
+    t = Table(title=f"worker profile (py-spy, {prof['samples']:,} samples during {prof.get('during', 'a run')})")
     t.add_column("category / function")
     t.add_column("share", justify="right")
     for row in prof["categories"]:

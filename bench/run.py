@@ -34,7 +34,7 @@ from bench.metrics import ratio, stage_split
 class Options:
     """What to run and how big."""
 
-    events: int = 150_000
+    events: int = 100_000
     quick: bool = False
     skip_scaling: bool = False
     soak_minutes: float = 0.0
@@ -50,7 +50,8 @@ class Options:
     memory_devices: tuple[int, ...] = (1_000, 10_000, 100_000)
     memory_readings: int = 3
     full_day_devices: int = 200
-    stage_events: int = 60_000
+    stage_events: int = 50_000
+    what_if: tuple[str, ...] = ()  # bench.whatif patches, each measured like the 1-worker run
     fleet: _workload.Fleet = field(default_factory=_workload.Fleet)
 
     def quicken(self) -> Options:
@@ -132,7 +133,6 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
             with ph.phase("ceiling: aiokafka fetch + decode", len(events)) as bar:
                 result["ceiling"] = _ceiling.ceiling(settings, len(events), bar)
 
-            prof_path = run_dir / "worker-1.pyspy.txt" if opts.profile else None
             runs = [1] if opts.skip_scaling else [1, 2]
             services = {name: st.pid for name, st in stack.stack.status().items()
                         if st.pid and name in ("kafka", "victoria")}
@@ -142,16 +142,20 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
                     result["pipeline"][str(k)] = _pipeline.run_workers(
                         topics, k, len(events), f"{tag}-w{k}", run_dir / f"w{k}",
                         feed=lambda topics=topics: _workload.preload(topics, events), on_progress=bar,
-                        profile_to=prof_path if k == 1 else None, services=services)
+                        services=services)
             one = result["pipeline"]["1"]
-            if prof_path is not None and prof_path.exists():
-                result["profile"] = _profile.summarise(prof_path)
-                if out_dir is not None:
-                    out_dir.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(prof_path, out_dir / "worker-profile.txt")
-            elif one.get("profile_error"):
-                result["profile"] = None
-                console.print(f"[yellow]no worker profile: {one['profile_error']}[/]")
+            for i, name in enumerate(opts.what_if):
+                topics = with_topics(base, f"{tag}-x{i}")
+                with ph.phase(f"what-if {name}: 1 worker", len(events)) as bar:
+                    run = _pipeline.run_workers(
+                        topics, 1, len(events), f"{tag}-x{i}", run_dir / f"x{i}",
+                        feed=lambda topics=topics: _workload.preload(topics, events), on_progress=bar,
+                        services=services, argv=("-m", "bench.whatif", name))
+                result.setdefault("what_if", {})[name] = {
+                    **{k: run[k] for k in ("events_per_s", "cpu_us_per_event", "cpu_utilisation", "peak_rss_mib",
+                                           "service_cpu_seconds", "machine_cpu_busy")},
+                    "speedup": _round(ratio(run["events_per_s"], one["events_per_s"])),
+                    "cpu_per_event_ratio": _round(ratio(run["cpu_us_per_event"], one["cpu_us_per_event"]))}
             two = result["pipeline"].get("2")
             result["ratios"] = {
                 "pipeline_to_ceiling": _round(ratio(one["events_per_s_per_worker"], result["ceiling"]["events_per_s"])),
@@ -162,14 +166,28 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
                 st = _stages.measure_stages(sample, settings, on_progress=bar)
             worker_us = 1e6 / one["events_per_s"] if one["events_per_s"] else None
             st["worker_us_per_event"] = round(worker_us, 2) if worker_us else None
-            st["rows"] = stage_split(st["stages_us"], worker_us)
+            cpu_us = one.get("cpu_us_per_event")
+            st["worker_cpu_us_per_event"] = cpu_us
+            st["rows"] = stage_split(st["stages_us"], worker_us, cpu_us)
             result["stages"] = st
 
             n_lat = int(opts.latency_rate * opts.latency_seconds)
-            with ph.phase(f"latency at {opts.latency_rate:,.0f}/s", n_lat) as bar:
-                result["latency"]["target_rate"] = _latency.run_latency(
+            prof_path = run_dir / "worker.pyspy.txt" if opts.profile else None
+            with ph.phase(f"latency at {opts.latency_rate:,.0f}/s (+ profile)", n_lat) as bar:
+                lat = _latency.run_latency(
                     base, events, opts.latency_rate, opts.latency_seconds, f"{tag}-lat", run_dir / "lat",
-                    drain_s=opts.latency_drain_s, on_progress=lambda _stage, i, _n: bar(min(i, n_lat)))
+                    drain_s=opts.latency_drain_s, on_progress=lambda _stage, i, _n: bar(min(i, n_lat)),
+                    profile_to=prof_path)
+            result["latency"]["target_rate"] = lat
+            if prof_path is not None and prof_path.exists():
+                result["profile"] = _profile.summarise(prof_path)
+                result["profile"]["during"] = (f"the latency run at {opts.latency_rate:,.0f}/s offered "
+                                               "(the worker saturated, fresh entities)")
+                if out_dir is not None:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(prof_path, out_dir / "worker-profile.txt")
+            elif lat.get("profile_error"):
+                console.print(f"[yellow]no worker profile: {lat['profile_error']}[/]")
             half = round(0.5 * one["events_per_s"], -1)
             if not opts.quick and 0 < half < opts.latency_rate:
                 n_half = int(half * opts.latency_seconds)

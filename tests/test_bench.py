@@ -48,8 +48,13 @@ def test_rates_ratios_and_slopes() -> None:
 
 def test_stage_split_puts_the_unexplained_time_in_the_rest() -> None:
     rows = stage_split({"decode": 5.0, "scoring": 45.0}, total_us=200.0)
-    assert [r["stage"] for r in rows] == ["decode", "scoring", "Faust + Kafka (rest)"]
+    assert [r["stage"] for r in rows] == ["decode", "scoring", "Faust + aiokafka + asyncio (rest)"]
     assert rows[-1]["us_per_event"] == 150.0
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    # With the worker's CPU time, the rest splits into CPU outside the stages and time off the CPU.
+    rows = stage_split({"decode": 5.0, "scoring": 45.0}, total_us=200.0, cpu_us=120.0)
+    assert [(r["stage"], r["us_per_event"]) for r in rows][-2:] == [
+        ("Faust + aiokafka + asyncio (rest), on CPU", 70.0), ("waiting (not on CPU)", 80.0)]
     assert sum(r["share"] for r in rows) == pytest.approx(1.0)
     # Without the worker's figure, shares are of the measured stages alone and there is no rest row.
     rows = stage_split({"a": 1.0, "b": 3.0}, total_us=None)

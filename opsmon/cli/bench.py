@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-console = Console()
+# Piped into a file, rich would wrap the tables at 80 columns.
+console = Console() if sys.stdout.isatty() else Console(width=150)
 
 
 def bench(
     out: Annotated[Path | None, typer.Option(help="Write bench.json and bench.png (and the worker profile) here.")
                    ] = Path(".opsmon/bench/out"),
-    events: Annotated[int, typer.Option(help="Events to preload and push through the pipeline.")] = 150_000,
+    events: Annotated[int, typer.Option(help="Events to preload and push through the pipeline.")] = 100_000,
     quick: Annotated[bool, typer.Option(help="A small run for smoke use (about two minutes).")] = False,
     skip_scaling: Annotated[bool, typer.Option(help="Skip the run with two workers.")] = False,
     soak: Annotated[float, typer.Option(help="Minutes of steady load after the rest (RSS and lag sampled); "
@@ -24,7 +26,11 @@ def bench(
                                                     "measured capacity.")] = None,
     latency_rate: Annotated[float, typer.Option(help="Offered events/s of the latency run.")] = 10_000.0,
     latency_seconds: Annotated[float, typer.Option(help="Seconds of offered load per latency run.")] = 30.0,
-    profile: Annotated[bool, typer.Option(help="Sample the 1-worker run with py-spy (when installed).")] = True,
+    profile: Annotated[bool, typer.Option(help="Sample the worker of the latency run at the target rate with "
+                                          "py-spy (when installed).")] = True,
+    what_if: Annotated[list[str] | None, typer.Option(
+        "--what-if", help="Also run one worker with a proposed change patched in (bench.whatif): no-changelog, "
+        "iot-changelog-10s, raw-pickle, or several joined by commas. Repeatable.")] = None,
     keep_stack: Annotated[bool, typer.Option(help="Leave the bench stack running if this run started it.")] = False,
     data_dir: Annotated[Path, typer.Option(help="The bench stack's data and the runs' logs.")] = Path(".opsmon/bench"),
 ) -> None:
@@ -36,9 +42,14 @@ def bench(
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     opts = Options(events=events, skip_scaling=skip_scaling, soak_minutes=soak, soak_rate=soak_rate,
                    latency_rate=latency_rate, latency_seconds=latency_seconds, profile=profile,
-                   keep_stack=keep_stack, data_dir=data_dir)
+                   keep_stack=keep_stack, data_dir=data_dir, what_if=tuple(what_if or ()))
     if quick:
         opts.quicken()
+    from bench.whatif import PATCHES
+
+    unknown = [p for w in opts.what_if for p in w.split(",") if p not in PATCHES]
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(PATCHES)}", param_hint="--what-if")
     result = run_bench(opts, console, out)
     report.print_report(result, console)
     problems = report.validate(report.json_safe(result))
