@@ -62,8 +62,9 @@ if TYPE_CHECKING:
 
 # Bump when the meaning or layout of the pickled state changes; old states are then refused.
 # 2: seasonal baseline and surprise calibrator in their own objects; weekly correction, fast shift,
-# volatility.
-STATE_VERSION = 2
+# volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
+# episode judged against the others.
+STATE_VERSION = 3
 
 # Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
 # and the production threshold agree on this bar (1.5 or 2.5 both score lower on NAB); a lower one
@@ -190,7 +191,7 @@ class SeriesDetector:
         self.calendar = calendar
         # --- learned state (plain floats, lists and two small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
-        self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon)
+        self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,))
         self.n = 0  # values learned
         self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
         self.anchor = True  # next value (re)starts the level: first value, or after from_prior
@@ -334,7 +335,8 @@ class SeriesDetector:
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
         z = feats[0]
-        lps = self.cal.log10ps(z)
+        own = [0.0] * _NCAL
+        lps = self.cal.log10ps(z, own)
         u = self.cal.u
         me = self.min_effect
         gates = (me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL] if me else 0.0,
@@ -344,7 +346,7 @@ class SeriesDetector:
         rare = False
         for i in range(_NCAL):
             lp = lps[i]
-            if lp <= _RARE and i in _HELD_BY:
+            if i in _HELD_BY and own[i] <= _RARE:
                 rare = True
             if lp < -1.0 and z[i] < gates[i]:  # rare, but too small to matter
                 lps[i] = lp = -1.0

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 
+_SMOOTHED = 0.45  # variance of a median of three noisy bins, relative to one bin's
 _CONFIRM = 3  # periods after the first one in which a contradicted first-day bump is removed
 
 
@@ -91,6 +92,9 @@ class SeasonalBaseline:
         self.season_n: list[int] = []  # values per bin in the first period (then empty)
         self.season_sum = 0.0  # kept so the profile is used with zero mean (the level stays in `slow`)
         self.per_bin = 1.0  # values per bin per period, counted over the first one
+        self.x_prev = math.nan  # previous value in the first period
+        self.noise = 0.0  # first period: sum, then mean, of half the squared steps (the noise variance)
+        self.noise_n = 0
         self.lam = 1.0  # share of the profile in the prediction
         self.cov_ps = 0.0
         self.var_ps = 0.0
@@ -168,6 +172,10 @@ class SeasonalBaseline:
         if k < 0:
             return False
         if not self.ready:  # first period: the mean of each bin's values
+            if self.x_prev == self.x_prev:
+                self.noise += 0.5 * (x - self.x_prev) ** 2
+                self.noise_n += 1
+            self.x_prev = x
             c = self.season_n[k] = self.season_n[k] + 1
             self.season[k] = x if c == 1 else self.season[k] + (x - self.season[k]) / c
             if t is not None and t - self.t_first >= p:  # type: ignore[operator]
@@ -250,7 +258,11 @@ class SeasonalBaseline:
         self.season_sum = 0.0
         self.ready = True
         self.per_bin = max(1.0, n / nb)
-        self.cov_ps = self.var_ps = sum(v * v for v in self.season) / nb  # prior: the profile recurs
+        self.var_ps = sum(v * v for v in self.season) / nb
+        self.noise = self.noise / self.noise_n if self.noise_n else 0.0
+        # prior: the share of the profile that is not the noise of its bin means (empirical Bayes)
+        self.cov_ps = max(0.0, self.var_ps - _SMOOTHED * self.noise / self.per_bin)
+        self.lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
         self.dev = [0.0] * nb
         self.dev_day = [0] * nb
         self.young_until = int(t // self.period) + _CONFIRM  # type: ignore[operator]

@@ -11,7 +11,10 @@ own history, so that the same probability means the same rarity whatever the uni
   reaches, however long it lasts.
 
 The tail probability of ``z`` is the rate at which surprises at least that large have *started*
-lately or, beyond anything seen, the exponential tail.
+lately or, beyond anything seen, the exponential tail. For a ``sustained`` surprise (a short moving
+average of a departure: an outage), an episode still under way is judged against the *other* episodes:
+its own up-crossing, counted on its first values (while it was still small), would otherwise make
+its continuation look ordinary, at a rate of one in however few values the history holds.
 
 >>> import random
 >>> rng = random.Random(0)
@@ -47,9 +50,14 @@ class SurpriseCalibrator:
         Step of the quantile tracking (its memory is about ``1 / tail_rate`` values).
     horizon
         Memory, in values, of the up-crossing counts.
+    sustained
+        Surprises whose ongoing episode is judged against the other episodes only: the levels it has
+        already reached are not made ordinary by its own count (see the module docstring).
     """
 
-    def __init__(self, n: int, tail_q: float = 0.9, tail_rate: float = 0.005, horizon: float = 2000.0) -> None:
+    def __init__(self, n: int, tail_q: float = 0.9, tail_rate: float = 0.005, horizon: float = 2000.0,
+                 sustained: tuple[int, ...] = ()) -> None:
+        self.sustained = frozenset(sustained)
         self.tail_q = tail_q
         self.tail_rate = tail_rate
         self.horizon = horizon
@@ -59,6 +67,7 @@ class SurpriseCalibrator:
         self.b = [0.0] * n  # mean excess over it: the exponential tail's scale
         self.hist = [[0.0] * NB for _ in range(n)]  # decayed up-crossing counts per level
         self.above = [-1] * n  # level each surprise currently sits at (-1: below u)
+        self.own = [0.0] * n  # weight with which the current episode last counted its levels
         self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
         self.tot = 0.0  # decayed count of the values the histogram saw
 
@@ -73,14 +82,21 @@ class SurpriseCalibrator:
         """No surprise is within an episode any more (a new series starts from this history)."""
         self.above = [-1] * len(self.above)
 
-    def log10ps(self, z: list[float]) -> list[float]:
-        """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet)."""
-        u, b, hist, tot, lq = self.u, self.b, self.hist, self.tot, self.lq
+    def log10ps(self, z: list[float], with_own: list[float] | None = None) -> list[float]:
+        """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet).
+
+        ``with_own``, if given, receives the same with every ongoing episode counted (as if no
+        surprise were ``sustained``).
+        """
+        u, b, hist, tot, lq, above, own = self.u, self.b, self.hist, self.tot, self.lq, self.above, self.own
         out = []
+        if with_own is None:
+            with_own = [0.0] * len(z)
         for i, zi in enumerate(z):
             ui = u[i]
             if zi <= ui or ui <= 0.0:  # unremarkable, or nothing learned yet
-                out.append(lq if zi > 0.0 and ui > 0.0 else 0.0)
+                with_own[i] = lp = lq if zi > 0.0 and ui > 0.0 else 0.0
+                out.append(lp)
                 continue
             bi = b[i]
             lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
@@ -88,9 +104,14 @@ class SurpriseCalibrator:
             seen = hist[i][j] if j < NB and tot > 0.0 else 0.0
             if seen > 0.0:
                 lseen = math.log10(seen / tot)
-                out.append(lseen if lseen > lexp else lexp)
+                lp = lseen if lseen > lexp else lexp
             else:
-                out.append(lexp)
+                lp = lexp
+            with_own[i] = lp
+            if j <= above[i] and i in self.sustained:  # judged against the other episodes, not itself
+                seen -= own[i]
+                lp = lexp if seen <= 0.0 else max(math.log10(seen / tot), lexp)
+            out.append(lp)
         return out
 
     def reach(self, i: int, decades: float) -> float:
@@ -106,7 +127,7 @@ class SurpriseCalibrator:
         q = self.tail_q
         up, down = math.exp(rate * q), math.exp(-rate * (1.0 - q))
         er = max(self.tail_rate, 1.0 / m)
-        u, b, hist, above, w = self.u, self.b, self.hist, self.above, self.w
+        u, b, hist, above, own, w = self.u, self.b, self.hist, self.above, self.own, self.w
         for i, zi in enumerate(z):
             ui = u[i]
             if ui <= _TINY:
@@ -123,6 +144,7 @@ class SurpriseCalibrator:
                     h = hist[i]
                     for jj in range(above[i] + 1, j + 1):
                         h[jj] += w
+                    own[i] = w
                 above[i] = j
             else:
                 above[i] = -1
@@ -135,5 +157,7 @@ class SurpriseCalibrator:
                 for jj in range(NB):
                     h[jj] /= w
             self.tot /= w
+            for i in range(len(own)):
+                own[i] /= w
             w = 1.0
         self.w = w
