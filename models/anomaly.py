@@ -81,6 +81,9 @@ _SETTLE = 30  # values before surprises are calibrated at all (the level's runni
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk (or grown) four-fold.
 _SHIFT_EFFECT = 0.7
 _STEP_EFFECT = math.log(4.0)
+# ... and a fast shift is material once it reaches 1.1 times the level's usual 90th percentile (about
+# 1.8 sigma held over ~4 values: a till at 0 that averages 3), even if its own 90th percentile is noisy
+_FAST_EFFECT = 1.1
 _FAST_ALPHA = 0.4  # the fast shift: a mean of about the last four values (an outage within minutes)
 _RARE = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
 _HELD_BY = (_LEVEL, _SHIFT, _FAST)
@@ -340,7 +343,7 @@ class SeriesDetector:
         u = self.cal.u
         me = self.min_effect
         gates = (me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL] if me else 0.0,
-                 _STEP_EFFECT if me else 0.0, me * u[_FAST], _STEP_EFFECT if me else 0.0)
+                 _STEP_EFFECT if me else 0.0, min(me * u[_FAST], _FAST_EFFECT * u[_LEVEL]), _STEP_EFFECT if me else 0.0)
         best = 0.0
         reason = ""
         rare = False

@@ -133,6 +133,21 @@ def test_a_dead_card_terminal_alerts_within_minutes_and_is_not_learned_as_normal
     assert flags(back) == [] and 2.6 < sum(v.expected for v in back) / 60 < 3.4
 
 
+MONDAY = 1763337600.0  # 2025-11-17 00:00 UTC
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("t0", [MONDAY, MONDAY + 7 * 3600, MONDAY + 13.5 * 3600, 1e9, MONDAY + 19 * 3600 + 1234])
+def test_a_dead_till_alerts_within_five_minutes_whatever_the_start_time(t0: float, seed: int) -> None:
+    # midnight, 07:00, 13:30 and unaligned starts; 1600 minutes of history: the profile has seen one day
+    det = SeriesDetector(warmup=60)
+    assert not any(det.process_one(x, t0 + 60.0 * i).is_anomaly for i, x in enumerate(till(1600, seed=seed)))
+    outage = [det.process_one(0.0, t0 + 60.0 * i) for i in range(1600, 1612)]
+    found = flags(outage)
+    assert found and found[0] < 5, [round(v.score, 2) for v in outage]
+    assert all(v.expected > 2.5 for v in outage)  # zero is not learned as the new normal
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_a_dead_till_with_days_of_history_alerts_within_five_minutes(seed: int) -> None:
     det = SeriesDetector(warmup=60)
