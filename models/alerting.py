@@ -125,7 +125,10 @@ class Incident:
 
 @dataclass
 class IncidentTracker:
-    """Groups the alerts of one place that open within ``window_s`` of the incident's latest alert.
+    """Groups the alerts of one place that open within ``window_s`` of another alert of the same incident.
+
+    Alerts arrive in processing order, not event order (each source has its own agent), so an alert is
+    placed by its own time among the place's recent incidents.
 
     >>> tr = IncidentTracker(window_s=600)
     >>> a = tr.assign("shop-1", "a1", "freezer temperature high", t=0)
@@ -135,19 +138,24 @@ class IncidentTracker:
     (True, 'freezer temperature high')
     >>> tr.assign("shop-1", "a0", "power dropped", t=-60).first_cause  # processed late, happened first
     'power dropped'
+    >>> tr.assign("shop-1", "old", "late report of last night", t=-9000).id != a.id  # its own incident
+    True
+    >>> tr.assign("shop-1", "a4", "checkout errors", t=300).id == a.id  # still the first incident
+    True
     """
 
     window_s: float = 600.0
-    open: dict[str, Incident] = field(default_factory=dict)  # group -> its current incident
+    open: dict[str, list[Incident]] = field(default_factory=dict)  # group -> its recent incidents
 
     def assign(self, group: str, alert_id: str, cause: str, t: float) -> Incident:
-        """The incident an alert that opened at ``t`` belongs to (a new one if none is recent)."""
-        inc = self.open.get(group)
-        if inc is None or t - inc.last_activity > self.window_s or inc.started - t > self.window_s:
+        """The incident an alert that opened at ``t`` belongs to (a new one if none is close in time)."""
+        incidents = self.open.setdefault(group, [])
+        inc = next((i for i in incidents if i.started - self.window_s <= t <= i.last_activity + self.window_s), None)
+        if inc is None:
             inc = Incident(id=f"{group}@{int(t)}", group=group, started=t, first_alert=alert_id,
                            first_cause=cause, last_activity=t)
-            self.open[group] = inc
-        elif t < inc.started:  # alerts arrive in processing order; the cause is the earliest in event time
+            incidents.append(inc)
+        elif t < inc.started:  # the cause is the earliest in event time
             inc.started, inc.first_alert, inc.first_cause = t, alert_id, cause
         inc.alerts.add(alert_id)
         inc.last_activity = max(inc.last_activity, t)
@@ -155,5 +163,7 @@ class IncidentTracker:
 
     def forget_before(self, t: float) -> None:
         """Drop incidents quiet since before ``t`` (bounded memory)."""
-        for g in [g for g, inc in self.open.items() if inc.last_activity < t]:
-            del self.open[g]
+        for g in list(self.open):
+            self.open[g] = [i for i in self.open[g] if i.last_activity >= t]
+            if not self.open[g]:
+                del self.open[g]
