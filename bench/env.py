@@ -1,8 +1,10 @@
 """The bench's own local stack, per-run topics and worker settings.
 
-The bench runs on a port range of its own (39092, 38428, ...), away from the demo (19092, ...) and the
-test sessions (29092, ...), with its data under ``<data dir>/stack``. Every run gets its own topics and
-consumer groups (``bench-<tag>...``), so a worker always starts from the beginning of its topics.
+The bench runs on a port range of its own (31092, 31428, ...), away from the demo (19092, ...) and the
+test sessions (29092, ...), and below Linux's ephemeral ports (32768-60999), which any outgoing
+connection may hold for a moment (a worker failed to bind 36066 that way), with its data under
+``<data dir>/stack``. Every run gets its own topics and consumer groups (``bench-<tag>...``), so a
+worker always starts from the beginning of its topics.
 """
 
 from __future__ import annotations
@@ -20,14 +22,14 @@ from opsmon.settings import Settings
 from streams.topics import create_topics, source_topics
 
 BENCH_PORTS = {
-    "stack_kafka_port": 39092,
-    "stack_kafka_controller_port": 39093,
-    "stack_victoria_port": 38428,
-    "stack_influxdb_port": 38086,
-    "stack_alertmanager_port": 39193,
+    "stack_kafka_port": 31092,
+    "stack_kafka_controller_port": 31093,
+    "stack_victoria_port": 31428,  # and 31429 for the latency proxy
+    "stack_influxdb_port": 31086,
+    "stack_alertmanager_port": 31193,
     "stack_mosquitto_port": 31883,
 }
-WORKER_PORT_BASE = 36066
+WORKER_PORT_BASE = 31066  # up to 31066 + 20
 SERVICES = ("kafka", "victoria")
 
 

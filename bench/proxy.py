@@ -1,6 +1,6 @@
 """An acknowledging proxy in front of the time-series server: it times when each event's point was stored.
 
-``python -m bench.proxy --listen 38429 --upstream http://127.0.0.1:38428`` forwards every request as it
+``python -m bench.proxy --listen 31429 --upstream http://127.0.0.1:31428`` forwards every request as it
 is and, for each write the server acknowledged (2xx), records the acknowledgement
 time and the timestamp of every ``iot_reading`` line in it. The bench stamps each IoT event with the
 wall-clock time it was scheduled to be sent, and the worker writes one ``iot_reading`` point per reading

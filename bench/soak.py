@@ -59,7 +59,7 @@ def run_soak(base: Settings, fleet: Fleet, rate: float, minutes: float, tag: str
     """One worker under ``rate`` events/s for ``minutes``; RSS and lag samples and the verdict."""
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = with_topics(base, tag)
-    worker = Worker(worker_settings(settings, tag, 20, run_dir / "worker"), run_dir / "worker.log")
+    worker = Worker(worker_settings(settings, tag, 15, run_dir / "worker"), run_dir / "worker.log")
     try:
         worker.start()
         worker.wait_ready()
