@@ -9,7 +9,6 @@ offsets, reported separately). CPU time (user + sys) and peak RSS come from the 
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -25,54 +24,26 @@ import psutil
 from bench.env import committed_lag, end_offsets, partition_lag, worker_settings
 from bench.metrics import rate_between
 from opsmon.settings import Settings
+from opsmon.worker_process import WorkerProcess
 
 POLL_S = 0.25
 SOURCES = ("iot", "pos", "web")
 
 
-@dataclass
-class Worker:
-    """One ``opsmon worker`` child process and what it reports."""
+class Worker(WorkerProcess):
+    """One ``opsmon worker`` child process, with its CPU time and memory sampled (psutil)."""
 
-    settings: Settings
-    log_path: Path
-    argv: tuple[str, ...] = ("-m", "opsmon", "worker")  # after the interpreter
-    proc: subprocess.Popen | None = None
-    ps: psutil.Process | None = None
-    rss_peak: int = 0
+    def __init__(self, settings: Settings, log_path: Path, argv: tuple[str, ...] | None = None) -> None:
+        super().__init__(settings, log_path, argv)
+        self.ps: psutil.Process | None = None
+        self.rss_peak = 0
 
-    def start(self) -> Worker:
-        """Spawn the worker (its own session, so a Ctrl-C of the bench does not reach it first)."""
-        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, *self.argv], env=env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+    def start(self, ready_timeout: float | None = None) -> Worker:
+        """Spawn the worker; the bench waits for it with ``wait_ready`` once all workers are spawned."""
+        super().start(ready_timeout)
+        assert self.proc is not None
         self.ps = psutil.Process(self.proc.pid)
         return self
-
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        """Until the worker's web endpoint answers; RuntimeError with its log tail if it dies or hangs."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            if self.stats() is not None:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
-
-    def check_alive(self) -> None:
-        """RuntimeError with the log tail if the worker exited."""
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-
-    def stats(self) -> dict | None:
-        """The worker's ``/opsmon/stats``, or None while it does not answer."""
-        try:
-            resp = httpx.get(f"http://127.0.0.1:{self.settings.worker_web_port}/opsmon/stats", timeout=2)
-            return resp.json() if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            return None
 
     def consumed(self) -> int | None:
         """Source messages the worker has taken through the pipeline (accepted, dead-lettered, replayed)."""
@@ -93,24 +64,6 @@ class Worker:
         rss = self.ps.memory_info().rss
         self.rss_peak = max(self.rss_peak, rss, _vm_hwm(self.ps.pid))
         return rss
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        """SIGTERM (Faust shuts down cleanly), SIGKILL after ``timeout_s``."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The end of the worker's log."""
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def _cpu(p: psutil.Process) -> float:

@@ -17,25 +17,40 @@ from opsmon.settings import Settings
 class WorkerProcess:
     """``python -m opsmon worker`` with the given settings; start, kill, restart, read its stats."""
 
-    def __init__(self, settings: Settings, log_path: Path) -> None:
+    ARGV: tuple[str, ...] = ("-m", "opsmon", "worker")  # after the interpreter
+
+    def __init__(self, settings: Settings, log_path: Path, argv: tuple[str, ...] | None = None) -> None:
         self.settings = settings
         self.log_path = log_path
+        self.argv = argv or self.ARGV
         self.proc: subprocess.Popen | None = None
 
-    def start(self, ready_timeout: float = 90.0) -> WorkerProcess:
-        """Start and wait until its web endpoint answers."""
-        env = {**os.environ, **self.settings.to_env()}
+    def start(self, ready_timeout: float | None = 90.0) -> WorkerProcess:
+        """Spawn it in its own session (a Ctrl-C of the parent does not reach it first) and, unless
+        ``ready_timeout`` is None, wait until its web endpoint answers."""
+        env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "opsmon", "worker"], env=env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, *self.argv], env=env, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + ready_timeout
+        if ready_timeout is not None:
+            self.wait_ready(ready_timeout)
+        return self
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Until the web endpoint answers; RuntimeError with the log tail if the worker dies or hangs."""
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            self.check_alive()
             if self.stats() is not None:
-                return self
-            time.sleep(0.5)
-        raise RuntimeError(f"worker not ready after {ready_timeout}s:\n{self.log_tail()}")
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def check_alive(self) -> None:
+        """RuntimeError with the log tail if the worker exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
 
     def stats(self) -> dict | None:
         """The worker's counters, or None while it is not serving."""
