@@ -73,7 +73,7 @@ class ScoringConfig:
 class SeriesModel:
     """What is learned about one metric of one entity."""
 
-    detector: SeriesDetector
+    detector: SeriesDetector | None  # None for the missing-data series, which only needs its alert state
     alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
     last_written: float = -1e18
     last_verdict: Verdict | None = None
@@ -140,7 +140,7 @@ class Scoring:
             return
         sm = m.setdefault("series", {}).get(SILENCE)
         if sm is None:
-            sm = m["series"][SILENCE] = SeriesModel(SeriesDetector(warmup=0))
+            sm = m["series"][SILENCE] = SeriesModel(None)
         if sm.alerts.open_since is not None or not self.is_open(entity, now):
             return
         sm.alerts.open_now(state.last_ts, 1.0)
@@ -229,7 +229,7 @@ class Scoring:
             det = SeriesDetector.from_prior(prior) if prior is not None else SeriesDetector(
                 threshold=self.cfg.threshold, warmup=warmup)
             sm = series[metric] = SeriesModel(det)
-        elif sm.detector.n >= sm.detector.warmup:
+        elif sm.detector is not None and sm.detector.warmed_up:
             self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
         return sm
 
