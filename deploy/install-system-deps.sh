@@ -46,6 +46,7 @@ have mosquitto || packages+=(mosquitto)
 have docker-compose || packages+=(docker-compose)
 java_ok || packages+=(openjdk-17-jre-headless)
 have mvn || packages+=(maven)
+have openssl || packages+=(openssl)  # the stack generates its TLS CA and certificates with it
 # The Makefile builds .venv with python3.11 (Debian 12's python3).
 python3.11 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3.11 python3.11-venv)
 
