@@ -293,8 +293,9 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     @app.timer(interval=STATS_EVERY_S, name="opsmon.stats")
     async def write_stats() -> None:
         now_ms = int(time.time() * 1000)
+        lag = _committed_lag(app, source_topics(settings))
         lines = [line("opsmon_pipeline", {"worker": settings.app_id, "topic": src},
-                      {k: int(v) for k, v in p.totals.items()} or {"events": 0}, now_ms)
+                      {**{k: int(v) for k, v in p.totals.items()}, "lag": lag.get(src, 0)}, now_ms)
                  for src, p in rt.pipelines.items()]
         await rt.sink.write(lines)
 
@@ -373,6 +374,21 @@ def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:
     """A consumed message's headers as (name, value) pairs (Faust gives a list, a mapping or None)."""
     pairs = headers.items() if isinstance(headers, dict) else headers or ()
     return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
+
+
+def _committed_lag(app: faust.App, topics: dict[str, str]) -> dict[str, int]:
+    """Per source, messages in this worker's partitions not yet committed (what a crash would replay)."""
+    by_name = {name: src for src, name in topics.items()}
+    lag: dict[str, int] = {}
+    consumer = app.consumer
+    for tp in consumer.assignment():
+        src = by_name.get(tp.topic)
+        high = consumer.highwater(tp) if src else None
+        # Faust keeps the committed offsets only in this private map; None until the first commit.
+        committed = consumer._committed_offset.get(tp)
+        if src and high is not None and committed is not None:
+            lag[src] = lag.get(src, 0) + max(0, high - committed)
+    return lag
 
 
 async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:

@@ -130,6 +130,19 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     assert ("pos", "e2e-a", "revenue", ms) in scored
     assert ("web", "e2e-shop", "error_rate", ms) in scored, sorted(k for k in scored if k[0] == "web")
     assert all(0.0 <= v <= 1.0 for v in scores.values())
+    # The worker reports its consumer lag (the pipeline board and the lag alert rule read it): it drains to 0.
+    def lag() -> dict:
+        return victoria_points(base, f'{{__name__="opsmon_pipeline_lag",worker="{s.app_id}"}}')
+
+    def drained(points: dict) -> bool:
+        latest: dict[str, tuple[int, float]] = {}
+        for k, v in points.items():
+            topic = dict(k[1:-1])["topic"]
+            if k[-1] >= latest.get(topic, (0, 0.0))[0]:
+                latest[topic] = (k[-1], v)
+        return set(latest) == {"iot", "pos", "web"} and all(v == 0 for _, v in latest.values())
+
+    assert drained(eventually(lag, drained, timeout=60)), "lag per source topic written and drained to 0"
 
     for source, payloads in bad.items():
         topic = s.dlq_topics[{"iot": s.topic_iot, "pos": s.topic_pos, "web": s.topic_web}[source]]
