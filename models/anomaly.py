@@ -30,7 +30,8 @@ ten times rarer, 0.75 a hundred; it never saturates.
 Rarity alone is not enough to flag: the surprise must also be material (``min_effect`` times its
 usual 90th percentile), so a clean, noisy series stays quiet. A flag opens an event: no new flag
 until ``refractory`` unremarkable values have passed (one alert per event; alerting adds its own
-hysteresis).
+hysteresis), unless the event escalates: a surprise ``escalate`` decades rarer than the worst the
+event has shown so far is news (a dip that turns into an outage) and is flagged again.
 
 Learning is robust. Residuals are winsorised at ``clip`` times the level's usual 90th percentile, and
 while a level or shift surprise is rare (``p <= 1/100``) the baseline learns nothing: an outage is not
@@ -63,8 +64,8 @@ if TYPE_CHECKING:
 # Bump when the meaning or layout of the pickled state changes; old states are then refused.
 # 2: seasonal baseline and surprise calibrator in their own objects; weekly correction, fast shift,
 # volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
-# episode judged against the others.
-STATE_VERSION = 3
+# episode judged against the others. 4: the worst surprise of the open event (escalation).
+STATE_VERSION = 4
 
 # Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
 # and the production threshold agree on this bar (1.5 or 2.5 both score lower on NAB); a lower one
@@ -90,7 +91,7 @@ _HELD_BY = (_LEVEL, _SHIFT, _FAST)
 _STEP_ALPHA = 0.005  # long-run mean step sizes
 
 # constructor arguments, kept as attributes of the same name
-_SETTINGS = ("threshold", "warmup", "refractory", "period", "max_bins", "slow_alpha", "shift_alpha",
+_SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
              "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
              "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar")
 
@@ -125,6 +126,9 @@ class SeriesDetector:
         there is no profile.
     refractory
         Unremarkable values (score below the threshold) after a flag before a new flag is raised.
+    escalate
+        Within that time, a surprise this many decades rarer than the event's worst so far is flagged
+        all the same (the event has escalated); ``math.inf`` disables it.
     period
         Seasonal period in seconds (a day by default); ``None`` disables the profile.
     max_bins
@@ -165,7 +169,7 @@ class SeriesDetector:
     """
 
     def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 100,
-                 period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
+                 escalate: float = 1.0, period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
                  shift_alpha: float = 0.05, season_gamma: float = 0.1, flat_alpha: float = 0.1,
                  horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.005,
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
@@ -176,6 +180,7 @@ class SeriesDetector:
         self.threshold = threshold
         self.warmup = warmup
         self.refractory = refractory
+        self.escalate = escalate
         self.period = period
         self.max_bins = max_bins
         self.slow_alpha = slow_alpha
@@ -211,6 +216,7 @@ class SeriesDetector:
         self.cl_long = 0.005  # prior: one notable surprise in 200 values
         self.cl_prev = False
         self.quiet = 0  # unremarkable values to go before a new flag
+        self.worst = 0.0  # rarity (decades) of the open event's worst surprise
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
 
     # ------------------------------------------------------------------ public API
@@ -252,11 +258,17 @@ class SeriesDetector:
         feats = self._features(x, t)
         score, reason, notable, rare = self._score(feats)
         warming = self.n_mature < self.warmup
-        flag = score >= self.threshold and not warming and self.quiet == 0
-        if self.quiet and score < self.threshold:  # one flag per event: its end starts the count
-            self.quiet -= 1
+        decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
+        flag = (score >= self.threshold and not warming
+                and (self.quiet == 0 or decades >= self.worst + self.escalate))
+        if self.quiet:
+            if score < self.threshold:  # one flag per event: its end starts the count
+                self.quiet -= 1
+            if decades > self.worst:
+                self.worst = decades
         if flag:
             self.quiet = self.refractory
+            self.worst = decades
         expected = feats[7]
         band = self._band()
         self._learn(x, t, feats, notable, rare)
@@ -277,6 +289,7 @@ class SeriesDetector:
         new = copy.deepcopy(prior)
         new.anchor = True
         new.quiet = 0
+        new.worst = 0.0
         new.held = 0
         new.cl_short = 0.0
         new.cl_prev = False

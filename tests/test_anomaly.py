@@ -71,6 +71,17 @@ def test_level_shift_alerts_at_once_then_adapts() -> None:
     assert all(v.lower <= v.observed <= v.upper for v in late[-50:])
 
 
+def test_an_event_flags_once_unless_it_escalates() -> None:
+    xs = seasonal(DAY * 4, seed=5)
+    first = DAY * 3 + 40
+    xs[first] += 8 * SIGMA  # a blip opens an event ...
+    xs[first + 20] += 8 * SIGMA  # ... the same again within it is not news ...
+    xs[first + 40] -= 60 * SIGMA  # ... a collapse, far rarer than anything so far, is
+    assert flags(run(xs)) == [first, first + 40]
+    # without escalation the collapse would stay hidden inside the blip's event
+    assert flags(run(xs, SeriesDetector(escalate=math.inf))) == [first]
+
+
 def test_slow_drift_away_from_the_daily_pattern_is_flagged() -> None:
     xs = seasonal(DAY * 5, seed=3)
     at = DAY * 3
