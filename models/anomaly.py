@@ -12,9 +12,10 @@ holiday at a taxi rank). Six surprises are measured against it:
 
 - ``spike``: the step from the previous value, once the seasonal baseline is taken out;
 - ``level``: the distance from the baseline: jumps, shifts and drifts;
-- ``shift``: moving averages of that distance over about 40 and about 4 values (each value clipped,
-  so one outlier counts as no more than a large ordinary value): sustained departures, small ones
-  and sudden ones (a till that stops: several zeros in a row where a zero never happens);
+- ``shift``: moving averages of that distance over about 40 and about 4 values: sustained departures,
+  small ones and sudden ones (a till that stops: several zeros in a row where a zero never happens).
+  The fast one clips each value, so one outlier counts as no more than a large ordinary value; the
+  slow one does not, so spikes that come thicker than usual also read as a shift;
 - ``flat``: log-ratio of the long-run to the recent step size: a stuck or flat-lined sensor;
 - ``volatility``: log-ratio of the recent to the long-run deseasonalised step: a series that starts
   to shake (oscillation, bursts);
@@ -327,7 +328,7 @@ class SeriesDetector:
         s, wv = where[1], where[3]
         d = x - base.lam * s - base.mu * wv  # deseasonalised
         rl = d - base.slow
-        sh = self.shift + self.shift_alpha * (rl - self.shift)
+        sh = self.shift + self.shift_alpha * (rl - self.shift)  # unclipped: it also sees spikes thicken
         # the fast shift averages clipped distances: a lone outlier is the level's business
         c = self.clip * self.cal.u[_LEVEL]
         rc = rl if self.n_mature < _SETTLE else (-c if rl < -c else (c if rl > c else rl))

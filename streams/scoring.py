@@ -116,6 +116,9 @@ class Scoring:
         watch = m.get("silence")
         if watch is None:
             watch = m["silence"] = SilenceWatch(factor=self.cfg.silence_factor)
+        # A gap no tick saw (a replay, or a worker catching up after a restart) is still an outage:
+        # it is raised here, and resolved at once just below.
+        self._device_silence(entity, state, ts, out)
         watch.observe(ts)
         silent = m.get("series", {}).get(SILENCE)
         if silent is not None:
