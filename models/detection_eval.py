@@ -3,7 +3,7 @@ and false alerts per hour. Pure functions over plain records (the truth file's r
 
 A firing alert *detects* a fault when it names the same source and entity, a metric the fault shows in
 (or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
-``tolerance_s``. Alerts matching no fault, and not explained by a known business event (a promotion), are
+``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the fault). Alerts matching no fault, and not explained by a known business event (a promotion), are
 false alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored.
 
 >>> truth = [{"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
@@ -13,6 +13,10 @@ false alerts. Faults before ``evaluate_from`` fall in the models' warm-up and ar
 >>> r = evaluate(truth, alerts, evaluate_from=0.0, evaluate_to=3600.0 * 2)
 >>> r.kinds["spike"].detected, r.kinds["spike"].times_to_detect, r.false_alerts, r.false_alerts_per_hour
 (1, [60.0], 1, 0.5)
+>>> outage = [{**truth[0], "kind": "dropout"}]
+>>> silence = [{"status": "firing", "source": "iot", "entity": "s/d", "metric": "reporting", "starts_at": 995.0}]
+>>> evaluate(outage, silence, 0.0, 7200.0).kinds["dropout"].detected
+1
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 
 SILENCE_METRIC = "reporting"
 TOLERANCE_S = 1800.0
+SILENCE_SLACK_S = 300.0  # longest usual gap between readings that the evaluation allows for
 
 
 @dataclass
@@ -74,7 +79,9 @@ def _matches(fault: Mapping, alert: Mapping, tolerance_s: float) -> bool:
     metrics = fault.get("metrics") or []
     if metrics and alert["metric"] not in metrics and alert["metric"] != SILENCE_METRIC:
         return False
-    return fault["start_ts"] <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
+    # a silence alert starts at the device's last reading, which comes just before the outage
+    slack = SILENCE_SLACK_S if alert["metric"] == SILENCE_METRIC else 0.0
+    return fault["start_ts"] - slack <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
 
 
 def evaluate(truth: Iterable[Mapping], alerts: Iterable[Mapping], evaluate_from: float, evaluate_to: float,
