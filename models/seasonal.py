@@ -115,7 +115,9 @@ class SeasonalBaseline:
         if t is None or not nb:
             return -1, 0.0, -1, 0.0
         p = self.period
-        k = int((t % p) * nb / p + 0.5)  # type: ignore[operator]
+        # bins start on the clock (19:55, 20:00, ...): opening hours, shifts and jobs change on the hour,
+        # and a bin straddling 20:00 would expect half of each side at closing time every day
+        k = int((t % p) * nb / p + 1e-6)  # type: ignore[operator]
         if k >= nb:
             k -= nb
         s = self.season[k] - self.season_sum / nb if self.ready else 0.0
