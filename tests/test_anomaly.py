@@ -211,6 +211,21 @@ def weekly(days: int, seed: int, holiday: int | None = None) -> list[float]:
     return xs
 
 
+def test_opening_and_closing_on_the_hour_are_learned_not_flagged() -> None:
+    # an air conditioner that runs while the shop is open, 08:00-20:00, read every 30 s
+    rng = random.Random(4)
+    det = SeriesDetector()
+    step, t0 = 30.0, 1_699_920_000.0  # midnight UTC
+    found = []
+    for i in range(int(4 * 86400 / step)):
+        t = t0 + i * step
+        hour = (t % 86400) / 3600
+        v = det.process_one((3400.0 if 8 <= hour < 20 else 1000.0) + rng.gauss(0, 30), t)
+        if v.is_anomaly and min(abs(hour - 8), abs(hour - 20)) < 0.25:
+            found.append(round(hour, 3))
+    assert found == []  # profile bins start on the clock: none straddles 08:00 or 20:00
+
+
 def test_weekends_are_learned_and_a_holiday_stands_out() -> None:
     holiday = 7 * 5 + 6  # a Wednesday in the sixth week
     xs = weekly(42, seed=5, holiday=holiday)
