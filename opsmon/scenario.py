@@ -43,6 +43,7 @@ class Scenario:
     devices_per_site: int = 4
     stores: int = 1
     web_sites: int = 1
+    end: float | None = None  # epoch seconds of the last simulated moment; None: two minutes ago
 
 
 @dataclass
@@ -99,7 +100,7 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
     stack.down(wipe=True)  # a fresh stack: the counts read back are this run's alone
     stack.up(["kafka", "victoria"])
     create_topics(s)
-    end = float(int(started) // 60 * 60 - 120)
+    end = sc.end if sc.end is not None else float(int(started) // 60 * 60 - 120)
     start = end - sc.days * 86400
     truth_path = out / "truth.jsonl"
     sim = Simulator(seed=sc.seed, sites=sc.sites, devices_per_site=sc.devices_per_site, stores=sc.stores,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -16,8 +18,26 @@ console = Console()
 DEFAULT_OUT = Path("out/scenario")
 
 
+def parse_end(text: str) -> float:
+    """``--end`` as epoch seconds: ISO 8601, UTC unless it names a zone, and not in the future.
+
+    >>> parse_end("2026-11-20T20:00")
+    1795204800.0
+    """
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO 8601 date-time (e.g. 2026-11-20T20:00)",
+                                 param_hint="--end") from exc
+    ts = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if ts > time.time():
+        raise typer.BadParameter("must not be in the future (the time-series server drops future points)",
+                                 param_hint="--end")
+    return ts
+
+
 def scenario(
-    days: float = typer.Option(2.5, help="Simulated days, ending now."),
+    days: float = typer.Option(2.5, help="Simulated days, ending at --end."),
     warmup_hours: float = typer.Option(36.0, help="Leading hours not scored: the models learn there."),
     rate: float = typer.Option(2.0, help="Average simulated events per second, all sources."),
     faults_per_hour: float = typer.Option(0.5, help="Random faults injected per simulated hour."),
@@ -25,12 +45,14 @@ def scenario(
     devices: int = typer.Option(4, help="Devices per site."),
     out: Path = typer.Option(DEFAULT_OUT, help="Truth, worker log, report.json."),
     keep_stack: bool = typer.Option(False, help="Leave the run's own stack up (to look at its data)."),
+    end: str = typer.Option("", help="Last simulated moment, ISO 8601 (UTC unless a zone is given), in the "
+                                     "past; default now. The same --end and --seed give the same events."),
 ) -> None:
     """Per fault kind: detected or not, time to detect; and false alerts per hour, after the warm-up."""
     from opsmon.scenario import Scenario, run_scenario
 
     sc = Scenario(days=days, warmup_hours=warmup_hours, rate=rate, faults_per_hour=faults_per_hour, seed=seed,
-                  devices_per_site=devices)
+                  devices_per_site=devices, end=parse_end(end) if end else None)
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as bar:
         tasks = {name: bar.add_task(name, total=1.0) for name in ("simulate", "process")}
