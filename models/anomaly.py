@@ -53,6 +53,7 @@ decay, soon take it as normal.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -62,7 +63,9 @@ from models.surprise import SurpriseCalibrator
 if TYPE_CHECKING:
     from models.business_calendar import BusinessCalendar
 
-# Bump when the meaning or layout of the pickled state changes; old states are then refused.
+_log = logging.getLogger(__name__)
+
+# Bump when the meaning or layout of the pickled state changes; an old state then restarts learning.
 # 2: seasonal baseline and surprise calibrator in their own objects; weekly correction, fast shift,
 # volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
 # episode judged against the others. 4: the worst surprise of the open event (escalation).
@@ -95,10 +98,6 @@ _STEP_ALPHA = 0.005  # long-run mean step sizes
 _SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
              "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
              "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar")
-
-
-class StateVersionError(ValueError):
-    """A pickled detector was written by an incompatible version of this module."""
 
 
 class Verdict(NamedTuple):
@@ -308,7 +307,15 @@ class SeriesDetector:
     def __setstate__(self, state: dict[str, Any]) -> None:
         version = state.pop("state_version", None)
         if version != STATE_VERSION:
-            raise StateVersionError(f"detector state version {version}, this code reads {STATE_VERSION}")
+            # What an older release learned means something else here: learn afresh, with the same
+            # settings, rather than stop a worker that restores its tables after an upgrade.
+            _log.warning("detector state version %s, this code reads %s: learning restarts", version,
+                         STATE_VERSION)
+            try:
+                state = SeriesDetector(**{k: state[k] for k in _SETTINGS if k in state}).__dict__
+            except (TypeError, ValueError):  # settings that no longer exist or hold
+                state = SeriesDetector().__dict__
+            self.relearned_from = version
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ internals

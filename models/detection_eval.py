@@ -3,8 +3,9 @@ and false alerts per hour. Pure functions over plain records (the truth file's r
 
 A firing alert *detects* a fault when it names the same source and entity, a metric the fault shows in
 (or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
-``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the fault). Alerts matching no fault, and not explained by a known business event (a promotion), are
-false alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored.
+``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the
+fault). Alerts matching no fault, and not explained by a known business event (a promotion), are false
+alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored.
 
 >>> truth = [{"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
 ...           "start_ts": 1000.0, "end_ts": 1300.0}]

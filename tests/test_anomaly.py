@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from models.anomaly import STATE_VERSION, SeriesDetector, StateVersionError, Verdict
+from models.anomaly import STATE_VERSION, SeriesDetector, Verdict
 from models.business_calendar import BusinessCalendar, CalendarError
 from models.silence import SilenceWatch
 
@@ -315,12 +315,17 @@ def test_pickle_round_trip_gives_identical_next_scores() -> None:
     assert run(nxt, det, start=DAY * 3) == run(nxt, copy, start=DAY * 3)
 
 
-def test_state_of_another_version_is_refused() -> None:
-    state = trained(days=1).__getstate__()
-    state["state_version"] = STATE_VERSION + 1
+def test_state_of_another_version_restarts_learning_with_its_settings() -> None:
+    # after an upgrade a worker restores its tables: an old state must not stop it, nor be misread
+    old = SeriesDetector(threshold=0.7, warmup=40)
+    run(seasonal(DAY, seed=1), old)
+    state = old.__getstate__()
+    state["state_version"] = STATE_VERSION - 1
     det = SeriesDetector.__new__(SeriesDetector)
-    with pytest.raises(StateVersionError):
-        det.__setstate__(state)
+    det.__setstate__(state)
+    assert det.n == 0 and not det.warmed_up and det.relearned_from == STATE_VERSION - 1
+    assert (det.threshold, det.warmup) == (0.7, 40)
+    assert run(seasonal(DAY, seed=2), det) == run(seasonal(DAY, seed=2), SeriesDetector(threshold=0.7, warmup=40))
 
 
 def test_score_one_does_not_learn_and_learn_one_returns_none() -> None:
