@@ -104,7 +104,10 @@ def test_an_anomaly_is_one_alert_then_resolved_and_a_false_positive_silences_the
     end = _publish(s, entity, again, _normal(100, seed=3) + [15.0] + _normal(10, seed=4))
     assert eventually(_processed(worker, 600 + 1 + 30 + 111), bool, timeout=60)
     time.sleep(8)  # longer than Alertmanager's group_wait
-    assert _of(webhook, entity, "firing") == fired, "no second alert after the false positive"
+    paged = _of(webhook, entity, "firing")
+    assert {i for i in paged if ":temperature:" in i} == fired, "no second alert after the false positive"
+    # the day without readings was an outage of the freezer: reported when it came back
+    assert [i for i in paged if ":reporting:" in i], paged
     assert end > again
 
 
