@@ -37,7 +37,7 @@ import string
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,12 +176,14 @@ def influxdb(home: Path, port: int, database: str) -> ServiceSpec:
                        binds=(port, rpc_port), after_start=after_start)
 
 
-def alertmanager(home: Path, port: int, webhook_url: str) -> ServiceSpec:
-    """prometheus-alertmanager, one route to ``webhook_url``, gossip off."""
+def alertmanager(home: Path, port: int, webhook_url: str, boards_only: Sequence[str] = ("info",)) -> ServiceSpec:
+    """prometheus-alertmanager, gossip off: alerts to ``webhook_url``, except those whose severity is in
+    ``boards_only``, which go to a receiver that notifies no one (the boards and Alertmanager list them)."""
     base = f"http://127.0.0.1:{port}"
 
     def prepare() -> list[str]:
-        conf = render("alertmanager.yml", home / "alertmanager.yml", webhook_url=webhook_url)
+        conf = render("alertmanager.yml", home / "alertmanager.yml", webhook_url=webhook_url,
+                      boards_only="|".join(boards_only) or "-")
         (home / "data").mkdir(parents=True, exist_ok=True)
         return [
             find_binary("prometheus-alertmanager"),

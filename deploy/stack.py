@@ -73,7 +73,7 @@ class Stack:
             "victoria": services.victoria(self.root / "victoria", s.stack_victoria_port),
             "influxdb": services.influxdb(self.root / "influxdb", s.stack_influxdb_port, s.influx_bucket),
             "alertmanager": services.alertmanager(self.root / "alertmanager", s.stack_alertmanager_port,
-                                                  str(webhook)),
+                                                  str(webhook), s.boards_only_severities),
             "mosquitto": services.mosquitto(self.root / "mosquitto", s.stack_mosquitto_port),
         }
 

@@ -9,7 +9,9 @@ re-pages nor forgets an open alert.
 - cooldown: no new alert for ``cooldown_s`` after one resolved;
 - people's feedback: a false positive raises the score needed to open for that series to just above the
   score of the alert that was wrong, for ``fp_memory_s`` (a week); a clearly stronger anomaly still alerts;
-- withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous.
+- withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous;
+- escalation: an open alert whose score grows into a higher severity is announced again with it, so an
+  ``info`` alert (boards only) that turns out serious still pages.
 
 >>> a = SeriesAlerts()
 >>> a.observe(t=0, score=0.9, flagged=True)
@@ -18,6 +20,10 @@ re-pages nor forgets an open alert.
 [None, None, 'resolve']
 >>> a.observe(t=240, score=0.95, flagged=True) is None  # within the cooldown
 True
+>>> a.observe(t=1200, score=0.55, flagged=True), a.severity
+('open', 'info')
+>>> a.observe(t=1260, score=0.7, flagged=False), a.severity  # still open, and now worth a page
+('escalate', 'warning')
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ def severity(score: float) -> str:
     ('critical', 'warning', 'info')
     """
     return next(name for floor, name in SEVERITIES if score >= floor)
+
+
+def severity_rank(name: str) -> int:
+    """0 for ``info``, 1 for ``warning``, 2 for ``critical``: for routing by a minimum severity."""
+    return [n for _, n in reversed(SEVERITIES)].index(name)
 
 
 @dataclass
@@ -56,17 +67,19 @@ class SeriesAlerts:
     resolved_at: float = -1e18
     fp_floor: float = 0.0  # score an alert must beat after a false positive
     fp_at: float = -1e18
+    severity: str = "info"  # severity the open (or latest) alert was announced with
 
     def required(self, t: float) -> float:
         """Score an alert must exceed to open now: raised for ``fp_memory_s`` after a false positive."""
         return self.fp_floor if t - self.fp_at < self.fp_memory_s else 0.0
 
     def observe(self, t: float, score: float, flagged: bool) -> str | None:
-        """Fold in one verdict; returns ``"open"``, ``"resolve"`` or None."""
+        """Fold in one verdict; returns ``"open"``, ``"escalate"``, ``"resolve"`` or None."""
         if self.open_since is None:
             if flagged and t - self.resolved_at >= self.cooldown_s and score > self.required(t):
                 self.open_since, self.open_score, self.peak_score, self.calm = t, score, score, 0
                 self.last_start = t
+                self.severity = severity(score)
                 return "open"
             return None
         self.peak_score = max(self.peak_score, score)
@@ -74,12 +87,16 @@ class SeriesAlerts:
         if self.calm >= self.resolve_after:
             self.open_since, self.resolved_at = None, t
             return "resolve"
+        if severity_rank(severity(self.peak_score)) > severity_rank(self.severity):
+            self.severity = severity(self.peak_score)
+            return "escalate"
         return None
 
     def open_now(self, t: float, score: float) -> None:
         """Open an alert decided elsewhere (missing data), bypassing the score rules."""
         self.open_since = self.last_start = t
         self.open_score = self.peak_score = score
+        self.severity = severity(score)
         self.calm = 0
 
     def close_now(self, t: float) -> float | None:

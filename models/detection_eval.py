@@ -5,7 +5,9 @@ A firing alert *detects* a fault when it names the same source and entity, a met
 (or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
 ``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the
 fault). Alerts matching no fault, and not explained by a known business event (a promotion), are false
-alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored.
+alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored. An alert announced
+again (escalated) is still one alert. ``pages`` keeps what reached on-call: alerts at a paging severity, as
+of the moment they reached it.
 
 >>> truth = [{"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
 ...           "start_ts": 1000.0, "end_ts": 1300.0}]
@@ -18,6 +20,13 @@ alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not 
 >>> silence = [{"status": "firing", "source": "iot", "entity": "s/d", "metric": "reporting", "starts_at": 995.0}]
 >>> evaluate(outage, silence, 0.0, 7200.0).kinds["dropout"].detected
 1
+>>> weak = {**alerts[0], "id": "a", "severity": "info"}
+>>> grown = {**weak, "severity": "warning", "escalated_from": "info", "escalated_at": 1200.0}
+>>> evaluate(truth, [weak, grown], 0.0, 7200.0).false_alerts  # one alert, announced twice
+0
+>>> paged = pages([weak, grown], boards_only=("info",))
+>>> [(a["severity"], a["starts_at"]) for a in paged]  # paged when it grew
+[('warning', 1200.0)]
 """
 
 from __future__ import annotations
@@ -85,13 +94,32 @@ def _matches(fault: Mapping, alert: Mapping, tolerance_s: float) -> bool:
     return fault["start_ts"] - slack <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
 
 
+def _first_firing(alerts: Iterable[Mapping]) -> list[Mapping]:
+    """The first firing event of each alert (an escalated alert is announced again under the same id)."""
+    seen: set = set()
+    first = []
+    for a in alerts:
+        key = a.get("id") or id(a)
+        if a["status"] == "firing" and key not in seen:
+            seen.add(key)
+            first.append(a)
+    return first
+
+
+def pages(alerts: Iterable[Mapping], boards_only: Iterable[str]) -> list[dict]:
+    """The alerts that paged: the first announcement of each at a paging severity, dated when it was made."""
+    skip = set(boards_only)
+    paging = [a for a in alerts if a["status"] == "firing" and a["severity"] not in skip]
+    return [{**a, "starts_at": a.get("escalated_at") or a["starts_at"]} for a in _first_firing(paging)]
+
+
 def evaluate(truth: Iterable[Mapping], alerts: Iterable[Mapping], evaluate_from: float, evaluate_to: float,
              tolerance_s: float = TOLERANCE_S) -> DetectionReport:
     """Match firing alerts to faults that start in [evaluate_from, evaluate_to)."""
     rows = list(truth)
     faults = [f for f in rows if f.get("fault", True) and evaluate_from <= f["start_ts"] < evaluate_to]
     business = [f for f in rows if not f.get("fault", True)]
-    firing = [a for a in alerts if a["status"] == "firing" and evaluate_from <= a["starts_at"] < evaluate_to]
+    firing = [a for a in _first_firing(alerts) if evaluate_from <= a["starts_at"] < evaluate_to]
     kinds: dict[str, KindResult] = {}
     used: set[int] = set()
     for f in faults:

@@ -19,7 +19,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from deploy.stack import Stack
-from models.detection_eval import DetectionReport, evaluate
+from models.detection_eval import DetectionReport, evaluate, pages
 from opsmon.settings import Settings
 from opsmon.sim.engine import Simulator
 from opsmon.sim.faults import TruthWriter, read_truth
@@ -48,9 +48,10 @@ class Scenario:
 
 @dataclass
 class ScenarioResult:
-    """The detection report plus the cross-checks."""
+    """The detection reports (all alerts, the boards; pages, on-call) plus the cross-checks."""
 
     report: DetectionReport
+    pages: DetectionReport
     events: int
     faults: int
     alerts_on_topic: int
@@ -120,9 +121,11 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
         if not keep_stack:
             stack.down(wipe=True)
     rows = read_truth(truth_path)
-    report = evaluate(rows, alerts, evaluate_from=start + sc.warmup_hours * 3600, evaluate_to=end)
+    scored = (start + sc.warmup_hours * 3600, end)
+    report = evaluate(rows, alerts, *scored)
+    paged = evaluate(rows, pages(alerts, s.boards_only_severities), *scored)
     firing = sum(1 for a in alerts if a["status"] == "firing")
-    return ScenarioResult(report, stats.events, sum(1 for r in rows if r.get("fault", True)), firing, in_tsdb,
+    return ScenarioResult(report, paged, stats.events, sum(1 for r in rows if r.get("fault", True)), firing, in_tsdb,
                           time.time() - started)
 
 

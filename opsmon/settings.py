@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEVERITIES = ("info", "warning", "critical")  # lowest first
 
 
 class Settings(BaseSettings):
@@ -67,6 +70,9 @@ class Settings(BaseSettings):
     # Where the local stack's Alertmanager sends notifications (its one receiver; production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
     alert_webhook_url: str | None = None
+    # Alerts below this severity are for the boards: the local Alertmanager routes them to no receiver and
+    # the plain webhook skips them. An open alert that grows into it is announced again, and then pages.
+    page_min_severity: Literal["info", "warning", "critical"] = "warning"
     alert_resend_seconds: float = 60.0
     incident_window_seconds: float = 600.0
     stock_lead_time_days: float = 2.0  # an item is at risk when it runs out before a new order could arrive
@@ -109,6 +115,11 @@ class Settings(BaseSettings):
     def dlq_topics(self) -> dict[str, str]:
         """Dead-letter topic for each source topic."""
         return {t: t + self.dlq_suffix for t in (self.topic_iot, self.topic_pos, self.topic_web, self.topic_stock)}
+
+    @property
+    def boards_only_severities(self) -> tuple[str, ...]:
+        """Severities below ``page_min_severity``: shown on the boards, paged to no one."""
+        return SEVERITIES[:SEVERITIES.index(self.page_min_severity)]
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``OPSMON_*`` environment variables, for a child process."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Collection
 from datetime import UTC, datetime
 
 import httpx
@@ -55,6 +56,20 @@ def to_alertmanager(ev: AlertEvent, now: float, resend_s: float) -> dict:
         "endsAt": _iso(ends),
         "generatorURL": ev.dashboard,
     }
+
+
+def alertmanager_alerts(ev: AlertEvent, now: float, resend_s: float) -> list[dict]:
+    """What Alertmanager gets for an alert event: an escalated alert also resolves its former self.
+
+    Alertmanager knows an alert by its labels, severity among them (routes match on it), so the alert
+    under its former severity would otherwise stay firing until its ``endsAt``.
+    """
+    alerts = [to_alertmanager(ev, now, resend_s)]
+    if ev.escalated_from and ev.status == "firing":
+        former = msgspec.structs.replace(ev, severity=ev.escalated_from, status="resolved",
+                                         ends_at=ev.escalated_at, escalated_from="")
+        alerts.append(to_alertmanager(former, now, resend_s))
+    return alerts
 
 
 class _RetryingPoster:
@@ -102,13 +117,19 @@ class AlertmanagerSink(_RetryingPoster):
     async def send(self, events: list[AlertEvent], now: float) -> None:
         """Deliver (or re-send) these alerts."""
         if events:
-            await self.post([to_alertmanager(ev, now, self.resend_s) for ev in events])
+            await self.post([a for ev in events for a in alertmanager_alerts(ev, now, self.resend_s)])
 
 
 class WebhookSink(_RetryingPoster):
-    """Posts each alert event as JSON to a plain webhook (chat tools, ticketing, custom receivers)."""
+    """Posts each alert event as JSON to a plain webhook (chat tools, ticketing, custom receivers),
+    except those of a severity in ``skip`` (for the boards only)."""
+
+    def __init__(self, url: str, skip: Collection[str] = (), **kw: object) -> None:
+        super().__init__(url, **kw)  # type: ignore[arg-type]
+        self.skip = frozenset(skip)
 
     async def send(self, events: list[AlertEvent], now: float) -> None:  # noqa: ARG002
         """Deliver these alerts."""
         for ev in events:
-            await self.post(msgspec.to_builtins(ev))
+            if ev.severity not in self.skip:
+                await self.post(msgspec.to_builtins(ev))

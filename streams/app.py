@@ -132,7 +132,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     if settings.alertmanager_url:
         rt.alert_sinks.append(AlertmanagerSink(settings.alertmanager_url, resend_s=settings.alert_resend_seconds))
     if settings.alert_webhook_url:
-        rt.alert_sinks.append(WebhookSink(settings.alert_webhook_url))
+        rt.alert_sinks.append(WebhookSink(settings.alert_webhook_url, skip=settings.boards_only_severities))
     app.opsmon = rt  # type: ignore[attr-defined]
     parts = settings.kafka_partitions
 
@@ -220,10 +220,10 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             alert_index.send_changelog(part, ev.id, record)
             # On the boards first: a receiver that is down delays delivery, not what people see.
             t = ev.starts_at if ev.status == "firing" else (ev.ends_at or ev.starts_at)
-            await rt.sink.write([line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric,
-                                                "severity": ev.severity, "state": ev.status},
-                                      {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
-                                       "open": 1.0 if ev.status == "firing" else 0.0}, int(t * 1000))])
+            points = [_alert_point(ev, ev.severity, ev.status, t)]
+            if ev.escalated_from and ev.escalated_at is not None:  # the boards close it under its former severity
+                points.append(_alert_point(ev, ev.escalated_from, "resolved", ev.escalated_at))
+            await rt.sink.write(points)
             await _deliver_alerts(rt, [ev])
 
     stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
@@ -389,6 +389,14 @@ def _committed_lag(app: faust.App, topics: dict[str, str]) -> dict[str, int]:
         if src and high is not None and committed is not None:
             lag[src] = lag.get(src, 0) + max(0, high - committed)
     return lag
+
+
+def _alert_point(ev: AlertEvent, severity: str, status: str, t: float) -> str:
+    """The ``alert`` measurement's point: open=1 as it fires, open=0 as it resolves."""
+    return line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric, "severity": severity,
+                          "state": status},
+                {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
+                 "open": 1.0 if status == "firing" else 0.0}, int(t * 1000))
 
 
 async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:

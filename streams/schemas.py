@@ -281,6 +281,9 @@ class AlertEvent(msgspec.Struct, kw_only=True):
     note: str = ""
     incident: str = ""
     first_cause: str = ""
+    # Set on the re-announcement of an open alert whose score grew into a higher severity.
+    escalated_from: Literal["", "warning", "info"] = ""
+    escalated_at: float | None = None
 
 
 class Feedback(msgspec.Struct, kw_only=True):

@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.alerting import SeriesAlerts, severity
+from models.alerting import SeriesAlerts
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
 from models.silence import SilenceWatch
 from sinks.lineproto import line
@@ -239,6 +239,7 @@ class Scoring:
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,
                write_every: float) -> None:
         sm.last_verdict = v
+        announced = sm.alerts.severity
         transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
         if v.reason != "closed" and (v.is_anomaly or transition or ts - sm.last_written >= write_every):
             sm.last_written = ts
@@ -254,21 +255,29 @@ class Scoring:
             out.counts["anomalies"] += 1
         if transition == "open":
             self._alert(out, entity, metric, sm, "firing", ts, None, v)
+        elif transition == "escalate":
+            assert sm.alerts.open_since is not None
+            self._alert(out, entity, metric, sm, "firing", sm.alerts.open_since, None, v,
+                        escalated=(announced, ts))
         elif transition == "resolve":
             assert sm.alerts.resolved_at is not None
             self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)
 
     def _alert(self, out: Output, entity: str, metric: str, sm: SeriesModel, status: str, start: float,
-               end: float | None, v: Verdict, note: str = "", explanation: str = "") -> None:
-        score = sm.alerts.peak_score if status == "resolved" else v.score
+               end: float | None, v: Verdict, note: str = "", explanation: str = "",
+               escalated: tuple[str, float] | None = None) -> None:
+        """An alert event with the severity its policy announced; ``escalated``: (severity it had, when)."""
+        score = sm.alerts.peak_score if status == "resolved" or escalated else v.score
+        was, escalated_at = escalated or ("", None)
         out.alerts.append(AlertEvent(
-            id=alert_id(self.source, entity, metric, start), status=status, severity=severity(score),
+            id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
             source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
             kind=v.reason or "level", score=round(score, 4), observed=v.observed, expected=_finite(v.expected),
             lower=_finite(v.lower), upper=_finite(v.upper),
             explanation=explanation or self.explain(entity, metric, v),
             runbook=RUNBOOKS.get((self.source, metric), "Open the board and compare with the same time last week."),
-            dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note))
+            dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note,
+            escalated_from=was, escalated_at=escalated_at))
         out.counts["alerts_" + status] += 1
 
     def explain(self, entity: str, metric: str, v: Verdict) -> str:

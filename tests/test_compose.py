@@ -122,7 +122,20 @@ def test_alertmanager_example_config_is_valid() -> None:
     result = subprocess.run([amtool, "check-config", str(DEPLOY / "compose" / "alertmanager.yml")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 receivers" in result.stdout
+    assert "4 receivers" in result.stdout
+
+
+def test_alertmanager_example_config_pages_on_call_for_critical_and_nobody_for_info() -> None:
+    def receiver(*labels: str) -> str:
+        result = subprocess.run(["amtool", "config", "routes", "test",
+                                 f"--config.file={DEPLOY / 'compose' / 'alertmanager.yml'}", *labels],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert receiver("severity=critical", "source=iot") == "on-call"
+    assert receiver("severity=warning", "source=pos") == "operations-chat"
+    assert receiver("severity=info", "source=iot") == "boards-only"
 
 
 def test_dockerfile_copies_what_exists_and_runs_opsmon() -> None:

@@ -176,3 +176,18 @@ def test_late_data_that_corrects_an_alerting_window_withdraws_the_alert() -> Non
     out = p.process(late, now=base + 200)
     withdrawn = [a for a in out.alerts if a.status == "resolved" and a.id in {f.id for f in fired}]
     assert withdrawn and withdrawn[0].note.startswith("withdrawn")
+
+
+def test_an_alert_that_grows_into_a_higher_severity_is_announced_again_and_resolves_with_it() -> None:
+    # A low threshold, so a drift opens its alert while still weak (info) and keeps growing.
+    scoring = Scoring("iot", ScoringConfig(warmup=100, window_warmup=60, threshold=0.3))
+    base = normal(700)
+    drift = [x + 0.02 * i for i, x in enumerate(base[600:])]
+    _, alerts, _ = reading_stream(scoring, normal(600) + drift + normal(30, seed=1))
+    opened, escalated, resolved = alerts
+    assert (opened.status, opened.severity, opened.escalated_from) == ("firing", "info", "")
+    assert escalated.id == opened.id == resolved.id and escalated.starts_at == opened.starts_at
+    assert escalated.status == "firing" and escalated.severity in ("warning", "critical")
+    assert escalated.escalated_from == "info" and escalated.escalated_at > opened.starts_at
+    assert escalated.score > opened.score
+    assert resolved.status == "resolved" and resolved.severity == escalated.severity  # the labels it fired with

@@ -36,6 +36,10 @@ def parse_end(text: str) -> float:
     return ts
 
 
+def _minutes(seconds: float | None) -> str:
+    return f"{seconds / 60:.1f} min" if seconds is not None else "-"
+
+
 def scenario(
     days: float = typer.Option(2.5, help="Simulated days, ending at --end."),
     warmup_hours: float = typer.Option(36.0, help="Leading hours not scored: the models learn there."),
@@ -53,25 +57,29 @@ def scenario(
 
     sc = Scenario(days=days, warmup_hours=warmup_hours, rate=rate, faults_per_hour=faults_per_hour, seed=seed,
                   devices_per_site=devices, end=parse_end(end) if end else None)
+    settings = Settings()
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as bar:
         tasks = {name: bar.add_task(name, total=1.0) for name in ("simulate", "process")}
-        result = run_scenario(Settings(), sc, out, lambda what, share: bar.update(tasks[what], completed=share),
+        result = run_scenario(settings, sc, out, lambda what, share: bar.update(tasks[what], completed=share),
                               keep_stack=keep_stack)
-    r = result.report
+    r, p = result.report, result.pages
     table = Table(title=f"detection after {warmup_hours:g} h of warm-up, {r.hours:.1f} h scored")
-    for col in ("fault kind", "faults", "detected", "recall", "median time to detect"):
+    for col in ("fault kind", "faults", "alerted", "median time to alert", "paged", "median time to page"):
         table.add_column(col, justify="left" if col == "fault kind" else "right")
     for kind, kr in sorted(r.kinds.items()):
-        ttd = f"{kr.median_ttd / 60:.1f} min" if kr.median_ttd is not None else "-"
-        table.add_row(kind, str(kr.faults), str(kr.detected), f"{kr.recall:.0%}", ttd)
+        kp = p.kinds[kind]
+        table.add_row(kind, str(kr.faults), str(kr.detected), _minutes(kr.median_ttd), str(kp.detected),
+                      _minutes(kp.median_ttd))
     console.print(table)
-    console.print(f"false alerts: {r.false_alerts} ({r.false_alerts_per_hour:.2f} per hour); alerts during known "
-                  f"business events (promotions): {r.business_alerts}")
+    console.print(f"false alerts (boards): {r.false_alerts} ({r.false_alerts_per_hour:.2f} per hour); false pages "
+                  f"(on-call, {settings.page_min_severity} and above): {p.false_alerts} "
+                  f"({p.false_alerts_per_hour:.2f} per hour); alerts during known business events (promotions): "
+                  f"{r.business_alerts}")
     console.print(f"{result.events:,} events, {result.faults} faults; firing alerts on the alerts topic: "
                   f"{result.alerts_on_topic}, in the time-series server: {result.alerts_in_tsdb}; "
                   f"{result.wall_seconds:.0f} s")
-    summary = {**r.as_dict(), "events": result.events, "faults": result.faults,
+    summary = {**r.as_dict(), "pages": p.as_dict(), "events": result.events, "faults": result.faults,
                "alerts_on_topic": result.alerts_on_topic, "alerts_in_tsdb": result.alerts_in_tsdb,
                "scenario": vars(sc), "unmatched": r.unmatched[:50]}
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import random
@@ -9,13 +10,16 @@ import time
 from collections.abc import Callable, Iterator
 
 import httpx
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from deploy.stack import Stack
 from opsmon.cli import app as cli
 from opsmon.settings import Settings
+from sinks.alerts import AlertmanagerSink
 from streams.publisher import Publisher
+from streams.schemas import AlertEvent
 from tests.events import iot, raw
 from tests.integration.harness import WebhookReceiver, WorkerProcess
 from tests.tsdb import eventually
@@ -161,3 +165,37 @@ def test_a_silence_mutes_an_entity_during_planned_work(
     assert muted and muted[0]["status"]["state"] == "suppressed" and muted[0]["status"]["silencedBy"]
     time.sleep(5)  # longer than group_wait: a notification would have gone out by now
     assert _of(webhook, entity, "firing") == set(), "no page for a silenced entity"
+
+
+def test_info_alerts_stay_on_the_boards_until_they_escalate_and_then_page(
+        stack: Stack, stack_settings: Settings, webhook: WebhookReceiver) -> None:
+    entity = "route-site/chiller-1"
+    start = time.time() - 120
+    first = AlertEvent(id=f"iot:{entity}:temperature:{start:.0f}", status="firing", severity="info", source="iot",
+                       entity=entity, group="route-site", metric="temperature", kind="shift", score=0.55,
+                       observed=6.0, expected=4.0, lower=3.0, upper=5.0, explanation="", runbook="", dashboard="",
+                       starts_at=start, incident=f"route-site@{start:.0f}")
+    am = f"http://127.0.0.1:{stack.status()['alertmanager'].port}"
+
+    def listed() -> dict[str, str]:
+        """Severity -> state of this entity's alerts in Alertmanager's own list."""
+        return {a["labels"]["severity"]: a["status"]["state"] for a in httpx.get(f"{am}/api/v2/alerts").json()
+                if a["labels"]["entity"] == entity}
+
+    async def send(ev: AlertEvent) -> None:
+        sink = AlertmanagerSink(am)
+        await sink.send([ev], now=time.time())
+        await sink.close()
+
+    asyncio.run(send(first))
+    assert eventually(listed, bool, timeout=10) == {"info": "active"}, "Alertmanager lists the info alert"
+    time.sleep(5)  # longer than group_wait: a notification would have gone out by now
+    assert _of(webhook, entity, "firing") == set(), "an info alert pages no one"
+    grown = msgspec.structs.replace(first, severity="warning", score=0.7, escalated_from="info",
+                                    escalated_at=time.time())
+    asyncio.run(send(grown))
+    paged = eventually(lambda: [a for a in webhook.alerts("firing") if a["labels"]["entity"] == entity], bool,
+                       timeout=30)
+    assert [a["labels"]["severity"] for a in paged] == ["warning"]
+    assert eventually(listed, lambda v: v == {"warning": "active"}, timeout=10) == {"warning": "active"}, \
+        "its former self is resolved, not left firing until it times out"

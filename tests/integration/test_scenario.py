@@ -28,4 +28,7 @@ def test_scenario_report_agrees_with_the_truth_the_topic_and_the_server(
     scored = [r for r in truth if r["start_ts"] >= truth[0]["start_ts"] and r["kind"] in report["kinds"]]
     assert sum(k["faults"] for k in report["kinds"].values()) <= len(scored)
     assert sum(k["detected"] for k in report["kinds"].values()) >= 1
-    assert "fault kind" in result.output and "false alerts" in result.output
+    paged = report["pages"]
+    assert paged["kinds"].keys() == report["kinds"].keys() and paged["hours"] == report["hours"]
+    assert paged["false_alerts"] <= report["alerts_on_topic"], "pages are some of the alerts"
+    assert "fault kind" in result.output and "false alerts" in result.output and "false pages" in result.output
