@@ -10,8 +10,9 @@ re-pages nor forgets an open alert.
 - people's feedback: a false positive raises the score needed to open for that series to just above the
   score of the alert that was wrong, for ``fp_memory_s`` (a week); a clearly stronger anomaly still alerts;
 - withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous;
-- escalation: an open alert whose score grows into a higher severity is announced again with it, so an
-  ``info`` alert (boards only) that turns out serious still pages.
+- escalation: an open alert whose score grows into a higher severity is announced again with it, and a
+  weak (``info``) alert still open after ``persist_s`` becomes a ``warning``: a boards-only alert that
+  turns out serious, or lasting (a checkout failing for minutes), still pages.
 
 >>> a = SeriesAlerts()
 >>> a.observe(t=0, score=0.9, flagged=True)
@@ -23,6 +24,11 @@ True
 >>> a.observe(t=1200, score=0.55, flagged=True), a.severity
 ('open', 'info')
 >>> a.observe(t=1260, score=0.7, flagged=False), a.severity  # still open, and now worth a page
+('escalate', 'warning')
+>>> b = SeriesAlerts(persist_s=300)
+>>> b.observe(t=0, score=0.52, flagged=True), b.observe(t=240, score=0.4, flagged=False)
+('open', None)
+>>> b.observe(t=300, score=0.4, flagged=False), b.severity  # weak, but it lasts
 ('escalate', 'warning')
 """
 
@@ -54,6 +60,7 @@ class SeriesAlerts:
     resolve_below: float = 0.3
     resolve_after: int = 3
     cooldown_s: float = 900.0
+    persist_s: float = 300.0  # an info alert open this long is a warning
     # After a false positive a new alert must be rarer by this factor in decades (and by one decade at
     # least): scores map to rarity as decades = d * s / (1 - s), d = the detector's FLAG_DECADES.
     fp_margin: float = 0.1
@@ -87,8 +94,11 @@ class SeriesAlerts:
         if self.calm >= self.resolve_after:
             self.open_since, self.resolved_at = None, t
             return "resolve"
-        if severity_rank(severity(self.peak_score)) > severity_rank(self.severity):
-            self.severity = severity(self.peak_score)
+        now = severity(self.peak_score)
+        if now == "info" and t - self.open_since >= self.persist_s:
+            now = "warning"
+        if severity_rank(now) > severity_rank(self.severity):
+            self.severity = now
             return "escalate"
         return None
 

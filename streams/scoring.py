@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from models.alerting import SeriesAlerts
+from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
 from models.silence import SilenceWatch
 from sinks.lineproto import line
@@ -257,8 +257,10 @@ class Scoring:
             self._alert(out, entity, metric, sm, "firing", ts, None, v)
         elif transition == "escalate":
             assert sm.alerts.open_since is not None
-            self._alert(out, entity, metric, sm, "firing", sm.alerts.open_since, None, v,
-                        escalated=(announced, ts))
+            grew = severity(sm.alerts.peak_score) == sm.alerts.severity
+            self._alert(out, entity, metric, sm, "firing", sm.alerts.open_since, None, v, escalated=(announced, ts),
+                        note="escalated: its score grew" if grew else
+                        f"escalated: still anomalous after {(ts - sm.alerts.open_since) / 60:.0f} min")
         elif transition == "resolve":
             assert sm.alerts.resolved_at is not None
             self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)

@@ -189,5 +189,5 @@ def test_an_alert_that_grows_into_a_higher_severity_is_announced_again_and_resol
     assert escalated.id == opened.id == resolved.id and escalated.starts_at == opened.starts_at
     assert escalated.status == "firing" and escalated.severity in ("warning", "critical")
     assert escalated.escalated_from == "info" and escalated.escalated_at > opened.starts_at
-    assert escalated.score > opened.score
+    assert escalated.score > opened.score and escalated.note == "escalated: its score grew"
     assert resolved.status == "resolved" and resolved.severity == escalated.severity  # the labels it fired with
