@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     default_calendar: str = ""  # empty: always open
     timezone: str = "UTC"  # of the calendars
     alertmanager_url: str | None = "http://127.0.0.1:19193"  # empty: no Alertmanager
-    # Where the local stack's Alertmanager sends notifications (its one receiver; production routes differ).
+    # Where the local stack's Alertmanager sends the alerts that page (production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
     alert_webhook_url: str | None = None
     # Alerts below this severity are for the boards: the local Alertmanager routes them to no receiver and
