@@ -37,6 +37,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 SEVERITIES = ((0.8, "critical"), (0.6, "warning"), (0.0, "info"))
+SEVERITY_ORDER = tuple(name for _, name in reversed(SEVERITIES))  # lowest first
 
 
 def severity(score: float) -> str:
@@ -50,7 +51,7 @@ def severity(score: float) -> str:
 
 def severity_rank(name: str) -> int:
     """0 for ``info``, 1 for ``warning``, 2 for ``critical``: for routing by a minimum severity."""
-    return [n for _, n in reversed(SEVERITIES)].index(name)
+    return SEVERITY_ORDER.index(name)
 
 
 @dataclass

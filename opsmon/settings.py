@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SEVERITIES = ("info", "warning", "critical")  # lowest first
+from models.alerting import SEVERITY_ORDER, severity_rank
 
 
 class Settings(BaseSettings):
@@ -119,7 +119,7 @@ class Settings(BaseSettings):
     @property
     def boards_only_severities(self) -> tuple[str, ...]:
         """Severities below ``page_min_severity``: shown on the boards, paged to no one."""
-        return SEVERITIES[:SEVERITIES.index(self.page_min_severity)]
+        return SEVERITY_ORDER[:severity_rank(self.page_min_severity)]
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``OPSMON_*`` environment variables, for a child process."""
