@@ -93,6 +93,9 @@ _FAST_ALPHA = 0.4  # the fast shift: a mean of about the last four values (an ou
 _RARE = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
 _HELD_BY = (_LEVEL, _SHIFT, _FAST)
 _STEP_ALPHA = 0.005  # long-run mean step sizes
+# Step-size ratios are capped at a billion: a sensor stuck on one value, or steps of 1e-308 then 2, must
+# still give finite surprises (an infinite one would poison the calibrator's scales for good).
+_MAX_LOG_RATIO = math.log(1e9)
 
 # constructor arguments, kept as attributes of the same name
 _SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
@@ -346,13 +349,13 @@ class SeriesDetector:
         ss = self.step_slow
         zf = 0.0
         if ss > 0.0:
-            zf = math.log(ss / (sf if sf > ss * 1e-9 else ss * 1e-9))
+            zf = math.log(ss / sf) if sf > ss * 1e-9 else _MAX_LOG_RATIO
             if zf < 0.0:
                 zf = 0.0
         zs = abs(d - self.last)
         vf = self.vol_fast + fa * (zs - self.vol_fast)
         vs = self.vol_slow
-        zv = math.log(vf / vs) if vs > 0.0 and vf > vs else 0.0
+        zv = (math.log(vf / vs) if vf < vs * 1e9 else _MAX_LOG_RATIO) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
         return z, d, sh, shf, step, sf, vf, base.slow + x - d, where
 

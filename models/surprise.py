@@ -37,6 +37,15 @@ _LN10 = math.log(10.0)
 _TINY = 1e-12
 
 
+def _level(z: float, u: float) -> int:
+    """Histogram level (half-octave) of ``z`` above ``u`` (both positive); NB or more beyond the top.
+
+    The difference of logarithms, not the log of the ratio: a huge ``z`` over a small ``u`` overflows.
+    """
+    r = 2.0 * (math.log2(z) - math.log2(u))
+    return int(r) if r < NB else NB
+
+
 class SurpriseCalibrator:
     """Tail probabilities of ``n`` surprise measures, learned online (see the module docstring).
 
@@ -100,7 +109,7 @@ class SurpriseCalibrator:
                 continue
             bi = b[i]
             lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
-            j = int(2.0 * math.log2(zi / ui))
+            j = _level(zi, ui)
             seen = hist[i][j] if j < NB and tot > 0.0 else 0.0
             if seen > 0.0:
                 lseen = math.log10(seen / tot)
@@ -131,13 +140,13 @@ class SurpriseCalibrator:
         for i, zi in enumerate(z):
             ui = u[i]
             if ui <= _TINY:
-                if zi > 0.0:
+                if zi > _TINY:  # below, a surprise is rounding (subnormal steps), not a scale
                     u[i] = zi
                 continue
             if zi > ui:
                 b[i] += er * ((zi - ui) - b[i])
                 u[i] = ui * up
-                j = int(2.0 * math.log2(zi / ui))
+                j = _level(zi, ui)
                 if j >= NB:
                     j = NB - 1
                 if count and j > above[i]:  # count each level once per episode

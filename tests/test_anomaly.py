@@ -422,3 +422,14 @@ def test_calendar_from_dict_and_bad_specs() -> None:
     for bad in ("mon 8-20", "funday 08:00-20:00", "mon", "closed 2024-13-45", "mon 25:00-26:00"):
         with pytest.raises(CalendarError):
             BusinessCalendar.parse(bad)
+
+
+def test_subnormal_then_ordinary_values_give_finite_scores() -> None:
+    # Found by the pipeline's property test: a step of 1e-308 then one of 2 made the volatility ratio
+    # infinite, and scoring crashed the batch.
+    det = SeriesDetector(period=None, warmup=0)
+    verdicts = [det.process_one(x) for x in [0.0] * 40 + [1.1125369292536007e-308, 0.0] * 5 + [2.0, 0.0, 2.0]]
+    assert all(math.isfinite(v.score) and 0.0 <= v.score <= 1.0 for v in verdicts)
+    stuck = SeriesDetector(period=None, warmup=0)  # steps shrink to exactly zero after subnormal ones
+    verdicts = [stuck.process_one(x) for x in [5e-324, 0.0] * 30 + [0.0] * 40]
+    assert all(math.isfinite(v.score) for v in verdicts)
