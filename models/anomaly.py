@@ -245,11 +245,17 @@ class SeriesDetector:
         _, _, notable, rare = self._score(feats)
         self._learn(x, t, feats, notable, rare)
 
-    def process_one(self, x: float, t: float | None = None, is_open: bool = True) -> Verdict:
+    def process_one(self, x: float, t: float | None = None, is_open: bool = True,
+                    pattern_t: float | None = None) -> Verdict:
         """Score ``x`` then learn it: what the stream calls once per value.
 
         When closed (``is_open=False``, or the detector's calendar says so at ``t``) the value is
         neither scored nor learned: a shut shop's zero takings are not news, nor the new normal.
+        ``pattern_t``: the time whose daily pattern ``x`` should follow, when not ``t``'s own (a fridge on
+        a Sunday the shop is shut is judged as at closing time; see ``BusinessCalendar.pattern_time``).
+        What the closing time's pattern leaves on shut days (the clock's share: the outdoor temperature) is
+        learned from the first shut day on, hour by hour; such values teach neither the daily nor the weekly
+        pattern.
         """
         if not is_open or (self.calendar is not None and t is not None and not self.calendar.is_open(t)):
             return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "closed", self.n_mature < self.warmup)
@@ -258,7 +264,7 @@ class SeriesDetector:
         if self.anchor:
             self._start(x, t)
             return Verdict(0.0, False, x, x, x, x, "", self.n_mature < self.warmup)
-        feats = self._features(x, t)
+        feats = self._features(x, t, pattern_t)
         score, reason, notable, rare = self._score(feats)
         warming = self.n_mature < self.warmup
         decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
@@ -331,12 +337,17 @@ class SeriesDetector:
         self.anchor = False
         self.n += 1
 
-    def _features(self, x: float, t: float | None) -> tuple:
-        """Surprises of ``x`` against the current state, plus what learning needs."""
+    def _features(self, x: float, t: float | None, pattern_t: float | None = None) -> tuple:
+        """Surprises of ``x`` (judged by the daily pattern at ``pattern_t``, default ``t``), and what learning needs."""
         base = self.base
-        where = base.locate(t)
+        if pattern_t is None or pattern_t == t:
+            where, shut = base.locate(t), None
+            c = 0.0
+        else:  # a shut day: judged like its closing time, plus what that leaves on shut days
+            where, shut = base.locate(pattern_t), base.shut_at(t)  # type: ignore[arg-type]
+            c = shut[1]
         s, wv = where[1], where[3]
-        d = x - base.lam * s - base.mu * wv  # deseasonalised
+        d = x - base.lam * s - base.mu * wv - c  # deseasonalised
         rl = d - base.slow
         sh = self.shift + self.shift_alpha * (rl - self.shift)  # unclipped: it also sees spikes thicken
         # the fast shift averages clipped distances: a lone outlier is the level's business
@@ -357,7 +368,7 @@ class SeriesDetector:
         vs = self.vol_slow
         zv = (math.log(vf / vs) if vf < vs * 1e9 else _MAX_LOG_RATIO) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
-        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where
+        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -404,7 +415,7 @@ class SeriesDetector:
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, self.fshift, step, sf, self.vol_fast, _, where = feats
+        z, d, sh, self.fshift, step, sf, self.vol_fast, _, where, shut = feats
         base = self.base
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
@@ -423,7 +434,7 @@ class SeriesDetector:
         # the baseline learns nothing from a rare episode until it lasts (then it is the new normal)
         self.held = self.held + 1 if rare and self.n_mature >= _SETTLE else 0
         clip = self.clip * self.cal.u[_LEVEL] if self.n_mature >= _SETTLE else math.inf
-        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held <= self.hold)
+        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held <= self.hold, shut=shut)
         self.shift = sh
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known

@@ -8,6 +8,11 @@ Days not named are closed; a day may have several ranges (``mon 08:00-12:00,14:0
 a range ending before it starts runs past midnight (``fri 18:00-02:00``); ``24h`` means all day.
 Times are local to ``tz`` (an IANA name), so daylight saving is handled by ``zoneinfo``.
 
+Equipment runs around the clock, but what it reads depends on whether the site is open (fridge doors,
+occupancy, machines on shift). ``pattern_time(t)`` says which time of day a reading at ``t`` should be
+judged like: itself, unless the site is shut at an hour it is usually open (a Sunday, a holiday), when
+it is the nearest usually-closed minute of the same day (the site as at closing time).
+
 >>> cal = BusinessCalendar.parse("mon-fri 08:00-20:00; sat 09:00-14:00; closed 2024-12-25")
 >>> from datetime import datetime, timezone
 >>> cal.is_open(datetime(2024, 12, 23, 9, 0, tzinfo=timezone.utc).timestamp())  # a Monday
@@ -16,6 +21,13 @@ True
 False
 >>> cal.is_open(datetime(2024, 12, 25, 9, 0, tzinfo=timezone.utc).timestamp())  # closed day
 False
+>>> def hhmm(t): return datetime.fromtimestamp(t, timezone.utc).strftime("%a %H:%M")
+>>> hhmm(cal.pattern_time(datetime(2024, 12, 25, 9, 0, tzinfo=timezone.utc).timestamp()))  # as at 07:59
+'Wed 07:59'
+>>> hhmm(cal.pattern_time(datetime(2024, 12, 22, 19, 0, tzinfo=timezone.utc).timestamp()))  # as at 20:00
+'Sun 20:00'
+>>> hhmm(cal.pattern_time(datetime(2024, 12, 23, 3, 0, tzinfo=timezone.utc).timestamp()))  # a usual night
+'Mon 03:00'
 """
 
 from __future__ import annotations
@@ -70,6 +82,37 @@ def _ranges(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def _nearest_usually_closed(hours: Mapping[int, list[tuple[int, int]]]) -> list[int]:
+    """Per minute of the day, the shift in minutes to the nearest minute closed on most weekdays.
+
+    0 for a minute that is itself usually closed; an empty list when no minute is (open around the clock).
+    """
+    day = 24 * 60
+    open_days = [0] * day
+    for weekday_ranges in hours.values():
+        minutes = set()
+        for start, end in weekday_ranges:
+            stop = end if end > start else end + day  # past midnight: runs into the next day's minutes
+            minutes.update(m % day for m in range(start, stop))
+        for m in minutes:
+            open_days[m] += 1
+    usually_open = [n * 2 > 7 for n in open_days]
+    if all(usually_open):
+        return []
+    # distance to the nearest usually-closed minute before and after each minute (circular): two sweeps
+    before, after = [0] * day, [0] * day
+    gap = day
+    for m in list(range(day)) * 2:
+        gap = 0 if not usually_open[m] else gap + 1
+        before[m] = gap
+    gap = day
+    for m in list(reversed(range(day))) * 2:
+        gap = 0 if not usually_open[m] else gap + 1
+        after[m] = gap
+    # ties go to the earlier side (the site as before it opened)
+    return [-b if b <= a else a for b, a in zip(before, after, strict=True)]
+
+
 class BusinessCalendar:
     """Opening hours per weekday plus closed dates; ``is_open(t)`` for epoch seconds ``t``."""
 
@@ -81,6 +124,7 @@ class BusinessCalendar:
         self._zone = ZoneInfo(tz)
         # cache of the current local day: [start, end) in epoch seconds and its open spans
         self._day: tuple[float, float, list[tuple[float, float]]] = (0.0, -1.0, [])
+        self._closed_like = _nearest_usually_closed(self.hours)
 
     @classmethod
     def parse(cls, spec: str, tz: str = "UTC") -> BusinessCalendar:
@@ -138,6 +182,19 @@ class BusinessCalendar:
             spans = [(a.timestamp(), b.timestamp()) for a, b in self._spans_of(day)]
             self._day = (start, end, spans)
         return any(a <= t < b for a, b in spans)
+
+    def pattern_time(self, t: float) -> float:
+        """The time whose daily pattern a reading at ``t`` should follow (see the module docstring).
+
+        ``t`` itself when open, or closed at an hour that is usually closed; otherwise ``t`` moved within
+        its day to the nearest minute of the day that is closed on most weekdays. A calendar open at every
+        minute of most days (``24h``) has no such minute and returns ``t``.
+        """
+        if not self._closed_like or self.is_open(t):
+            return t
+        local = datetime.fromtimestamp(t, self._zone)
+        minute = local.hour * 60 + local.minute
+        return t + 60.0 * self._closed_like[minute]
 
     def __getstate__(self) -> dict:
         return {"hours": self.hours, "closed": self.closed, "tz": self.tz}

@@ -106,8 +106,14 @@ class SeasonalBaseline:
         self.week_sum = 0.0
         self.week_t0 = 0.0
         self.mu = 0.0  # share of the weekly correction in the prediction
+        self.shut: list[float] = []  # shut-day correction per hour (see shut_at), from the first shut day
+        self.shut_n: list[int] = []
         self.cov_pw = 0.0
         self.var_pw = 0.0
+
+    def __setstate__(self, state: dict) -> None:
+        # states pickled before the shut-day correction existed load with none learned yet
+        self.__dict__.update({"shut": [], "shut_n": [], **state})
 
     def locate(self, t: float | None) -> tuple[int, float, int, float]:
         """Profile bin of ``t`` and its zero-mean value, weekly bin and value (bins -1 and 0.0: none)."""
@@ -142,18 +148,21 @@ class SeasonalBaseline:
         self.t_first = (t if t is not None else 0.0) if fresh else -math.inf
 
     def learn(self, x: float, t: float | None, t_prev: float | None, n: int, clip: float,
-              where: tuple[int, float, int, float] | None = None, held: bool = False) -> bool:
+              where: tuple[int, float, int, float] | None = None, held: bool = False,
+              shut: tuple[int, float] | None = None) -> bool:
         """Fold in value ``x`` at ``t`` (``n``: values seen so far, ``t_prev``: time of the previous one).
 
         Residuals are winsorised at ``clip``; ``where`` is ``locate(t)`` when the caller has it.
         ``held``: the caller finds the value rare (an episode): the level does not move, the profile
         and weekly correction move at their steady rate only, so that what recurs at the same time
         every day or week is still adopted, slowly, while a one-off episode barely registers.
+        ``shut``: ``shut_at(t)`` for a value of a shut day, when ``where`` is the closing time it is judged
+        like: it teaches the shut-day correction instead of the profile (see ``shut_at``).
         Returns True when this value completed the first period (the profile has just been formed:
         deseasonalised values change).
         """
         if held:
-            if self.ready and t is not None:
+            if self.ready and t is not None and shut is None:
                 self._learn_held(x, t, self.locate(t) if where is None else where, clip)
             return False
         p = self.period
@@ -170,6 +179,12 @@ class SeasonalBaseline:
         slow = self.slow
         lam, mu = self.lam, self.mu
         r = x - lam * s - mu * wv - slow
+        if shut is not None:
+            r -= shut[1]
+            # the level holds while the first shut day teaches its correction (a wrong prior is not the level)
+            if not self.ready or self._learn_shut(shut[0], r, clip):
+                self.slow = slow + a * _clip(r, clip)
+            return False
         self.slow = slow + a * _clip(r, clip)
         if k < 0:
             return False
@@ -204,6 +219,41 @@ class SeasonalBaseline:
             self._learn_week(x, t, kw, wv, _clip(r + (mu - 1.0) * wv, clip), _clip(r + mu * wv, clip),
                              slow + lam * s)
         return False
+
+    def shut_at(self, t: float) -> tuple[int, float]:
+        """Shut-day correction at ``t``: its bin (the hour) and value (0 until a shut day has taught it).
+
+        On a day the site is shut, a value is judged like the closing time of that day (the caller's
+        ``where``), a prior that fits what follows opening hours (fridge doors) but not what follows the
+        clock (the outdoor temperature). What it leaves, hour by hour, is this correction: learned as a
+        plain mean over the first shut day, then at ``season_gamma`` per shut day.
+        """
+        nb = self.bins
+        if not nb or not self.ready:
+            return -1, 0.0
+        ns = min(24, nb)
+        h = int((t % self.period) * ns / self.period)  # type: ignore[operator]
+        h = h - ns if h >= ns else h
+        if not self.shut or self.shut_n[h] < self.per_bin * nb / ns:
+            return h, 0.0
+        return h, self.shut[h]
+
+    def _learn_shut(self, h: int, r: float, clip: float) -> bool:
+        """Fold residual ``r`` into shut-day bin ``h``; True once the bin is taught (the level may learn)."""
+        if h < 0:
+            return True
+        ns = min(24, self.bins)
+        if not self.shut:
+            self.shut = [0.0] * ns
+            self.shut_n = [0] * ns
+        need = self.per_bin * self.bins / ns  # values in an hour
+        c = self.shut_n[h]
+        if c < need:
+            self.shut_n[h] = c + 1
+            self.shut[h] += (_clip(r, 3.0 * clip) - self.shut[h]) / (c + 1)
+            return False
+        self.shut[h] += self.season_gamma / need * _clip(r, clip)
+        return True
 
     def _learn_held(self, x: float, t: float, where: tuple[int, float, int, float], clip: float) -> None:
         """A rare value: no level update, steady-rate winsorised profile and weekly updates."""

@@ -44,6 +44,7 @@ class Scenario:
     stores: int = 1
     web_sites: int = 1
     end: float | None = None  # epoch seconds of the last simulated moment; None: two minutes ago
+    calendars: bool = True  # configure the simulated opening hours and shifts, as the business would
 
 
 @dataclass
@@ -108,6 +109,8 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
                     web_sites=sc.web_sites, rate=sc.rate, faults_per_hour=sc.faults_per_hour)
     with TruthWriter(truth_path) as truth, Publisher(s) as pub:
         sim.on_fault = truth
+        if sc.calendars:
+            s = s.model_copy(update={"calendars": {**sim.calendars(), **s.calendars}})
         stats = replay(sim, lambda src, key, value: pub.send_raw(src, key, value), mode="backfill", start=start,
                        end=end, on_progress=lambda t, st: progress("simulate", (t - start) / (end - start)))
     worker = WorkerProcess(s, out / "worker.log").start()

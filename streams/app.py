@@ -31,7 +31,7 @@ from opsmon.settings import Settings
 from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
-from streams.calendar import calendar_lookup
+from streams.calendar import Calendars
 from streams.demand import Demand, apply_stock
 from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import (
@@ -144,7 +144,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     demand_table = _pickled_table(app, "demand", parts)
     incidents = _pickled_table(app, "incidents", parts)
     alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
-    is_open = calendar_lookup(settings)
+    calendars = Calendars.from_settings(settings)
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds)
 
@@ -152,7 +152,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         """The source's pipeline, built on first use (table stores exist once the app runs)."""
         p = rt.pipelines.get(source)
         if p is None:
-            observers: list = [Scoring(source, scoring_cfg, is_open)]
+            observers: list = [Scoring(source, scoring_cfg, calendars.is_open, calendars.pattern_time)]
             aux = None
             if source == "pos":
                 aux = demand_table.data

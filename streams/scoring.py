@@ -4,7 +4,8 @@ An observer of :class:`streams.pipeline.SourcePipeline`: IoT readings are scored
 web windows once they are final (late corrections are re-scored without learning, and withdraw an alert
 they no longer justify). Silence is a signal: a device that stops reporting raises a ``silence`` alert,
 and a store or site with no events gets zero-valued windows, so a silent till reads as a drop in sales.
-Closed hours (the business calendar) neither alert nor teach the model that zero is normal at noon.
+Closed hours (the business calendar) neither alert nor teach the model that zero is normal at noon; equipment
+is watched around the clock, and judged on a day its site is shut as the site is when shut.
 """
 
 from __future__ import annotations
@@ -88,10 +89,14 @@ class Scoring:
     """Detectors and alert policies for one source; state lives in each entity's ``models`` dict."""
 
     def __init__(self, source: str, config: ScoringConfig | None = None,
-                 is_open: Callable[[str, float], bool] | None = None) -> None:
+                 is_open: Callable[[str, float], bool] | None = None,
+                 pattern_time: Callable[[str, float], float] | None = None) -> None:
         self.source = source
         self.cfg = config or ScoringConfig()
+        # the business calendar (streams.calendar.Calendars): whether an entity is scored at t, and which
+        # time of day a device's reading is judged like (a Sunday the site is shut: as at closing time)
         self.is_open = is_open or (lambda entity, t: True)
+        self.pattern_time = pattern_time or (lambda entity, t: t)
         # Warmed-up detectors of each (group, metric), for new series to start from (memory only).
         self.priors: dict[tuple[str, str], SeriesDetector] = {}
 
@@ -128,9 +133,10 @@ class Scoring:
                 self._alert(out, entity, SILENCE, silent, "resolved", start, ts, v, note="reporting again",
                             explanation=f"{entity} is reporting again after {ts - state.last_ts:.0f}s of silence.")
         is_open = self.is_open(entity, ts)
+        pattern_t = self.pattern_time(entity, ts)
         for metric, x in values.items():
             sm = self._series(entity, state, metric, self.cfg.warmup)
-            v = sm.detector.process_one(x, ts, is_open)
+            v = sm.detector.process_one(x, ts, is_open, pattern_t)
             self._judge(entity, metric, sm, ts, v, out, write_every=self.cfg.score_every_s)
 
     def _device_silence(self, entity: str, state: EntityState, now: float, out: Output) -> None:

@@ -282,6 +282,56 @@ def test_calendar_closes_the_detector_by_itself() -> None:
     assert det.process_one(1000.0, monday_9h + 60 * 201).is_anomaly
 
 
+def _shop_fridge(days: int, seed: int, calendar: BusinessCalendar | None,
+                 fault: tuple[float, float, float] | None = None) -> list[tuple[float, Verdict]]:
+    """A fridge that reads 1 degree warmer while its shop (mon-sat 08-20) is open, from a Monday, 14 days."""
+    shop = BusinessCalendar.parse("mon-sat 08:00-20:00")
+    t0 = datetime(2026, 11, 9, tzinfo=UTC).timestamp()
+    rng = random.Random(seed)
+    det = SeriesDetector()
+    out = []
+    for i in range(days * DAY):
+        t = t0 + STEP * i
+        x = 4.0 + shop.is_open(t) + rng.gauss(0, 0.1)
+        if fault and fault[0] <= t < fault[1]:
+            x += fault[2]
+        out.append((t, det.process_one(x, t, pattern_t=calendar.pattern_time(t) if calendar else None)))
+    return out
+
+
+def _sunday_daytime(t: float) -> bool:
+    at = datetime.fromtimestamp(t, UTC)
+    return at.weekday() == 6 and 8 <= at.hour < 20
+
+
+def test_equipment_on_a_shut_day_is_judged_as_the_site_when_shut() -> None:
+    # Two Sundays in 14 days: too few for the weekly correction. Judged by the time of day alone, the
+    # fridge "should" warm up at 08:00 and its quiet Sunday alerts; with the calendar it is judged as at
+    # closing time, and a real fault on that Sunday still alerts within minutes.
+    shop = BusinessCalendar.parse("mon-sat 08:00-20:00")
+    for seed in range(3):
+        plain = [t for t, v in _shop_fridge(14, seed, None) if v.is_anomaly and _sunday_daytime(t)]
+        assert plain, "judged by the time of day alone, the shut Sunday alerts"
+        assert not [t for t, v in _shop_fridge(14, seed, shop) if v.is_anomaly and _sunday_daytime(t)]
+    sunday_11h = datetime(2026, 11, 22, 11, tzinfo=UTC).timestamp()
+    verdicts = _shop_fridge(14, 0, shop, fault=(sunday_11h, sunday_11h + 7200, 1.5))
+    flagged = [(t, v) for t, v in verdicts if v.is_anomaly and t >= sunday_11h]
+    assert flagged and flagged[0][0] <= sunday_11h + 2 * STEP
+    assert flagged[0][1].expected == pytest.approx(4.0, abs=0.2)  # the shut shop's level, not 5
+
+
+def test_a_state_saved_before_shut_day_corrections_loads_and_learns_them() -> None:
+    det = trained()
+    old = pickle.loads(pickle.dumps(det))
+    for name in ("shut", "shut_n"):  # what an earlier release pickled
+        del old.base.__dict__[name]
+    again = pickle.loads(pickle.dumps(old))
+    t = DAY * 3 * STEP + 12 * 3600  # noon after the three days it learned, on a shut day
+    x = seasonal(1, seed=1, start=DAY * 3 + 72)[0]
+    v = again.process_one(x, t, pattern_t=t - 4 * 3600)
+    assert not v.is_anomaly and again.base.shut_n and sum(again.base.shut_n) == 1
+
+
 # ---------------------------------------------------------------- group prior, state
 def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     prior = trained(days=4, seed=5)

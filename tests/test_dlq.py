@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opsmon.settings import Settings
-from streams.calendar import calendar_lookup
+from streams.calendar import Calendars
 from streams.demand import Demand
 from streams.dlq import (
     KIND,
@@ -65,10 +65,10 @@ def test_decode_raises_nothing_but_invalid_event(case: tuple) -> None:
 
 def _pipelines() -> dict[str, SourcePipeline]:
     """Pipelines as the worker builds them: with the scoring and demand observers."""
-    is_open = calendar_lookup(Settings())
+    cals = Calendars.from_settings(Settings())
     out = {}
     for source in SOURCES:
-        observers: list = [Scoring(source, ScoringConfig(), is_open)]
+        observers: list = [Scoring(source, ScoringConfig(), cals.is_open, cals.pattern_time)]
         aux: dict = {}
         if source == "pos":
             observers.append(Demand(aux))

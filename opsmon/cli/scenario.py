@@ -49,6 +49,8 @@ def scenario(
     devices: int = typer.Option(4, help="Devices per site."),
     out: Path = typer.Option(DEFAULT_OUT, help="Truth, worker log, report.json."),
     keep_stack: bool = typer.Option(False, help="Leave the run's own stack up (to look at its data)."),
+    calendars: bool = typer.Option(True, help="Configure the simulated opening hours and machine shifts, as the "
+                                              "business would (--no-calendars: judge every series by the clock)."),
     end: str = typer.Option("", help="Last simulated moment, ISO 8601 (UTC unless a zone is given), in the "
                                      "past; default now. The same --end and --seed give the same events."),
 ) -> None:
@@ -56,7 +58,7 @@ def scenario(
     from opsmon.scenario import Scenario, run_scenario
 
     sc = Scenario(days=days, warmup_hours=warmup_hours, rate=rate, faults_per_hour=faults_per_hour, seed=seed,
-                  devices_per_site=devices, end=parse_end(end) if end else None)
+                  devices_per_site=devices, end=parse_end(end) if end else None, calendars=calendars)
     settings = Settings()
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as bar:

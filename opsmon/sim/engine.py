@@ -57,6 +57,7 @@ class Simulator:
         self.mix = mix
         self.rate = rate
         self.tz = tz
+        self.hours, self.shifts = hours, shifts
         local = LocalTime(tz)
         store_hours = BusinessCalendar.parse(hours, tz)
         # One random stream per source, so e.g. more stores do not change the IoT readings.
@@ -73,6 +74,14 @@ class Simulator:
         self.on_fault = on_fault
         self.truth: list[Fault] = []  # every fault (and promotion) started so far
         self.cursor: float | None = None  # the end of the last generated range
+
+    def calendars(self) -> dict[str, str]:
+        """The opening hours the simulation follows, as ``Settings.calendars``: stores and sites keep the
+        store hours, machines their shifts (what an operator would configure for the same business)."""
+        out = {name: self.hours for name in self.pos.stores}
+        out.update({d.site: self.hours for d in self.iot.devices})
+        out.update({d.entity: self.shifts for d in self.iot.devices if d.kind == "machine"})
+        return out
 
     def _interval(self, devices: int) -> float:
         per_s = self.rate * self.mix.iot
