@@ -228,25 +228,28 @@ class SeasonalBaseline:
         clock (the outdoor temperature). What it leaves, hour by hour, is this correction: learned as a
         plain mean over the first shut day, then at ``season_gamma`` per shut day.
         """
-        nb = self.bins
-        if not nb or not self.ready:
+        if not self.bins or not self.ready:
             return -1, 0.0
-        ns = min(24, nb)
+        ns, need = self._shut_size()
         h = int((t % self.period) * ns / self.period)  # type: ignore[operator]
         h = h - ns if h >= ns else h
-        if not self.shut or self.shut_n[h] < self.per_bin * nb / ns:
+        if not self.shut or self.shut_n[h] < need:
             return h, 0.0
         return h, self.shut[h]
+
+    def _shut_size(self) -> tuple[int, float]:
+        """Shut-day correction bins per period (hours), and the values of one bin that teach it."""
+        ns = min(24, self.bins)
+        return ns, self.per_bin * self.bins / ns
 
     def _learn_shut(self, h: int, r: float, clip: float) -> bool:
         """Fold residual ``r`` into shut-day bin ``h``; True once the bin is taught (the level may learn)."""
         if h < 0:
             return True
-        ns = min(24, self.bins)
+        ns, need = self._shut_size()
         if not self.shut:
             self.shut = [0.0] * ns
             self.shut_n = [0] * ns
-        need = self.per_bin * self.bins / ns  # values in an hour
         c = self.shut_n[h]
         if c < need:
             self.shut_n[h] = c + 1
