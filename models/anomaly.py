@@ -100,7 +100,7 @@ _MAX_LOG_RATIO = math.log(1e9)
 # constructor arguments, kept as attributes of the same name
 _SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
              "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
-             "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar")
+             "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar", "tick")
 
 
 class Verdict(NamedTuple):
@@ -157,6 +157,12 @@ class SeriesDetector:
         Cycle of the weekly correction in seconds; ``None`` disables it.
     calendar
         Opening hours; values at closed times are neither scored nor learned.
+    tick
+        Seconds that count as one value at most. A series sampled faster (a sensor every 6 s) learns
+        per tick: each value moves the long-run memories (level, scales, surprise history, ``hold``) by
+        its share of a tick, so they span the same time at any rate; and a flag needs a surprise as rare
+        per tick as a slower series needs per value, so it does not alert ten times as often. ``None``:
+        per value, whatever the rate.
 
     >>> import math, random
     >>> rng = random.Random(3)
@@ -177,7 +183,8 @@ class SeriesDetector:
                  horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.005,
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
                  min_effect: float = 2.5, clip: float = 3.0, hold: int = 100,
-                 week: float | None = 7 * 86400.0, calendar: BusinessCalendar | None = None) -> None:
+                 week: float | None = 7 * 86400.0, calendar: BusinessCalendar | None = None,
+                 tick: float | None = 60.0) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
         self.threshold = threshold
@@ -200,6 +207,7 @@ class SeriesDetector:
         self.hold = hold
         self.week = week
         self.calendar = calendar
+        self.tick = tick
         # --- learned state (plain floats, lists and two small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
         self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,))
@@ -221,12 +229,21 @@ class SeriesDetector:
         self.quiet = 0  # unremarkable values to go before a new flag
         self.worst = 0.0  # rarity (decades) of the open event's worst surprise
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
+        self.tick_share = 1.0  # a value's share of a tick (below 1 when sampled faster than ticks)
+        self.tick_decades = 0.0  # -log10 of it: values per tick, the rarity a flag needs on top
 
     # ------------------------------------------------------------------ public API
     @property
     def warmed_up(self) -> bool:
         """True once the detector may flag (and is worth copying with ``from_prior``)."""
         return self.n_mature >= self.warmup
+
+    @property
+    def rarity_unit(self) -> str:
+        """What a score's rarity is counted in: values, or ticks ("minutes") for a series sampled faster."""
+        if self.tick_share == 1.0:
+            return "values"
+        return "minutes" if self.tick == 60.0 else f"periods of {self.tick:g} s"
 
     def score_one(self, x: float, t: float | None = None) -> float:
         """Calibrated surprise of ``x`` (at time ``t``, epoch seconds) in [0, 1], without learning it."""
@@ -325,7 +342,8 @@ class SeriesDetector:
             except (TypeError, ValueError):  # settings that no longer exist or hold
                 state = SeriesDetector().__dict__
             self.relearned_from = version
-        self.__dict__.update(state)
+        # a state from before ticks: the default tick, its sampling interval still to learn
+        self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, **state})
 
     # ------------------------------------------------------------------ internals
     def _start(self, x: float, t: float | None) -> None:
@@ -402,14 +420,14 @@ class SeriesDetector:
             if lpc < best:
                 best = lpc
                 reason = "cluster"
-        big = -best - _BONFERRONI
+        big = -best - _BONFERRONI - self.tick_decades
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
         return score, reason, notable, rare
 
     def _band(self) -> float:
         """Distance from the baseline at which ``level`` alone would reach the threshold."""
         th = self.threshold
-        target = FLAG_DECADES * th / (1.0 - th) + _BONFERRONI if th < 1.0 else 300.0
+        target = FLAG_DECADES * th / (1.0 - th) + _BONFERRONI + self.tick_decades if th < 1.0 else 300.0
         return max(self.cal.reach(_LEVEL, target), self.min_effect * self.cal.u[_LEVEL])
 
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
@@ -424,25 +442,33 @@ class SeriesDetector:
             if self.n_mature == 0:
                 self.cal.restart()
             self.n_mature += 1
-        self.cal.learn(z, count=mature)
+        w = self.tick_share
+        self.cal.learn(z, count=mature, weight=w)
         # cluster rate: short and long EWMAs of event starts
         ev = 1.0 if notable and not self.cl_prev else 0.0
         self.cl_short += self.cluster_alpha * (ev - self.cl_short)
         if n >= self.warmup:
-            self.cl_long += (ev - self.cl_long) / self.horizon
+            self.cl_long += w * (ev - self.cl_long) / self.horizon
         self.cl_prev = notable
         # the baseline learns nothing from a rare episode until it lasts (then it is the new normal)
         self.held = self.held + 1 if rare and self.n_mature >= _SETTLE else 0
         clip = self.clip * self.cal.u[_LEVEL] if self.n_mature >= _SETTLE else math.inf
-        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held <= self.hold, shut=shut)
+        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held * w <= self.hold, shut=shut,
+                            weight=w)
         self.shift = sh
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known
-        self.step_slow += _STEP_ALPHA * (step - self.step_slow)
-        self.vol_slow += _STEP_ALPHA * (z[_SPIKE] - self.vol_slow)
+        self.step_slow += _STEP_ALPHA * w * (step - self.step_slow)
+        self.vol_slow += _STEP_ALPHA * w * (z[_SPIKE] - self.vol_slow)
         self.last = d
         self.last_x = x
         self.t_last = t
         self.n = n + 1
+        tick, dt = self.tick, base.dt
+        if tick and 0.0 < dt < tick:
+            self.tick_share = dt / tick
+            self.tick_decades = -math.log10(dt / tick)
+        elif self.tick_share != 1.0:
+            self.tick_share, self.tick_decades = 1.0, 0.0
         if formed:  # the profile has just been formed: the previous value is deseasonalised anew
             self.last = x - base.lam * base.locate(t)[1]

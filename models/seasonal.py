@@ -86,6 +86,7 @@ class SeasonalBaseline:
         self.week_s = week if period and week and week > period and (week / period).is_integer() else None
         self.t_first = 0.0  # time of the first value (-inf: started from another series' history)
         self.slow = 0.0  # deseasonalised level
+        self.dt = 0.0  # mean sampling interval in seconds (0: not known yet)
         self.bins = 0  # profile bins, fixed at the second timestamped value
         self.ready = False  # first period complete: the profile is in use
         self.season: list[float] = []
@@ -113,7 +114,7 @@ class SeasonalBaseline:
 
     def __setstate__(self, state: dict) -> None:
         # states pickled before the shut-day correction existed load with none learned yet
-        self.__dict__.update({"shut": [], "shut_n": [], **state})
+        self.__dict__.update({"shut": [], "shut_n": [], "dt": 0.0, **state})
 
     def locate(self, t: float | None) -> tuple[int, float, int, float]:
         """Profile bin of ``t`` and its zero-mean value, weekly bin and value (bins -1 and 0.0: none)."""
@@ -149,7 +150,7 @@ class SeasonalBaseline:
 
     def learn(self, x: float, t: float | None, t_prev: float | None, n: int, clip: float,
               where: tuple[int, float, int, float] | None = None, held: bool = False,
-              shut: tuple[int, float] | None = None) -> bool:
+              shut: tuple[int, float] | None = None, weight: float = 1.0) -> bool:
         """Fold in value ``x`` at ``t`` (``n``: values seen so far, ``t_prev``: time of the previous one).
 
         Residuals are winsorised at ``clip``; ``where`` is ``locate(t)`` when the caller has it.
@@ -158,9 +159,14 @@ class SeasonalBaseline:
         every day or week is still adopted, slowly, while a one-off episode barely registers.
         ``shut``: ``shut_at(t)`` for a value of a shut day, when ``where`` is the closing time it is judged
         like: it teaches the shut-day correction instead of the profile (see ``shut_at``).
+        ``weight``: the value's share of one step of the level's learning rate (a value of a series sampled
+        faster than its caller's tick counts for less, so the level's memory is a time, not a count).
         Returns True when this value completed the first period (the profile has just been formed:
         deseasonalised values change).
         """
+        if t is not None and t_prev is not None and t >= t_prev:
+            step = t - t_prev
+            self.dt = self.dt + (step - self.dt) / (n if n < 100 else 100) if self.dt else step
         if held:
             if self.ready and t is not None and shut is None:
                 self._learn_held(x, t, self.locate(t) if where is None else where, clip)
@@ -175,7 +181,9 @@ class SeasonalBaseline:
                 self.season_n = [0] * nb
                 where = None
         k, s, kw, wv = self.locate(t) if where is None else where
-        a = self.slow_alpha if self.slow_alpha * n >= 1.0 else 1.0 / n
+        a = self.slow_alpha * weight
+        if a * n < 1.0:
+            a = 1.0 / n
         slow = self.slow
         lam, mu = self.lam, self.mu
         r = x - lam * s - mu * wv - slow

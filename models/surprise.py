@@ -127,15 +127,19 @@ class SurpriseCalibrator:
         """Size of surprise ``i`` whose exponential-tail probability is ``10**-decades``."""
         return self.u[i] + self.b[i] * max(decades + self.lq, 0.0) * _LN10
 
-    def learn(self, z: list[float], count: bool) -> None:
-        """Fold in one value's surprises; ``count``: also into the histogram of episodes."""
+    def learn(self, z: list[float], count: bool, weight: float = 1.0) -> None:
+        """Fold in one value's surprises; ``count``: also into the histogram of episodes.
+
+        ``weight``: the value's share of one step of every memory (``tail_rate``, ``horizon``), for
+        series sampled faster than the caller's unit of time; probabilities stay per value.
+        """
         self.m = m = self.m + 1
-        rate = self.tail_rate
+        rate = self.tail_rate * weight
         if m * rate < 2.0:  # early on: bigger steps, like a running mean
             rate = 2.0 / m
         q = self.tail_q
         up, down = math.exp(rate * q), math.exp(-rate * (1.0 - q))
-        er = max(self.tail_rate, 1.0 / m)
+        er = max(self.tail_rate * weight, 1.0 / m)
         u, b, hist, above, own, w = self.u, self.b, self.hist, self.above, self.own, self.w
         for i, zi in enumerate(z):
             ui = u[i]
@@ -160,7 +164,7 @@ class SurpriseCalibrator:
                 u[i] = ui * down if ui * down > _TINY else _TINY
         if count:  # the histogram and its total count the same values
             self.tot += w
-        w /= 1.0 - 1.0 / self.horizon
+        w /= 1.0 - weight / self.horizon
         if w > 1e12:  # renormalise the lazily decayed counts
             for h in hist:
                 for jj in range(NB):

@@ -277,25 +277,26 @@ class Scoring:
         """An alert event with the severity its policy announced; ``escalated``: (severity it had, when)."""
         score = sm.alerts.peak_score if status == "resolved" or escalated else v.score
         was, escalated_at = escalated or ("", None)
+        unit = sm.detector.rarity_unit if sm.detector else "values"
         out.alerts.append(AlertEvent(
             id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
             source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
             kind=v.reason or "level", score=round(score, 4), observed=v.observed, expected=_finite(v.expected),
             lower=_finite(v.lower), upper=_finite(v.upper),
-            explanation=explanation or self.explain(entity, metric, v),
+            explanation=explanation or self.explain(entity, metric, v, unit),
             runbook=RUNBOOKS.get((self.source, metric), "Open the board and compare with the same time last week."),
             dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note,
             escalated_from=was, escalated_at=escalated_at))
         out.counts["alerts_" + status] += 1
 
-    def explain(self, entity: str, metric: str, v: Verdict) -> str:
-        """One sentence for the person who gets the alert."""
+    def explain(self, entity: str, metric: str, v: Verdict, unit: str = "values") -> str:
+        """One sentence for the person who gets the alert (``unit``: what the detector counts rarity in)."""
         what = REASONS.get(v.reason, "unusual value")
         decades = FLAG_DECADES * v.score / (1.0 - v.score) if v.score < 1.0 else math.inf
         if decades > 6:
-            rarity = "rarer than 1 in a million values on this series"
+            rarity = f"rarer than 1 in a million {unit} on this series"
         else:
-            rarity = f"about 1 in {10 ** decades:,.0f} values on this series"
+            rarity = f"about 1 in {10 ** decades:,.0f} {unit} on this series"
         band = f" (usual range {v.lower:.4g} to {v.upper:.4g})" if math.isfinite(v.lower) else ""
         return (f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{band}: a {what}, "
                 f"{rarity}.")

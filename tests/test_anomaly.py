@@ -332,6 +332,70 @@ def test_a_state_saved_before_shut_day_corrections_loads_and_learns_them() -> No
     assert not v.is_anomaly and again.base.shut_n and sum(again.base.shut_n) == 1
 
 
+# ---------------------------------------------------------------- sensors read every few seconds
+FAST = 6.0  # seconds between readings of a fast sensor
+FAST_DAY = int(86400 / FAST)
+
+
+def _hvac(days: int, seed: int, drift_at: float | None = None, drift_s: float = 3 * 3600.0,
+          rise: float = 6.0) -> list[tuple[float, float]]:
+    """An HVAC temperature read every 6 s: 21 degrees, the outdoor cycle, noise 0.2; optionally a drift."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(days * FAST_DAY):
+        t = i * FAST
+        x = 21 + 1.5 * (0.5 + 0.5 * math.sin(2 * math.pi * (t / 3600 - 9) / 24)) + rng.gauss(0, 0.2)
+        if drift_at is not None and drift_at <= t < drift_at + drift_s:
+            x += rise * (t - drift_at) / drift_s
+        out.append((t, x))
+    return out
+
+
+def test_a_fast_sensor_alerts_no_more_often_than_a_slow_one() -> None:
+    """Per-value rarity would let a sensor read every 6 s alert ten times as often as a per-minute one."""
+    counts = {60.0: 0, None: 0}
+    for tick in counts:
+        for seed in range(3):  # two clean days each, after four of learning
+            det = SeriesDetector(tick=tick)
+            counts[tick] += sum(det.process_one(x, t).is_anomaly and t >= 4 * 86400 for t, x in _hvac(6, seed))
+            assert det.rarity_unit == ("minutes" if tick else "values")
+    assert counts[60.0] <= 3, counts  # at most one false flag in two days per sensor
+    assert counts[None] >= 4 * max(counts[60.0], 1), counts  # what the tick prevents
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_slow_drift_of_a_fast_sensor_is_flagged_not_followed(seed: int) -> None:
+    """+6 degrees over 3 hours: the level's memory is a time, not 100 readings (10 minutes at 6 s)."""
+    start = 4 * 86400 + 10 * 3600
+    moved, flagged = {}, {}
+    for tick in (60.0, None):
+        det = SeriesDetector(tick=tick)
+        before = flagged[tick] = None
+        for t, x in _hvac(5, seed, drift_at=start):
+            v = det.process_one(x, t)
+            if t < start:
+                before = v.expected
+            elif t < start + 3 * 3600:
+                moved[tick] = v.expected - before  # type: ignore[operator]
+                if v.is_anomaly and flagged[tick] is None:
+                    flagged[tick] = (t - start) / 60
+    assert flagged[60.0] is not None and flagged[60.0] <= 20, flagged  # minutes into the drift
+    assert moved[60.0] < 3.0, moved  # the baseline holds (mostly) while the drift goes on
+    assert moved[None] > 5.0, moved  # per value, the baseline follows the drift
+
+
+def test_a_state_saved_before_ticks_loads_and_learns_its_sampling_interval() -> None:
+    det = trained()
+    old = pickle.loads(pickle.dumps(det))
+    del old.__dict__["tick"], old.base.__dict__["dt"]  # what an earlier release pickled
+    again = pickle.loads(pickle.dumps(old))
+    assert again.tick == 60.0 and again.base.dt == 0.0
+    assert again.rarity_unit == "values"
+    for i in range(300):  # the sensor is now read every 6 s
+        again.process_one(seasonal(1, seed=i)[0], DAY * 3 * STEP + 6.0 * i)
+    assert 6.0 <= again.base.dt < 30.0 and again.rarity_unit == "minutes"  # learning its new interval
+
+
 # ---------------------------------------------------------------- group prior, state
 def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     prior = trained(days=4, seed=5)

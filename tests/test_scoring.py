@@ -47,8 +47,17 @@ def test_a_spike_opens_one_alert_that_explains_itself_and_then_resolves() -> Non
     assert fired.observed == 12.0 and 3.0 < fired.expected < 5.0 and fired.lower < 5.0 < 12.0
     assert fired.score >= 0.5 and fired.severity in ("warning", "critical")
     assert "temperature of s1/d1 is 12" in fired.explanation and "expected" in fired.explanation
+    assert "values on this series" in fired.explanation
     assert fired.runbook and fired.dashboard.endswith("/d/opsmon-iot?var-site=s1&var-device=d1")
     assert resolved.id == fired.id and resolved.ends_at is not None and resolved.ends_at > fired.starts_at
+
+
+def test_a_sensor_read_every_few_seconds_counts_rarity_in_minutes() -> None:
+    values = normal(16000) + [12.0]  # a day and a bit at one reading every 6 s, then a spike
+    _, alerts, _ = reading_stream(Scoring("iot", CFG), values, step=6.0)
+    last = alerts[-1]
+    assert last.status == "firing" and last.observed == 12.0
+    assert "minutes on this series" in last.explanation, last.explanation
 
 
 def test_a_flapping_series_gives_one_alert_not_many() -> None:
