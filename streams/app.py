@@ -33,7 +33,8 @@ from sinks.influx import InfluxWriter
 from sinks.lineproto import line
 from streams.calendar import Calendars
 from streams.demand import Demand, apply_stock
-from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig
+from streams.gaps import OffsetGaps, kafka_fetch
+from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig, message_headers
 from streams.schemas import (
     AlertEvent,
     Feedback,
@@ -66,6 +67,7 @@ class Runtime:
     alert_sinks: list = field(default_factory=list)
     alerts_delivered: int = 0
     feedback_applied: int = 0
+    gaps: dict[str, OffsetGaps] = field(default_factory=dict)  # per consumed topic name
 
 
 def window_config(settings: Settings) -> WindowConfig:
@@ -188,6 +190,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
 
     for source, topic_name in source_topics(settings).items():
         rt.locks[source] = asyncio.Lock()
+        rt.gaps[topic_name] = OffsetGaps(topic_name, kafka_fetch(settings, topic_name))
         _add_source_agent(app, rt, source, topic(topic_name), topic(settings.dlq_topics[topic_name]),
                           pipeline, deliver)
 
@@ -227,6 +230,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await _deliver_alerts(rt, [ev])
 
     stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
+    stock_gaps = rt.gaps[settings.topic_stock] = OffsetGaps(settings.topic_stock,
+                                                            kafka_fetch(settings, settings.topic_stock))
 
     @app.agent(topic(settings.topic_stock), name="opsmon.stock", concurrency=1)
     @_crash_worker_on_error(app)
@@ -234,18 +239,18 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
         async for event in stream.events():
             msg = event.message
-            async with rt.locks["pos"]:
-                out = Output()
-                try:
-                    ev = decode("stock", event.value, rt.clock())
-                except InvalidEvent as exc:
-                    out.dead.append(DeadLetter(Record(msg.partition, msg.offset, msg.key, event.value), exc.kind,
-                                               str(exc)))
-                else:
-                    key = apply_stock(demand_table.data, ev, msg.partition, msg.offset)
-                    if key is not None:
-                        out.aux_changed[key] = msg.partition
-                await deliver("stock", out, stock_dlq)
+            for rec in await stock_gaps.fill([Record(msg.partition, msg.offset, msg.key, event.value)]):
+                async with rt.locks["pos"]:
+                    out = Output()
+                    try:
+                        ev = decode("stock", rec.value, rt.clock())
+                    except InvalidEvent as exc:
+                        out.dead.append(DeadLetter(rec, exc.kind, str(exc)))
+                    else:
+                        key = apply_stock(demand_table.data, ev, rec.partition, rec.offset)
+                        if key is not None:
+                            out.aux_changed[key] = rec.partition
+                    await deliver("stock", out, stock_dlq)
 
     @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
     @_crash_worker_on_error(app)
@@ -304,6 +309,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
         body["sink"] = vars(rt.sink.stats)
         body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied}
+        body["skipped_by_consumer"] = {name: {"holes": g.holes, "fetched": g.filled} for name, g in rt.gaps.items()}
         return self.json(body)
 
     @app.page("/opsmon/feedback")
@@ -317,6 +323,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ARG001
         # Another worker owns these partitions now; drop our copy of their state.
+        for name, gaps in rt.gaps.items():
+            gaps.forget(tp.partition for tp in revoked if tp.topic == name)
         for source, topic_name in source_topics(settings).items():
             gone = {tp.partition for tp in revoked if tp.topic == topic_name}
             p = rt.pipelines.get(source)
@@ -338,10 +346,12 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
 
 def _add_source_agent(app: faust.App, rt: Runtime, source: str, topic: faust.TopicT, dlq: faust.TopicT,
                       pipeline: Callable[[str], SourcePipeline], deliver: Callable) -> None:
+    gaps = rt.gaps[topic.get_topic_name()]
+
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = [Record(e.message.partition, e.message.offset, e.message.key, e.value,
-                              _headers(e.message.headers)) for e in events]
+            records = await gaps.fill([Record(e.message.partition, e.message.offset, e.message.key, e.value,
+                                              message_headers(e.message.headers)) for e in events])
             async with rt.locks[source]:
                 out = pipeline(source).process(records, rt.clock())
                 await deliver(source, out, dlq)
@@ -368,12 +378,6 @@ def _crash_worker_on_error(app: faust.App) -> Callable:
                 raise
         return agent
     return wrap
-
-
-def _headers(headers: object) -> tuple[tuple[str, bytes], ...]:
-    """A consumed message's headers as (name, value) pairs (Faust gives a list, a mapping or None)."""
-    pairs = headers.items() if isinstance(headers, dict) else headers or ()
-    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
 
 
 def _committed_lag(app: faust.App, topics: dict[str, str]) -> dict[str, int]:

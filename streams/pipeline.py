@@ -31,6 +31,12 @@ class Record:
     headers: tuple[tuple[str, bytes], ...] = ()  # the producer's; a dead letter keeps them
 
 
+def message_headers(headers: object) -> tuple[tuple[str, bytes], ...]:
+    """A consumed message's headers as (name, value) pairs (clients give a list, a mapping or None)."""
+    pairs = headers.items() if isinstance(headers, dict) else headers or ()
+    return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
+
+
 @dataclass(slots=True)
 class DeadLetter:
     """A rejected message and why."""

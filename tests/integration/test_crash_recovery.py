@@ -17,7 +17,7 @@ N_READINGS = 3000
 STORES = ("crash-a", "crash-b", "crash-c")
 
 
-def _produce(settings: Settings, t0: float, rate: float) -> None:
+def _produce(settings: Settings, t0: float, rate: float, failed: list[int]) -> None:
     with Publisher(settings) as pub:
         for i in range(max(N_SALES, N_READINGS)):
             if i < N_SALES:
@@ -30,13 +30,15 @@ def _produce(settings: Settings, t0: float, rate: float) -> None:
             if i % 100 == 99:
                 pub.flush()
                 time.sleep(100 / rate)
+    failed.append(pub.failed)
 
 
 def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
         pipeline_settings: Settings, worker_factory: Callable[..., WorkerProcess]) -> None:
     s = pipeline_settings
     t0 = float(int(time.time()) // 3600 * 3600 - 2 * 3600)
-    producer = threading.Thread(target=_produce, args=(s, t0, 500.0))
+    failed: list[int] = []
+    producer = threading.Thread(target=_produce, args=(s, t0, 500.0, failed))
     first = worker_factory()
     producer.start()
     progress = eventually(lambda: (first.stats() or {}).get("pos", {}).get("events", 0), lambda n: n >= 600,
@@ -44,8 +46,9 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     assert progress >= 600, first.log_tail()
     first.kill()
     killed_at = progress
-    worker_factory()  # same app id: same consumer group and changelogs
+    second = worker_factory()  # same app id: same consumer group and changelogs
     producer.join(timeout=120)
+    assert failed == [0], "every message was accepted by the broker"
 
     def totals() -> tuple[float, float, int]:
         windows = victoria_points(s.influx_url, '{__name__="pos_window_transactions",store=~"crash-.*"}')
@@ -58,5 +61,6 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     readings = victoria_points(s.influx_url, '{__name__="iot_reading_temperature",site="crash-site"}')
     missing = sorted(set(range(N_READINGS)) - {int(v) for v in readings.values()})
     assert final == (N_SALES, float(N_SALES), N_READINGS), \
-        f"(transactions, revenue, readings) = {final}; killed after {killed_at} sales; readings missing: {missing[:40]}"
+        (f"(transactions, revenue, readings) = {final}; killed after {killed_at} sales; readings missing: "
+         f"{missing[:40]}; holes the restarted worker filled: {(second.stats() or {}).get('skipped_by_consumer')}")
     assert sorted(readings.values()) == [float(i) for i in range(N_READINGS)]
