@@ -112,7 +112,11 @@ class InfluxWriter:
                         fut.set_result(None)
 
     async def _store(self, batch: list[str]) -> None:
-        """Write one batch, retrying transient failures with back-off until it is stored."""
+        """Write one batch, retrying transient failures with back-off until it is stored.
+
+        A refused batch is bisected: each half is stored the same way (so an outage in the middle of the
+        search is waited out too), and a single refused line is set aside.
+        """
         backoff = 0.1
         while True:
             try:
@@ -120,7 +124,12 @@ class InfluxWriter:
                 self.stats.lines_written += len(batch)
                 return
             except RejectedLines:
-                await asyncio.to_thread(self._store_valid_part, batch)
+                if len(batch) == 1:
+                    await asyncio.to_thread(self._set_aside, batch[0])
+                    return
+                mid = len(batch) // 2
+                await self._store(batch[:mid])
+                await self._store(batch[mid:])
                 return
             except Exception as exc:  # connection refused, timeout, 5xx, 429: all transient here
                 self.stats.retries += 1
@@ -140,23 +149,14 @@ class InfluxWriter:
                 raise RejectedLines(_short(exc)) from exc
             raise
 
-    def _store_valid_part(self, batch: list[str]) -> None:
-        """Bisect a refused batch: store what the server takes, set aside what it refuses."""
-        if len(batch) == 1:
-            self.stats.rejected += 1
-            log.error("influx refused a line, set aside: %s", batch[0][:200])
-            if self.reject_file is not None:
-                self.reject_file.parent.mkdir(parents=True, exist_ok=True)
-                with self.reject_file.open("a") as f:
-                    f.write(f"{time.time():.3f}\t{batch[0]}\n")
-            return
-        mid = len(batch) // 2
-        for half in (batch[:mid], batch[mid:]):
-            try:
-                self._post(half)
-                self.stats.lines_written += len(half)
-            except RejectedLines:
-                self._store_valid_part(half)
+    def _set_aside(self, line: str) -> None:
+        """A line the server refuses on its own: counted, logged and kept in the reject file."""
+        self.stats.rejected += 1
+        log.error("influx refused a line, set aside: %s", line[:200])
+        if self.reject_file is not None:
+            self.reject_file.parent.mkdir(parents=True, exist_ok=True)
+            with self.reject_file.open("a") as f:
+                f.write(f"{time.time():.3f}\t{line}\n")
 
 
 def _short(exc: BaseException) -> str:

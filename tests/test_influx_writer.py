@@ -14,11 +14,16 @@ from sinks.influx import InfluxWriter
 
 
 class WriteServer:
-    """Records every write; can fail the first N requests (503) and refuse lines containing 'bad' (400)."""
+    """Records every write; can fail the first N requests (503) and refuse lines containing 'bad' (400).
 
-    def __init__(self, fail_first: int = 0, delay_s: float = 0.0) -> None:
+    ``fail_after_refusal``: after each refusal, that many requests fail (503), as in an outage.
+    """
+
+    def __init__(self, fail_first: int = 0, delay_s: float = 0.0, fail_after_refusal: int = 0) -> None:
         self.bodies: list[list[str]] = []
         self.fail_first = fail_first
+        self.fail_after_refusal = fail_after_refusal
+        self.failing = 0
         self.delay_s = delay_s
         self.requests = 0
 
@@ -31,9 +36,11 @@ class WriteServer:
         assert request.query["precision"] == "ms" and request.query["bucket"] == "b"
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
-        if self.requests <= self.fail_first:
+        if self.requests <= self.fail_first or self.failing:
+            self.failing = max(0, self.failing - 1)
             return web.Response(status=503, text="overloaded")
         if any("bad" in ln for ln in lines):
+            self.failing = self.fail_after_refusal
             return web.json_response({"code": "invalid", "message": "unable to parse"}, status=400)
         self.bodies.append(lines)
         return web.Response(status=204)
@@ -142,5 +149,19 @@ def test_refused_lines_are_isolated_and_set_aside(tmp_path: Path) -> None:
             await w.write(lines)
             assert sorted(server.stored) == sorted(ln for ln in lines if "bad" not in ln)
             assert w.stats.rejected == 1 and reject.read_text().endswith("\tm bad=1 7\n")
+            await w.close()
+    run(main())
+
+
+def test_an_outage_while_a_refused_batch_is_searched_is_waited_out(tmp_path: Path) -> None:
+    async def main() -> None:
+        server = WriteServer(fail_after_refusal=2)
+        async with serve(server) as url:
+            w = InfluxWriter(url, "t", "o", "b", reject_file=tmp_path / "rejected.txt")
+            lines = [f"m f={i} {i}" for i in range(16)]
+            lines[3] = "m bad=1 3"
+            await asyncio.wait_for(w.write(lines), 30)  # the writer must not die on a 503 mid-search
+            assert sorted(server.stored) == sorted(ln for ln in lines if "bad" not in ln)
+            assert w.stats.rejected == 1 and w.stats.retries >= 2
             await w.close()
     run(main())
