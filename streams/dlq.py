@@ -38,7 +38,7 @@ import re
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,7 @@ import orjson
 from kafka.partitioner.default import murmur2
 
 from opsmon.settings import Settings
-from streams.topics import source_topics
+from streams.topics import reader, scan, source_topics
 
 REASON, KIND = "opsmon-reason", "opsmon-kind"
 SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = "opsmon-source-topic", "opsmon-source-partition", "opsmon-source-offset"
@@ -208,15 +208,6 @@ def ledger_topic(dlq_topic: str) -> str:
     return dlq_topic + LEDGER_SUFFIX
 
 
-def _consumer(settings: Settings) -> Any:
-    from kafka import KafkaConsumer
-
-    # No group: nothing is committed, and a topic that does not exist is not created by reading it.
-    return KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False,
-                         auto_offset_reset="earliest", allow_auto_create_topics=False,
-                         client_id="opsmon-dlq", consumer_timeout_ms=1000)
-
-
 def _existing(settings: Settings, topics: Iterable[str]) -> set[str]:
     from kafka.admin import KafkaAdminClient
 
@@ -225,39 +216,6 @@ def _existing(settings: Settings, topics: Iterable[str]) -> set[str]:
         return set(topics) & set(admin.list_topics())
     finally:
         admin.close()
-
-
-def _scan(consumer: Any, topic: str, start: dict[int, int] | None = None, limit: int | None = None,
-          timeout: float = 60.0) -> Iterator[Any]:
-    """Records of ``topic`` from ``start`` (default: the beginning) up to its end as of now."""
-    from kafka import TopicPartition
-
-    parts = consumer.partitions_for_topic(topic) or set()
-    tps = [TopicPartition(topic, p) for p in sorted(parts) if start is None or p in start]
-    if not tps:
-        return
-    end = consumer.end_offsets(tps)
-    consumer.assign(tps)
-    if start is None:
-        consumer.seek_to_beginning(*tps)
-    else:
-        for tp in tps:
-            consumer.seek(tp, start[tp.partition])
-    todo = {tp for tp in tps if consumer.position(tp) < end[tp]}
-    seen = 0
-    deadline = time.monotonic() + timeout
-    while todo:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"reading {topic} did not reach its end within {timeout:.0f} s")
-        for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
-            for rec in batch:
-                if rec.offset >= end[tp]:
-                    break
-                yield rec
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-        todo = {tp for tp in todo if consumer.position(tp) < end[tp]}
 
 
 def _dead(rec: Any) -> DeadRecord:
@@ -269,9 +227,9 @@ def read_dead_letters(settings: Settings, source: str = "all", limit: int | None
     """The dead letters of ``source`` from the beginning (at most ``limit`` per topic), committing nothing."""
     topics = dlq_topics(settings, source)
     present = _existing(settings, [dlq for _, dlq in topics.values()])
-    consumer = _consumer(settings)
+    consumer = reader(settings, "opsmon-dlq")
     try:
-        return [_dead(r) for _, dlq in topics.values() if dlq in present for r in _scan(consumer, dlq, limit=limit)]
+        return [_dead(r) for _, dlq in topics.values() if dlq in present for r in scan(consumer, dlq, limit=limit)]
     finally:
         consumer.close()
 
@@ -397,10 +355,10 @@ def read_ledger(settings: Settings, dlq_topic: str) -> dict[str, LedgerEntry]:
     topic = ledger_topic(dlq_topic)
     if not _existing(settings, [topic]):
         return {}
-    consumer = _consumer(settings)
+    consumer = reader(settings, "opsmon-dlq")
     try:
         entries: dict[str, LedgerEntry] = {}
-        for rec in _scan(consumer, topic):
+        for rec in scan(consumer, topic):
             if rec.key is None:
                 continue
             if rec.value is None:  # a tombstone: forgotten
@@ -466,11 +424,11 @@ def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: _Produ
     for e in pending.values():
         starts = by_topic.setdefault(e.topic, {})
         starts[e.partition] = min(starts.get(e.partition, e.offset), e.offset)
-    consumer = _consumer(settings)
+    consumer = reader(settings, "opsmon-dlq")
     found = 0
     try:
         for topic, starts in by_topic.items():
-            for rec in _scan(consumer, topic, start=starts):
+            for rec in scan(consumer, topic, start=starts):
                 of = dict(rec.headers or ()).get(REPLAY_OF)
                 origin = of.decode(errors="replace") if of else None
                 e = pending.get(origin) if origin else None
@@ -507,7 +465,7 @@ def replay(settings: Settings, source: str, kind: str | None = None, dry_run: bo
             result.sent[rec.kind] += 1
         if producer is None or not plan.send:
             return result
-        consumer = _consumer(settings)
+        consumer = reader(settings, "opsmon-dlq")
         try:
             partitions = consumer.partitions_for_topic(src_topic) or set()
             for i in range(0, len(plan.send), CHUNK):

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from opsmon.settings import Settings
 from streams.pipeline import Record, message_headers
+from streams.topics import reader, scan
 
 log = logging.getLogger(__name__)
 
@@ -89,23 +89,10 @@ def read_range(settings: Settings, topic: str, partition: int, start: int, end: 
 
     Offsets with nothing behind them (deleted by retention, transaction markers) are passed over.
     """
-    from kafka import KafkaConsumer, TopicPartition
-
-    tp = TopicPartition(topic, partition)
-    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False,
-                             client_id="opsmon-gap-fill", auto_offset_reset="earliest")
+    consumer = reader(settings, "opsmon-gap-fill")
     try:
-        consumer.assign([tp])
-        consumer.seek(tp, start)
-        out: list[Record] = []
-        deadline = time.monotonic() + timeout
-        while consumer.position(tp) < end:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic}[{partition}] offsets {start}..{end - 1} took over {timeout:.0f} s")
-            for rec in consumer.poll(timeout_ms=500, max_records=end - start).get(tp, []):
-                if rec.offset < end:
-                    out.append(Record(rec.partition, rec.offset, rec.key, rec.value, message_headers(rec.headers)))
-        return out
+        return [Record(r.partition, r.offset, r.key, r.value, message_headers(r.headers))
+                for r in scan(consumer, topic, start={partition: start}, end={partition: end}, timeout=timeout)]
     finally:
         consumer.close()
 

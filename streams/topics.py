@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
@@ -50,3 +53,52 @@ def create_topics(settings: Settings) -> list[str]:
         return [t.name for t in new]
     finally:
         admin.close()
+
+
+def reader(settings: Settings, client_id: str) -> Any:
+    """A kafka-python consumer without a group: it commits nothing and creates no topic by reading it."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False,
+                         auto_offset_reset="earliest", allow_auto_create_topics=False,
+                         client_id=client_id, consumer_timeout_ms=1000)
+
+
+def scan(consumer: Any, topic: str, start: dict[int, int] | None = None, limit: int | None = None,
+         timeout: float = 60.0, end: dict[int, int] | None = None) -> Iterator[Any]:
+    """Records of ``topic`` from ``start`` (default: the beginning) up to ``end`` or its end as of now.
+
+    ``consumer`` is a ``reader``; ``start`` and ``end`` map partitions to offsets (with ``start``, only its
+    partitions are read).
+    """
+    from kafka import TopicPartition
+
+    parts = consumer.partitions_for_topic(topic) or set()
+    tps = [TopicPartition(topic, p) for p in sorted(parts) if start is None or p in start]
+    if not tps:
+        return
+    end_now = consumer.end_offsets(tps)
+    if end is not None:
+        end_now = {tp: min(off, end.get(tp.partition, off)) for tp, off in end_now.items()}
+    end = end_now
+    consumer.assign(tps)
+    if start is None:
+        consumer.seek_to_beginning(*tps)
+    else:
+        for tp in tps:
+            consumer.seek(tp, start[tp.partition])
+    todo = {tp for tp in tps if consumer.position(tp) < end[tp]}
+    seen = 0
+    deadline = time.monotonic() + timeout
+    while todo:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"reading {topic} did not reach its end within {timeout:.0f} s")
+        for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
+            for rec in batch:
+                if rec.offset >= end[tp]:
+                    break
+                yield rec
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+        todo = {tp for tp in todo if consumer.position(tp) < end[tp]}
