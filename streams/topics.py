@@ -77,17 +77,16 @@ def scan(consumer: Any, topic: str, start: dict[int, int] | None = None, limit: 
     tps = [TopicPartition(topic, p) for p in sorted(parts) if start is None or p in start]
     if not tps:
         return
-    end_now = consumer.end_offsets(tps)
+    stop = consumer.end_offsets(tps)  # per TopicPartition, where ``end`` is per partition number
     if end is not None:
-        end_now = {tp: min(off, end.get(tp.partition, off)) for tp, off in end_now.items()}
-    end = end_now
+        stop = {tp: min(off, end.get(tp.partition, off)) for tp, off in stop.items()}
     consumer.assign(tps)
     if start is None:
         consumer.seek_to_beginning(*tps)
     else:
         for tp in tps:
             consumer.seek(tp, start[tp.partition])
-    todo = {tp for tp in tps if consumer.position(tp) < end[tp]}
+    todo = {tp for tp in tps if consumer.position(tp) < stop[tp]}
     seen = 0
     deadline = time.monotonic() + timeout
     while todo:
@@ -95,10 +94,10 @@ def scan(consumer: Any, topic: str, start: dict[int, int] | None = None, limit: 
             raise TimeoutError(f"reading {topic} did not reach its end within {timeout:.0f} s")
         for tp, batch in consumer.poll(timeout_ms=500, max_records=5000).items():
             for rec in batch:
-                if rec.offset >= end[tp]:
+                if rec.offset >= stop[tp]:
                     break
                 yield rec
                 seen += 1
                 if limit is not None and seen >= limit:
                     return
-        todo = {tp for tp in todo if consumer.position(tp) < end[tp]}
+        todo = {tp for tp in todo if consumer.position(tp) < stop[tp]}
