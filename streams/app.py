@@ -33,7 +33,7 @@ from sinks.influx import InfluxWriter
 from sinks.lineproto import line
 from streams.calendar import Calendars
 from streams.demand import Demand, apply_stock
-from streams.gaps import OffsetGaps, kafka_fetch
+from streams.gaps import OffsetGaps, kafka_gaps
 from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig, message_headers
 from streams.schemas import (
     AlertEvent,
@@ -190,7 +190,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
 
     for source, topic_name in source_topics(settings).items():
         rt.locks[source] = asyncio.Lock()
-        rt.gaps[topic_name] = OffsetGaps(topic_name, kafka_fetch(settings, topic_name))
+        rt.gaps[topic_name] = kafka_gaps(settings, topic_name)
         _add_source_agent(app, rt, source, topic(topic_name), topic(settings.dlq_topics[topic_name]),
                           pipeline, deliver)
 
@@ -230,8 +230,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await _deliver_alerts(rt, [ev])
 
     stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
-    stock_gaps = rt.gaps[settings.topic_stock] = OffsetGaps(settings.topic_stock,
-                                                            kafka_fetch(settings, settings.topic_stock))
+    stock_gaps = rt.gaps[settings.topic_stock] = kafka_gaps(settings, settings.topic_stock)
 
     @app.agent(topic(settings.topic_stock), name="opsmon.stock", concurrency=1)
     @_crash_worker_on_error(app)
@@ -309,7 +308,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
         body["sink"] = vars(rt.sink.stats)
         body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied}
-        body["skipped_by_consumer"] = {name: {"holes": g.holes, "fetched": g.filled} for name, g in rt.gaps.items()}
+        body["skipped_by_consumer"] = {name: {"holes": g.holes, "at_resume": g.at_resume, "fetched": g.filled}
+                                       for name, g in rt.gaps.items()}
         return self.json(body)
 
     @app.page("/opsmon/feedback")
