@@ -26,6 +26,11 @@ WINDOW_METRICS = {
     "pos": ("revenue", "transactions", "avg_basket", "refund_rate"),
     "web": ("events", "error_rate", "latency_p95", "conversion"),
 }
+# What a ratio or quantile is taken over: with none of it the value is undefined (the window shows 0) and is
+# not scored. A silent till's missing sales are news; its average basket of 0 is not, nor is the 0 ms
+# latency of a night minute without a visitor, which would teach the latency model that 0 ms is usual.
+PER = {"avg_basket": "transactions", "refund_rate": "sales_and_refunds", "error_rate": "events",
+       "latency_p95": "events", "conversion": "sessions"}
 ZERO_FIELDS = {
     "pos": {"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
             "refund_amount": 0.0, "voids": 0.0},
@@ -171,11 +176,13 @@ class Scoring:
         self._score_window(entity, state, start, values, out)
 
     def _window_values(self, fields: dict[str, float]) -> dict[str, float]:
-        vals = {k: fields[k] for k in WINDOW_METRICS[self.source] if k in fields}
+        """The scored metrics of a window, without those its events leave undefined (see ``PER``)."""
+        fields = dict(fields)
         if self.source == "pos":
-            n = fields["transactions"] + fields["refunds"]
-            vals["refund_rate"] = fields["refunds"] / n if n else 0.0
-        return vals
+            n = fields["sales_and_refunds"] = fields["transactions"] + fields["refunds"]
+            fields["refund_rate"] = fields["refunds"] / n if n else 0.0
+        return {k: fields[k] for k in WINDOW_METRICS[self.source]
+                if k in fields and (k not in PER or fields.get(PER[k], 1.0) > 0.0)}
 
     def _score_window(self, entity: str, state: EntityState, start: float, values: dict[str, float],
                       out: Output) -> None:

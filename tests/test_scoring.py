@@ -157,6 +157,7 @@ def test_a_silent_till_reads_as_zero_sales_and_raises_an_alert() -> None:
     zero = [ln for ln in out.lines if ln.startswith("pos_window,") and "revenue=0.0," in ln]
     assert len(zero) >= 15
     assert any(a.status == "firing" and a.metric in ("revenue", "transactions") for a in out.alerts)
+    assert {a.metric for a in out.alerts} <= {"revenue", "transactions"}  # no "average basket of 0"
     assert last_event < min(a.starts_at for a in out.alerts)
 
 
@@ -200,3 +201,24 @@ def test_an_alert_that_grows_into_a_higher_severity_is_announced_again_and_resol
     assert escalated.escalated_from == "info" and escalated.escalated_at > opened.starts_at
     assert escalated.score > opened.score and escalated.note == "escalated: its score grew"
     assert resolved.status == "resolved" and resolved.severity == escalated.severity  # the labels it fired with
+
+
+
+def test_minutes_without_visitors_are_written_but_teach_no_rate_or_latency_model() -> None:
+    rng = random.Random(4)
+    scoring, state = Scoring("web", CFG), EntityState(partition=0)
+    visited, zero_windows = 0, 0
+    for m in range(DAY_OF_MINUTES):
+        if rng.random() < 0.3:
+            continue  # a minute nobody visited: a zero window once the next one arrives
+        n = rng.randint(3, 12)
+        fields = {"events": float(n), "sessions": 2.0, "errors": 0.0, "error_rate": 0.0, "conversion": 0.5,
+                  "latency_p50": 120.0, "latency_p95": rng.lognormvariate(math.log(300.0), 0.3)}
+        out = Output()
+        scoring.on_value("shop", state, T0 + m * 60, fields, out)
+        visited += 1
+        zero_windows += out.counts["zero_windows"]
+    series = state.models["series"]
+    assert zero_windows > 300 and series["events"].detector.n == visited + zero_windows  # no visitor is news
+    for metric in ("latency_p95", "error_rate", "conversion"):  # 0 ms, 0 of 0: not a value to learn
+        assert series[metric].detector.n == visited, metric
