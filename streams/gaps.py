@@ -2,7 +2,9 @@
 
 Faust (0.15, on aiokafka) can skip a message when a restarted or rebalanced worker resumes a partition:
 fetching starts before the seek to the committed offset settles and the flow-control reset drops what was
-buffered, and since later messages are acked the committed offset moves past the hole for good. A worker
+buffered, and since later messages are acked the committed offset moves past the hole for good (Faust's
+check for a hole between the committed offset and the first acked one lets a one-message hole through;
+upstream: faust-streaming issues 216 and 606). A worker
 that keeps the last offset it processed per partition sees the hole as soon as the next message arrives,
 and reads what is missing straight from Kafka (no consumer group, nothing committed) before going on. The
 first message of a partition it has just been given is checked against where the partition resumes: the
