@@ -11,10 +11,13 @@ own history, so that the same probability means the same rarity whatever the uni
   reaches, however long it lasts.
 
 The tail probability of ``z`` is the rate at which surprises at least that large have *started*
-lately or, beyond anything seen, the exponential tail. For a ``sustained`` surprise (a short moving
-average of a departure: an outage), an episode still under way is judged against the *other* episodes:
-its own up-crossing, counted on its first values (while it was still small), would otherwise make
-its continuation look ordinary, at a rate of one in however few values the history holds.
+lately or, beyond anything seen, the exponential tail. A surprise beyond the histogram's top level
+that is no larger (to a half-octave) than the largest one seen there is counted at the top level: a
+series whose bursts dwarf its usual noise by more than ``2**16`` does not find each burst unheard of.
+For a ``sustained`` surprise (a short moving average of a departure: an outage), an episode still
+under way is judged against the *other* episodes: its own up-crossing, counted on its first values
+(while it was still small), would otherwise make its continuation look ordinary, at a rate of one in
+however few values the history holds.
 
 >>> import random
 >>> rng = random.Random(0)
@@ -35,6 +38,7 @@ NB = 32  # histogram levels: half-octaves of z / u
 _LOG10E = math.log10(math.e)
 _LN10 = math.log(10.0)
 _TINY = 1e-12
+_HALF_OCTAVE = math.sqrt(2.0)
 
 
 def _level(z: float, u: float) -> int:
@@ -79,6 +83,12 @@ class SurpriseCalibrator:
         self.own = [0.0] * n  # weight with which the current episode last counted its levels
         self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
         self.tot = 0.0  # decayed count of the values the histogram saw
+        self.top: dict[int, float] = {}  # largest surprise that went beyond the top level, where one did
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "top" not in state:  # pickled before ``top``: no surprise beyond the top level is known
+            self.top = {}
 
     def restart(self) -> None:
         """Learn the scales afresh (the histogram is kept): what came before no longer describes them."""
@@ -110,6 +120,8 @@ class SurpriseCalibrator:
             bi = b[i]
             lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
             j = _level(zi, ui)
+            if j >= NB and zi < self.top.get(i, 0.0) * _HALF_OCTAVE:  # beyond the histogram, but not beyond what
+                j = NB - 1  # reached its top level (to its resolution, a half-octave): counted there
             seen = hist[i][j] if j < NB and tot > 0.0 else 0.0
             if seen > 0.0:
                 lseen = math.log10(seen / tot)
@@ -153,6 +165,8 @@ class SurpriseCalibrator:
                 j = _level(zi, ui)
                 if j >= NB:
                     j = NB - 1
+                    if count and zi > self.top.get(i, 0.0):
+                        self.top[i] = zi
                 if count and j > above[i]:  # count each level once per episode
                     h = hist[i]
                     for jj in range(above[i] + 1, j + 1):

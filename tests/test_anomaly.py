@@ -16,6 +16,7 @@ import pytest
 from models.anomaly import STATE_VERSION, SeriesDetector, Verdict
 from models.business_calendar import BusinessCalendar, CalendarError
 from models.silence import SilenceWatch
+from models.surprise import SurpriseCalibrator
 
 STEP = 300.0  # seconds between readings
 DAY = 288  # readings per day
@@ -198,6 +199,17 @@ def test_a_series_that_starts_to_shake_is_flagged() -> None:
     found = flags(run(xs))
     assert found and at <= found[0] < at + 12
 
+
+
+# ---------------------------------------------------------------- what it must not cry wolf about
+def test_bursts_far_beyond_the_usual_noise_are_judged_by_how_often_they_come() -> None:
+    rng = random.Random(0)
+    cal = SurpriseCalibrator(1)
+    for i in range(3000):  # ordinary values about 1, a burst of a million every 500
+        cal.learn([1e6 if i % 500 == 499 else abs(rng.gauss(0, 1))], count=True)
+    seen_before = cal.log10ps([1e6])[0]
+    assert -3.5 < seen_before < -2.0  # about 6 in 3000 values, not "beyond anything seen" (-2474)
+    assert cal.log10ps([1e8])[0] < -100  # a hundred times the largest burst is unheard of
 
 # ---------------------------------------------------------------- the baseline: weeks, first days
 def weekly(days: int, seed: int, holiday: int | None = None) -> list[float]:
