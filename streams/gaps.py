@@ -120,13 +120,11 @@ def kafka_gaps(settings: Settings, topic: str, timeout: float = 30.0) -> OffsetG
 def resume_offsets(settings: Settings, topic: str, partitions: list[int]) -> dict[int, int]:
     """Where the worker's consumer group resumes each partition: its committed offset, else the log's start.
 
-    The worker reads from the earliest offset when its group has committed nothing (``create_app``). The
-    consumer asking has the group's id but joins nothing: it only reads the group's offsets.
+    The worker reads from the earliest offset when its group has committed nothing (``create_app``).
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=settings.app_id, enable_auto_commit=False,
-                             client_id="opsmon-gap-resume")
+    consumer = reader(settings, "opsmon-gap-resume", group=settings.app_id)
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
         where = {tp.partition: consumer.committed(tp) for tp in tps}

@@ -55,11 +55,15 @@ def create_topics(settings: Settings) -> list[str]:
         admin.close()
 
 
-def reader(settings: Settings, client_id: str) -> Any:
-    """A kafka-python consumer without a group: it commits nothing and creates no topic by reading it."""
+def reader(settings: Settings, client_id: str, group: str | None = None) -> Any:
+    """A kafka-python consumer that joins no group: it commits nothing and creates no topic by reading it.
+
+    ``group``: a consumer group's id, only to read that group's committed offsets (``committed``); the reader
+    never subscribes, so it does not join the group.
+    """
     from kafka import KafkaConsumer
 
-    return KafkaConsumer(**settings.kafka_client_config(), group_id=None, enable_auto_commit=False,
+    return KafkaConsumer(**settings.kafka_client_config(), group_id=group, enable_auto_commit=False,
                          auto_offset_reset="earliest", allow_auto_create_topics=False,
                          client_id=client_id, consumer_timeout_ms=1000)
 
