@@ -228,6 +228,8 @@ class SeriesDetector:
         self.cl_prev = False
         self.quiet = 0  # unremarkable values to go before a new flag
         self.worst = 0.0  # rarity (decades) of the open event's worst surprise
+        self.event_t: float | None = None  # time of the flag that opened the latest event
+        self.confirmed = False  # people said the open event is real: it is not learned as ordinary
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
         self.tick_share = 1.0  # a value's share of a tick (below 1 when sampled faster than ticks)
         self.tick_decades = 0.0  # -log10 of it: values per tick, the rarity a flag needs on top
@@ -287,9 +289,14 @@ class SeriesDetector:
         decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
         flag = (score >= self.threshold and not warming
                 and (self.quiet == 0 or decades >= self.worst + self.escalate))
+        if flag and self.quiet == 0:  # a new event: its surprises are recorded, should people confirm it
+            self.cal.record()
+            self.event_t, self.confirmed = t, False
         if self.quiet:
             if score < self.threshold:  # one flag per event: its end starts the count
                 self.quiet -= 1
+                if self.quiet == 0:
+                    self._end_event()
             if decades > self.worst:
                 self.worst = decades
         if flag:
@@ -300,6 +307,30 @@ class SeriesDetector:
         self._learn(x, t, feats, notable, rare)
         return Verdict(score, flag, x, expected, expected - band, expected + band,
                        reason if score >= 0.5 * self.threshold else "", warming)
+
+    def confirm(self, start: float) -> bool:
+        """People confirmed that the alert opened at ``start`` was real: the event is not learned as ordinary.
+
+        The surprise history counts how often departures as large have begun; a real incident counted
+        there would make the next one (a fault that recurs until fixed) look less rare each time. The
+        latest event's counts are taken back out (and, while it lasts, its further ones); its values
+        still teach the scales. False when ``start`` is not from the latest event (its record is gone).
+
+        >>> det = SeriesDetector(period=None, warmup=50)
+        >>> for i in range(3000):
+        ...     v = det.process_one(20.0 + (i % 7) * 0.1, t=60.0 * i)
+        >>> t = 60.0 * 3000
+        >>> opened = det.process_one(35.0, t)
+        >>> for i in range(1, 200):
+        ...     _ = det.process_one(20.0 + (i % 7) * 0.1, t + 60.0 * i)
+        >>> det.confirm(t), det.confirm(t - 60.0)
+        (True, False)
+        """
+        if self.event_t is None or start < self.event_t or self.cal.ledger is None:
+            return False
+        self.cal.unlearn()
+        self.confirmed = self.cal.recording
+        return True
 
     @classmethod
     def from_prior(cls, prior: SeriesDetector) -> SeriesDetector:
@@ -316,6 +347,7 @@ class SeriesDetector:
         new.anchor = True
         new.quiet = 0
         new.worst = 0.0
+        new.event_t, new.confirmed = None, False
         new.held = 0
         new.cl_short = 0.0
         new.cl_prev = False
@@ -343,9 +375,17 @@ class SeriesDetector:
                 state = SeriesDetector().__dict__
             self.relearned_from = version
         # a state from before ticks: the default tick, its sampling interval still to learn
-        self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, **state})
+        self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "event_t": None,
+                              "confirmed": False, **state})
 
     # ------------------------------------------------------------------ internals
+    def _end_event(self) -> None:
+        """The event is over: its record stops growing (and what it added since people confirmed it goes)."""
+        self.cal.stop_recording()
+        if self.confirmed:
+            self.cal.unlearn()
+            self.confirmed = False
+
     def _start(self, x: float, t: float | None) -> None:
         """(Re)start the level at ``x``; the profile and scales are kept."""
         self.base.start(x, t, fresh=self.n == 0)

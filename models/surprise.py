@@ -19,6 +19,11 @@ under way is judged against the *other* episodes: its own up-crossing, counted o
 (while it was still small), would otherwise make its continuation look ordinary, at a rate of one in
 however few values the history holds.
 
+The rare up-crossings (levels fewer than one value in a hundred reached) of the episodes under way are
+remembered, and ``record`` keeps those of an event (from the ones under way when it starts until
+``stop_recording``): ``unlearn`` takes them back out of the histogram, so an incident that people confirmed
+does not make the next one look ordinary, and ordinary noise around it stays as common as it was.
+
 >>> import random
 >>> rng = random.Random(0)
 >>> cal = SurpriseCalibrator(1)
@@ -39,6 +44,8 @@ _LOG10E = math.log10(math.e)
 _LN10 = math.log(10.0)
 _TINY = 1e-12
 _HALF_OCTAVE = math.sqrt(2.0)
+_LEDGER_MAX = 64  # level ranges an event's record keeps (beyond, an unlearned event is partly remembered)
+_RARE_RATE = 0.01  # levels reached by fewer than one value in a hundred are what an event's record keeps
 
 
 def _level(z: float, u: float) -> int:
@@ -84,11 +91,15 @@ class SurpriseCalibrator:
         self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
         self.tot = 0.0  # decayed count of the values the histogram saw
         self.top: dict[int, float] = {}  # largest surprise that went beyond the top level, where one did
+        # weight counted per (surprise, first level, last level), rare levels only: by the episodes under way,
+        # and by the recorded event (None: nothing recorded)
+        self.ongoing: dict[tuple[int, int, int], float] = {}
+        self.ledger: dict[tuple[int, int, int], float] | None = None
+        self.recording = False
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        if "top" not in state:  # pickled before ``top``: no surprise beyond the top level is known
-            self.top = {}
+        # pickled before ``top`` or the ledger: nothing beyond the top level, nor of an event, is known
+        self.__dict__.update({"top": {}, "ongoing": {}, "ledger": None, "recording": False, **state})
 
     def restart(self) -> None:
         """Learn the scales afresh (the histogram is kept): what came before no longer describes them."""
@@ -100,6 +111,44 @@ class SurpriseCalibrator:
     def forget_episodes(self) -> None:
         """No surprise is within an episode any more (a new series starts from this history)."""
         self.above = [-1] * len(self.above)
+        self.ongoing = {}
+        self.ledger, self.recording = None, False
+
+    def record(self) -> None:
+        """Start keeping the up-crossings of an event: those of the episodes under way, and the ones to come."""
+        self.ledger = dict(self.ongoing)
+        self.recording = True
+
+    def stop_recording(self) -> None:
+        """The event is over: its record is kept (for ``unlearn``) but grows no more."""
+        self.recording = False
+
+    def unlearn(self) -> int:
+        """Take the recorded event's up-crossings back out of the histogram; how many were taken.
+
+        The values themselves stay counted (the event was seen), only the episodes it started are not:
+        surprises as large are as rare as they were before it.
+
+        >>> cal = SurpriseCalibrator(1, horizon=1e9)
+        >>> for _ in range(2000):
+        ...     cal.learn([1.0], count=True)
+        >>> cal.record()
+        >>> for z in (10.0, 40.0, 1.0):  # an event: the surprise climbs to 10, then to 40
+        ...     cal.learn([z], count=True)
+        >>> round(cal.log10ps([40.0])[0], 1)  # once seen, about one in 2000 values
+        -3.3
+        >>> cal.unlearn(), cal.log10ps([40.0])[0] < -10  # taken back: unheard of again
+        (2, True)
+        """
+        ledger = self.ledger or {}
+        for (i, lo, hi), w in ledger.items():
+            h = self.hist[i]
+            for j in range(lo, hi + 1):
+                h[j] = h[j] - w if h[j] > w else 0.0
+            self.own[i] = 0.0  # an episode still under way is judged against the others only
+            self.ongoing.pop((i, lo, hi), None)
+        self.ledger = {} if self.recording else None
+        return len(ledger)
 
     def log10ps(self, z: list[float], with_own: list[float] | None = None) -> list[float]:
         """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet).
@@ -169,11 +218,25 @@ class SurpriseCalibrator:
                         self.top[i] = zi
                 if count and j > above[i]:  # count each level once per episode
                     h = hist[i]
+                    rare = self.tot * _RARE_RATE
+                    lo = j + 1  # the lowest level this value counts that was rare (counts fall with the level)
+                    for jj in range(j, above[i], -1):
+                        if h[jj] >= rare:
+                            break
+                        lo = jj
                     for jj in range(above[i] + 1, j + 1):
                         h[jj] += w
                     own[i] = w
+                    if lo <= j:  # only rare levels are worth taking back: the ordinary ones are not the event
+                        key = (i, lo, j)
+                        self.ongoing[key] = self.ongoing.get(key, 0.0) + w
+                        led = self.ledger
+                        if self.recording and (key in led or len(led) < _LEDGER_MAX):  # type: ignore[operator,arg-type]
+                            led[key] = led.get(key, 0.0) + w  # type: ignore[union-attr]
                 above[i] = j
             else:
+                if above[i] >= 0 and self.ongoing:  # the episode is over
+                    self.ongoing = {k: v for k, v in self.ongoing.items() if k[0] != i}
                 above[i] = -1
                 u[i] = ui * down if ui * down > _TINY else _TINY
         if count:  # the histogram and its total count the same values
@@ -186,5 +249,8 @@ class SurpriseCalibrator:
             self.tot /= w
             for i in range(len(own)):
                 own[i] /= w
+            self.ongoing = {k: v / w for k, v in self.ongoing.items()}
+            if self.ledger:
+                self.ledger = {k: v / w for k, v in self.ledger.items()}
             w = 1.0
         self.w = w

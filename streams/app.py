@@ -67,6 +67,7 @@ class Runtime:
     alert_sinks: list = field(default_factory=list)
     alerts_delivered: int = 0
     feedback_applied: int = 0
+    feedback_to_models: int = 0  # of which changed a model (an alert's policy, or a detector's history)
     gaps: dict[str, OffsetGaps] = field(default_factory=dict)  # per consumed topic name
 
 
@@ -264,20 +265,15 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             async with rt.locks[source]:
                 p = pipeline(source)
                 out = Output()
-                state = p.states.get(entity)
-                sm = state.models.get("series", {}).get(metric) if state is not None else None
-                if sm is not None and fb.kind == "false_positive":
-                    was_open = sm.alerts.open_since == start
-                    sm.alerts.false_positive(fb.at, sm.alerts.peak_score if was_open else sm.alerts.open_score)
-                    if was_open and sm.last_verdict is not None:
-                        scoring = p.observers[0]
-                        scoring._alert(out, entity, metric, sm, "resolved", start, fb.at, sm.last_verdict,
-                                       note=f"marked false positive by {fb.user or 'on-call'}")
+                applied = p.observers[0].feedback(entity, p.states.get(entity), metric, fb.kind, start, fb.at,
+                                                  fb.user, out)
+                if applied:
                     out.changed.add(entity)
                 out.lines.append(line("feedback", {"entity": entity, "metric": metric, "kind": fb.kind},
-                                      {"count": 1}, int(fb.at * 1000)))
+                                      {"count": 1, "applied": int(applied)}, int(fb.at * 1000)))
                 await deliver(source, out, None)
                 rt.feedback_applied += 1
+                rt.feedback_to_models += applied
 
     @app.timer(interval=TICK_S, name="opsmon.tick")
     async def tick() -> None:
@@ -307,7 +303,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     async def stats(self, request: web.Request) -> web.Response:  # noqa: ARG001
         body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
         body["sink"] = vars(rt.sink.stats)
-        body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied}
+        body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied,
+                          "feedback_to_models": rt.feedback_to_models}
         body["skipped_by_consumer"] = {name: {"holes": g.holes, "at_resume": g.at_resume, "fetched": g.filled}
                                        for name, g in rt.gaps.items()}
         return self.json(body)

@@ -105,6 +105,26 @@ class Scoring:
         # Warmed-up detectors of each (group, metric), for new series to start from (memory only).
         self.priors: dict[tuple[str, str], SeriesDetector] = {}
 
+    def feedback(self, entity: str, state: EntityState | None, metric: str, kind: str, start: float, at: float,
+                 user: str, out: Output) -> bool:
+        """Apply what a person said about the alert of ``metric`` that opened at ``start``; True if a model changed.
+
+        ``false_positive``: the series needs a rarer anomaly to alert again (and the alert, if still open, is
+        resolved with a note). ``ack``: someone is on it, so it was real; the detector does not learn the
+        incident as ordinary, and a fault that recurs until it is fixed keeps alerting.
+        """
+        sm = state.models.get("series", {}).get(metric) if state is not None else None
+        if sm is None:
+            return False
+        if kind == "false_positive":
+            was_open = sm.alerts.open_since == start
+            sm.alerts.false_positive(at, sm.alerts.peak_score if was_open else sm.alerts.open_score)
+            if was_open and sm.last_verdict is not None:
+                self._alert(out, entity, metric, sm, "resolved", start, at, sm.last_verdict,
+                            note=f"marked false positive by {user or 'on-call'}")
+            return True
+        return kind == "ack" and sm.detector is not None and sm.detector.confirm(start)
+
     # ------------------------------------------------------------------ observer interface
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
         """Score a reading (IoT) or a final window's fields (POS, web)."""

@@ -211,6 +211,56 @@ def test_bursts_far_beyond_the_usual_noise_are_judged_by_how_often_they_come() -
     assert -3.5 < seen_before < -2.0  # about 6 in 3000 values, not "beyond anything seen" (-2474)
     assert cal.log10ps([1e8])[0] < -100  # a hundred times the largest burst is unheard of
 
+# ---------------------------------------------------------------- people's feedback
+def _daily_latency_faults(confirm: bool, seed: int, days: int = 10) -> list[tuple[float, bool]]:
+    """A web shop's p95 latency per minute (18 requests a minute) with a slowdown every day, ramping up to
+    3-8 times for 15-60 minutes; ``confirm``: on-call confirms each alert half an hour after the fault.
+    Returns the best score and whether it was flagged, per fault."""
+    rng, faults = random.Random(seed), random.Random(seed + 100)
+    det, out = SeriesDetector(), []
+    for day in range(days):
+        start, length, factor = day * 1440 + faults.randrange(300, 1200), faults.randrange(15, 60), faults.uniform(3, 8)
+        best, opened = 0.0, None
+        for i in range(day * 1440, day * 1440 + 1440):
+            slow = 1 + (factor - 1) * min(1.0, 4 * (i - start) / length) if start <= i < start + length else 1.0
+            requests = sorted(rng.lognormvariate(math.log(110), 0.45) * slow for _ in range(18))
+            v = det.process_one(requests[16], 60.0 * i)
+            if start <= i < start + length + 5:
+                best = max(best, v.score)
+                opened = 60.0 * i if v.is_anomaly and opened is None else opened
+            if confirm and opened is not None and i == start + length + 30:
+                assert det.confirm(opened)
+        out.append((best, opened is not None))
+    return out
+
+
+def test_confirmed_incidents_do_not_teach_that_the_fault_is_ordinary() -> None:
+    # Every slowdown that was counted made the next look less rare: scores fall towards the bar, and
+    # faults go unflagged. Confirmed ones are taken back out of the surprise history.
+    learned, confirmed = _daily_latency_faults(False, seed=2), _daily_latency_faults(True, seed=2)
+    assert learned[:3] == confirmed[:3]  # the same until the first confirmation
+    assert [flagged for _, flagged in confirmed[3:]] == [True] * 7
+    assert sum(flagged for _, flagged in learned[3:]) <= 4
+    assert min(score for score, _ in confirmed[6:]) > max(score for score, _ in learned[6:8])
+
+
+def test_only_the_latest_event_can_be_confirmed_and_a_state_without_events_loads() -> None:
+    assert not SeriesDetector().confirm(0.0)  # nothing flagged yet
+    det = trained()
+    t = DAY * 3 * STEP
+    xs = seasonal(DAY, seed=5, start=DAY * 3)
+    xs[10] += 10 * SIGMA
+    xs[200] += 10 * SIGMA
+    assert flags(run(xs, det, start=DAY * 3)) == [10, 200]
+    assert not det.confirm(t + 10 * STEP) and det.confirm(t + 200 * STEP)
+    state = det.__getstate__()
+    for key in ("event_t", "confirmed"):
+        del state[key]
+    old = SeriesDetector.__new__(SeriesDetector)
+    old.__setstate__(state)
+    assert old.event_t is None and not old.confirm(t + 200 * STEP)
+
+
 # ---------------------------------------------------------------- the baseline: weeks, first days
 def weekly(days: int, seed: int, holiday: int | None = None) -> list[float]:
     """Half-hourly visits: busy 9-18 on weekdays, quiet weekends; ``holiday``: a weekday as quiet."""
@@ -434,7 +484,7 @@ def test_pickle_round_trip_gives_identical_next_scores() -> None:
     blob = pickle.dumps(det)
     # small and bounded: it lives in a Faust table (the first days keep a little more, see seasonal)
     assert len(blob) < 12_000
-    assert len(pickle.dumps(trained(days=8))) < 8_000
+    assert len(pickle.dumps(trained(days=8))) < 8_500
     copy = pickle.loads(blob)
     nxt = seasonal(DAY, seed=7, start=DAY * 3)
     nxt[100] += 5.0

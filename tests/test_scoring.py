@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -91,6 +92,27 @@ def test_a_false_positive_stops_the_same_pattern_alerting_again() -> None:
     assert [a for a in again if a.metric == "temperature"] == []  # (the jump ahead reads as a silence)
     _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [600.0], start=later + 400 * STEP, state=state)
     assert [a.status for a in bigger if a.metric == "temperature"] == ["firing"]
+
+
+def test_an_acknowledged_alert_is_not_learned_as_ordinary() -> None:
+    scoring = Scoring("iot", CFG)
+    state, alerts, _ = reading_stream(scoring, normal(1200) + [12.0] + normal(30, seed=2))
+    (fired,) = [a for a in alerts if a.status == "firing" and a.observed == 12.0]
+    acked = copy.deepcopy(state)
+    out = Output()
+    assert scoring.feedback("s1/d1", acked, "temperature", "ack", fired.starts_at, T0 + 1240 * STEP, "sam", out)
+    assert out.alerts == []
+    # feedback on an older alert, or on a series that has none, changes nothing
+    assert not scoring.feedback("s1/d1", acked, "temperature", "ack", fired.starts_at - STEP, T0, "sam", out)
+    assert not scoring.feedback("s1/d1", acked, "humidity", "ack", fired.starts_at, T0, "sam", out)
+    assert not scoring.feedback("s9/d9", None, "temperature", "ack", fired.starts_at, T0, "sam", out)
+    # the same fault a day later: the series that learned it finds it far less rare than the one told it was real
+    again = normal(300, seed=3) + [12.0]
+    _, learned, _ = reading_stream(scoring, again, start=T0 + 1231 * STEP, state=state)
+    _, confirmed, _ = reading_stream(scoring, again, start=T0 + 1231 * STEP, state=acked)
+    (learned_repeat,) = [a for a in learned if a.status == "firing" and a.observed == 12.0]
+    (confirmed_repeat,) = [a for a in confirmed if a.status == "firing" and a.observed == 12.0]
+    assert learned_repeat.severity == "info" and confirmed_repeat.severity == "critical"
 
 
 def test_a_device_that_stops_reporting_raises_a_silence_alert_and_resolves_when_back() -> None:

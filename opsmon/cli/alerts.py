@@ -64,7 +64,7 @@ def _feedback(alert_id: str, kind: str, user: str, note: str) -> None:
 
 @app.command()
 def ack(alert_id: str, user: str = typer.Option("", help="Who acknowledges."), note: str = "") -> None:
-    """Acknowledge an alert: someone is on it."""
+    """Acknowledge an alert: someone is on it. It was real, so the model does not learn it as ordinary."""
     _feedback(alert_id, "ack", user, note)
 
 

@@ -99,9 +99,14 @@ def test_an_anomaly_is_one_alert_then_resolved_and_a_false_positive_silences_the
     env = s.to_env()
     refused = CliRunner().invoke(cli, ["alerts", "ack", "iot:nowhere/x:temperature:1"], env=env)
     assert refused.exit_code == 1 and "unknown alert id" in refused.output
+    # Acknowledged first (the detector takes the incident out of what it has learned), then found wrong.
+    acked = CliRunner().invoke(cli, ["alerts", "ack", alert_id, "--user", "sam"], env=env)
+    assert acked.exit_code == 0 and f"ack recorded for {alert_id}" in acked.output, acked.output
     marked = CliRunner().invoke(cli, ["alerts", "false-positive", alert_id, "--user", "sam"], env=env)
     assert marked.exit_code == 0 and f"false positive recorded for {alert_id}" in marked.output, marked.output
-    eventually(lambda: (worker.stats() or {}).get("alerts", {}).get("feedback_applied", 0), bool, timeout=30)
+    applied = eventually(lambda: (worker.stats() or {}).get("alerts", {}).get("feedback_applied", 0) == 2 and
+                         worker.stats()["alerts"], bool, timeout=30)
+    assert applied["feedback_to_models"] == 2, applied  # both found the model they were about
 
     # The same pattern a day later: no new alert.
     again = last + 300 * STEP
