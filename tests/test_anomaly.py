@@ -237,11 +237,15 @@ def _daily_latency_faults(confirm: bool, seed: int, days: int = 10) -> list[tupl
 def test_confirmed_incidents_do_not_teach_that_the_fault_is_ordinary() -> None:
     # Every slowdown that was counted made the next look less rare: scores fall towards the bar, and
     # faults go unflagged. Confirmed ones are taken back out of the surprise history.
-    learned, confirmed = _daily_latency_faults(False, seed=2), _daily_latency_faults(True, seed=2)
-    assert learned[:3] == confirmed[:3]  # the same until the first confirmation
-    assert [flagged for _, flagged in confirmed[3:]] == [True] * 7
-    assert sum(flagged for _, flagged in learned[3:]) <= 4
-    assert min(score for score, _ in confirmed[6:]) > max(score for score, _ in learned[6:8])
+    found = {False: 0, True: 0}
+    for seed in (2, 3, 5):
+        learned, confirmed = _daily_latency_faults(False, seed), _daily_latency_faults(True, seed)
+        first = next(day for day, (_, flagged) in enumerate(learned) if flagged)
+        assert learned[:first + 1] == confirmed[:first + 1]  # the same until the first confirmation
+        found[False] += sum(flagged for _, flagged in learned[3:])
+        found[True] += sum(flagged for _, flagged in confirmed[3:])
+        assert sum(score for score, _ in confirmed[3:]) > sum(score for score, _ in learned[3:]) + 0.1
+    assert found[True] >= 20 and found[False] <= 16, found  # of 21 faults after warm-up
 
 
 def test_only_the_latest_event_can_be_confirmed_and_a_state_without_events_loads() -> None:
