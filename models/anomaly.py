@@ -19,12 +19,13 @@ holiday at a taxi rank). Six surprises are measured against it:
 - ``flat``: log-ratio of the long-run to the recent step size: a stuck or flat-lined sensor;
 - ``volatility``: log-ratio of the recent to the long-run deseasonalised step: a series that starts
   to shake (oscillation, bursts);
-- ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail; Bahadur-Rao's
-  refinement of the Chernoff bound once that rate has been learned over a ``horizon``).
+- ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail).
 
 Each surprise becomes a tail probability ``p`` against the series' own recent history
 (``models.surprise``: the rate at which surprises at least that large have *started* lately, or an
-exponential tail beyond anything seen). The smallest ``p`` times the number of surprises (Bonferroni)
+exponential tail beyond anything seen). The fast ``shift``, an average of the last few distances that
+``level`` judges one by one, adds little evidence of its own: its ``p`` counts double. The smallest ``p``
+times the number of surprises (Bonferroni)
 gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
 on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the seven surprises (about one
 in 700 for a single one, so an event that recurs daily in five-minute data does not flag), 0.67 is
@@ -34,6 +35,12 @@ usual 90th percentile), so a clean, noisy series stays quiet. A flag opens an ev
 until ``refractory`` unremarkable values have passed (one alert per event; alerting adds its own
 hysteresis), unless the event escalates: a surprise ``escalate`` decades rarer than the worst the
 event has shown so far is news (a dip that turns into an outage) and is flagged again.
+An event that starts at the same time of day (within a quarter of an hour) as events on at least
+``RECUR_MIN`` of the last ``RECUR_DAYS`` days is a daily recurrence (a nightly job's load), not news: it
+opens an event without a flag, unless it is ``escalate`` decades rarer than those it repeats. The profile
+would adopt such a recurrence in time, but only slowly, as it holds off rare values; meanwhile it would
+alert every day or two. Two earlier days, not one, so that a fault that happens to start at the time of
+one earlier event is still flagged.
 
 Learning is robust. Residuals are winsorised at ``clip`` times the level's usual 90th percentile, and
 while a level or shift surprise is rare (``p <= 1/100``) the baseline learns nothing: an outage is not
@@ -81,6 +88,7 @@ FEATURES = ("spike", "level", "shift", "flat", "shift", "volatility", "cluster")
 _SPIKE, _LEVEL, _SHIFT, _FLAT, _FAST, _VOL, _CLUSTER = range(7)
 _NCAL = 6  # surprises with an empirical calibrator (the cluster one is analytic)
 _LN10 = math.log(10.0)
+_LOG2 = math.log10(2.0)
 _BONFERRONI = math.log10(len(FEATURES))
 _SETTLE = 30  # values before surprises are calibrated at all (the level's running mean settles)
 # Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
@@ -97,6 +105,12 @@ _STEP_ALPHA = 0.005  # long-run mean step sizes
 # Step-size ratios are capped at a billion: a sensor stuck on one value, or steps of 1e-308 then 2, must
 # still give finite surprises (an infinite one would poison the calibrator's scales for good).
 _MAX_LOG_RATIO = math.log(1e9)
+# An event within a quarter of an hour of the same time of day as events on RECUR_MIN of the last RECUR_DAYS
+# days is a recurrence (see the module docstring); at most _RECUR_KEEP recent events are remembered for it.
+RECUR_DAYS = 7
+RECUR_MIN = 2
+_RECUR_TOL = 1.0 / 96.0  # of the period
+_RECUR_KEEP = 32
 
 # constructor arguments, kept as attributes of the same name
 _SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
@@ -178,7 +192,7 @@ class SeriesDetector:
     (True, 'level', True)
     """
 
-    def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 100,
+    def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 150,
                  escalate: float = 1.0, period: float | None = 86400.0, max_bins: int = 288, slow_alpha: float = 0.01,
                  shift_alpha: float = 0.05, season_gamma: float = 0.1, flat_alpha: float = 0.1,
                  horizon: float = 2000.0, tail_q: float = 0.9, tail_rate: float = 0.005,
@@ -230,6 +244,7 @@ class SeriesDetector:
         self.quiet = 0  # unremarkable values to go before a new flag
         self.worst = 0.0  # rarity (decades) of the open event's worst surprise
         self.event_t: float | None = None  # time of the flag that opened the latest event
+        self.recent: list[tuple[float, float]] = []  # (time, decades) of recent events, for recurrences
         self.confirmed = False  # people said the open event is real: it is not learned as ordinary
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
         self.tick_share = 1.0  # a value's share of a tick (below 1 when sampled faster than ticks)
@@ -290,6 +305,10 @@ class SeriesDetector:
         decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
         flag = (score >= self.threshold and not warming
                 and (self.quiet == 0 or decades >= self.worst + self.escalate))
+        if flag and t is not None and self.quiet == 0 and self._recurs(t, decades):
+            flag = False  # the last days' event again: it opens an event, silently
+            self.quiet = self.refractory
+            self.worst = decades
         if flag and self.quiet == 0:  # a new event: its surprises are recorded, should people confirm it
             self.cal.record()
             self.event_t, self.confirmed = t, False
@@ -315,7 +334,8 @@ class SeriesDetector:
         The surprise history counts how often departures as large have begun; a real incident counted
         there would make the next one (a fault that recurs until fixed) look less rare each time. The
         latest event's counts are taken back out (and, while it lasts, its further ones); its values
-        still teach the scales. False when ``start`` is not from the latest event (its record is gone).
+        still teach the scales, and it does not make the same time tomorrow a daily recurrence. False when
+        ``start`` is not from the latest event (its record is gone).
 
         >>> det = SeriesDetector(period=None, warmup=50)
         >>> for i in range(3000):
@@ -331,6 +351,7 @@ class SeriesDetector:
             return False
         self.cal.unlearn()
         self.confirmed = self.cal.recording
+        self.recent = [e for e in self.recent if e[0] != self.event_t]  # nor is it a daily routine
         return True
 
     @classmethod
@@ -349,6 +370,7 @@ class SeriesDetector:
         new.quiet = 0
         new.worst = 0.0
         new.event_t, new.confirmed = None, False
+        new.recent = []
         new.held = 0
         new.cl_short = 0.0
         new.cl_prev = False
@@ -377,7 +399,7 @@ class SeriesDetector:
             self.relearned_from = version
         # a state from before ticks: the default tick, its sampling interval still to learn
         self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "event_t": None,
-                              "confirmed": False, **state})
+                              "confirmed": False, "recent": [], **state})
 
     # ------------------------------------------------------------------ internals
     def _end_event(self) -> None:
@@ -395,6 +417,27 @@ class SeriesDetector:
         self.t_last = t
         self.anchor = False
         self.n += 1
+
+    def _recurs(self, t: float, decades: float) -> bool:
+        """Whether an event starting at ``t`` with rarity ``decades`` repeats the last days' at that time of day.
+
+        Every event is remembered, flagged or silenced, so a daily recurrence stays silent day after day.
+        Only with a time-of-day profile: on coarser data every value is at "the same time of day".
+        """
+        p = self.period
+        if not p or not self.base.bins:
+            return False
+        tol = _RECUR_TOL * p
+        recent = [e for e in self.recent if t - e[0] <= RECUR_DAYS * p + tol]
+        days = set()
+        for te, de in recent:
+            k = round((t - te) / p)
+            if 1 <= k <= RECUR_DAYS and abs(t - te - k * p) <= tol and decades < de + self.escalate:
+                days.add(k)
+        recurs = len(days) >= RECUR_MIN
+        recent.append((t, decades))
+        self.recent = recent[-_RECUR_KEEP:]
+        return recurs
 
     def _features(self, x: float, t: float | None, pattern_t: float | None = None) -> tuple:
         """Surprises of ``x`` (judged by the daily pattern at ``pattern_t``, default ``t``), and what learning needs."""
@@ -447,6 +490,8 @@ class SeriesDetector:
                 rare = True
             if lp < -1.0 and z[i] < gates[i]:  # rare, but too small to matter
                 lps[i] = lp = -1.0
+            if i == _FAST:  # half a share: mostly the level's own evidence, averaged over a few values
+                lp += _LOG2
             if lp < best:
                 best = lp
                 reason = FEATURES[i]
@@ -458,9 +503,6 @@ class SeriesDetector:
         mu = self.cl_long / ca  # expected events in as many values
         if k > mu and self.cal.tot > 0.0:
             lpc = -(k * math.log(k / mu) - k + mu) / _LN10  # Chernoff bound of the Poisson tail
-            if self.n_mature * self.tick_share >= self.horizon:  # once the long-run rate is learned,
-                # Bahadur-Rao's refinement: the bound overstates the tail 3 to 6 fold (k of 2 to 6)
-                lpc -= max(math.log10((1.0 - mu / k) * math.sqrt(2.0 * math.pi * k)), 0.0)
             if lpc < best:
                 best = lpc
                 reason = "cluster"

@@ -83,6 +83,31 @@ def test_an_event_flags_once_unless_it_escalates() -> None:
     assert flags(run(xs, SeriesDetector(escalate=math.inf))) == [first]
 
 
+def test_an_event_that_recurs_daily_is_news_only_at_first() -> None:
+    xs = seasonal(DAY * 10, seed=7)
+    for d in range(2, 10):
+        xs[DAY * d + 36] += 16 * SIGMA  # a nightly job at 03:00
+    xs[DAY * 8 + 150] += 16 * SIGMA  # the same at 12:30 is news
+    xs[DAY * 9 + 36] -= 60 * SIGMA  # and so is a collapse, far rarer, at 03:00
+    found = flags(run(xs))
+    nightly = [i for i in found if i % DAY == 36 and i < DAY * 9]
+    assert nightly and all(i < DAY * 5 for i in nightly)  # once it has recurred, it is known
+    assert DAY * 8 + 150 in found and DAY * 9 + 36 in found
+
+
+def test_a_fault_people_confirm_each_day_is_not_taken_for_a_routine() -> None:
+    xs = seasonal(DAY * 10, seed=7)
+    for d in range(2, 10):
+        xs[DAY * d + 36] += 16 * SIGMA  # the same fault at 03:00 every night, confirmed every time
+    det, found = SeriesDetector(), []
+    for i, x in enumerate(xs):
+        if det.process_one(x, i * STEP).is_anomaly:
+            found.append(i)
+            assert det.confirm(i * STEP)
+    first = found[0]
+    assert first < DAY * 5 and [i for i in found if i > first] == [DAY * d + 36 for d in range(first // DAY + 1, 10)]
+
+
 def test_slow_drift_away_from_the_daily_pattern_is_flagged() -> None:
     xs = seasonal(DAY * 5, seed=3)
     at = DAY * 3

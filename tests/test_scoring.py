@@ -211,16 +211,16 @@ def test_late_data_that_corrects_an_alerting_window_withdraws_the_alert() -> Non
 
 
 def test_an_alert_that_grows_into_a_higher_severity_is_announced_again_and_resolves_with_it() -> None:
-    # A low threshold, so a drift opens its alert while still weak (info) and keeps growing.
-    scoring = Scoring("iot", ScoringConfig(warmup=100, window_warmup=60, threshold=0.3))
-    base = normal(700)
-    drift = [x + 0.02 * i for i, x in enumerate(base[600:])]
-    _, alerts, _ = reading_stream(scoring, normal(600) + drift + normal(30, seed=1))
+    # A drift opens its alert as a warning and keeps growing.
+    scoring = Scoring("iot", CFG)
+    base = normal(1000)
+    drift = [x + 0.04 * i for i, x in enumerate(base[900:])]
+    _, alerts, _ = reading_stream(scoring, normal(900) + drift + normal(30, seed=1))
     opened, escalated, resolved = alerts
-    assert (opened.status, opened.severity, opened.escalated_from) == ("firing", "info", "")
+    assert (opened.status, opened.severity, opened.escalated_from) == ("firing", "warning", "")
     assert escalated.id == opened.id == resolved.id and escalated.starts_at == opened.starts_at
-    assert escalated.status == "firing" and escalated.severity in ("warning", "critical")
-    assert escalated.escalated_from == "info" and escalated.escalated_at > opened.starts_at
+    assert escalated.status == "firing" and escalated.severity == "critical"
+    assert escalated.escalated_from == "warning" and escalated.escalated_at > opened.starts_at
     assert escalated.score > opened.score and escalated.note == "escalated: its score grew"
     assert resolved.status == "resolved" and resolved.severity == escalated.severity  # the labels it fired with
 
