@@ -88,8 +88,10 @@ FEATURES = ("spike", "level", "shift", "flat", "shift", "volatility", "cluster")
 _SPIKE, _LEVEL, _SHIFT, _FLAT, _FAST, _VOL, _CLUSTER = range(7)
 _NCAL = 6  # surprises with an empirical calibrator (the cluster one is analytic)
 _LN10 = math.log(10.0)
-_LOG2 = math.log10(2.0)
 _BONFERRONI = math.log10(len(FEATURES))
+# Weighted Bonferroni: decades a surprise's p is scaled up by for its share of the correction (the fast shift,
+# mostly the level's own evidence averaged over a few values, has half a share)
+_SHARE_DECADES = tuple(math.log10(2.0) if i == _FAST else 0.0 for i in range(_NCAL))
 _SETTLE = 30  # values before surprises are calibrated at all (the level's running mean settles)
 # Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk (or grown) four-fold.
@@ -305,13 +307,14 @@ class SeriesDetector:
         decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
         flag = (score >= self.threshold and not warming
                 and (self.quiet == 0 or decades >= self.worst + self.escalate))
-        if flag and t is not None and self.quiet == 0 and self._recurs(t, decades):
-            flag = False  # the last days' event again: it opens an event, silently
-            self.quiet = self.refractory
-            self.worst = decades
-        if flag and self.quiet == 0:  # a new event: its surprises are recorded, should people confirm it
-            self.cal.record()
-            self.event_t, self.confirmed = t, False
+        if flag and self.quiet == 0:  # a new event
+            if t is not None and self._recurs(t, decades):
+                flag = False  # the last days' event again: it opens an event, silently
+                self.quiet = self.refractory
+                self.worst = decades
+            else:  # its surprises are recorded, should people confirm it
+                self.cal.record()
+                self.event_t, self.confirmed = t, False
         if self.quiet:
             if score < self.threshold:  # one flag per event: its end starts the count
                 self.quiet -= 1
@@ -490,8 +493,7 @@ class SeriesDetector:
                 rare = True
             if lp < -1.0 and z[i] < gates[i]:  # rare, but too small to matter
                 lps[i] = lp = -1.0
-            if i == _FAST:  # half a share: mostly the level's own evidence, averaged over a few values
-                lp += _LOG2
+            lp += _SHARE_DECADES[i]
             if lp < best:
                 best = lp
                 reason = FEATURES[i]
