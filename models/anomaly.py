@@ -31,10 +31,11 @@ on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the seven 
 in 700 for a single one, so an event that recurs daily in five-minute data does not flag), 0.67 is
 ten times rarer, 0.75 a hundred; it never saturates.
 Rarity alone is not enough to flag: the surprise must also be material (``min_effect`` times its
-usual 90th percentile), so a clean, noisy series stays quiet. A flag opens an event: no new flag
-until ``refractory`` unremarkable values have passed (one alert per event; alerting adds its own
-hysteresis), unless the event escalates: a surprise ``escalate`` decades rarer than the worst the
-event has shown so far is news (a dip that turns into an outage) and is flagged again.
+usual 90th percentile, and 1% of the daily profile's spread), so a clean series stays quiet, noisy or
+not. A flag opens an event: no new flag until ``refractory`` unremarkable values have passed (one
+alert per event; alerting adds its own hysteresis), unless the event escalates: a surprise
+``escalate`` decades rarer than the worst the event has shown so far is news (a dip that turns into
+an outage) and is flagged again.
 An event that starts at the same time of day (within a quarter of an hour) as events on at least
 ``RECUR_MIN`` of the last ``RECUR_DAYS`` days is a daily recurrence (a nightly job's load), not news: it
 opens an event without a flag, unless it is ``escalate`` decades rarer than those it repeats. The profile
@@ -100,6 +101,9 @@ _STEP_EFFECT = math.log(4.0)
 # ... and a fast shift is material once it reaches 1.1 times the level's usual 90th percentile (about
 # 1.8 sigma held over ~4 values: a till at 0 that averages 3), even if its own 90th percentile is noisy
 _FAST_EFFECT = 1.1
+# ... and, on a series without noise, a departure must reach 1% of the daily profile's spread: otherwise the
+# profile's own last-digit imprecision is the rarest thing such a series shows, and a clean cycle alerts
+_RESOLUTION = 0.01
 _FAST_ALPHA = 0.4  # the fast shift: a mean of about the last four values (an outage within minutes)
 _RARE = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
 _HELD_BY = (_LEVEL, _SHIFT, _FAST)
@@ -482,8 +486,13 @@ class SeriesDetector:
         lps = self.cal.log10ps(z, own)
         u = self.cal.u
         me = self.min_effect
-        gates = (me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL] if me else 0.0,
-                 _STEP_EFFECT if me else 0.0, min(me * u[_FAST], _FAST_EFFECT * u[_LEVEL]), _STEP_EFFECT if me else 0.0)
+        # nor is a departure below the series' resolution (a noise-free series: its own rounding is "rare")
+        base = self.base
+        tiny = _RESOLUTION * base.lam * math.sqrt(base.var_ps) if me else 0.0
+        gates = (max(me * u[_SPIKE], tiny), max(me * u[_LEVEL], tiny),
+                 max(_SHIFT_EFFECT * u[_LEVEL] if me else 0.0, tiny),
+                 _STEP_EFFECT if me else 0.0, max(min(me * u[_FAST], _FAST_EFFECT * u[_LEVEL]), tiny),
+                 (_STEP_EFFECT if feats[6] >= tiny else math.inf) if me else 0.0)
         best = 0.0
         reason = ""
         rare = False

@@ -136,6 +136,22 @@ def test_quiet_on_a_clean_seasonal_series(seed: int) -> None:
     assert max(v.score for v in vs[DAY * 2:]) < 0.5
 
 
+@pytest.mark.parametrize("shape", ["sine", "square", "sawtooth"])
+def test_quiet_on_a_noise_free_daily_cycle(shape: str) -> None:
+    # Without noise the usual steps are the profile's rounding errors (1e-4), so a rounding error ten
+    # times as large is "rare"; a departure must also be material against the cycle's own spread.
+    def cycle(i: int) -> float:
+        phase = (i % DAY) / DAY
+        if shape == "sine":
+            return 50 + 20 * math.sin(2 * math.pi * phase)
+        return (80.0 if 0.375 <= phase < 0.875 else 20.0) if shape == "square" else 10 + 30 * phase
+
+    xs = [cycle(i) for i in range(DAY * 21)]
+    assert flags(run(xs)) == []
+    xs[DAY * 20 + 100] += 3.0  # while a real departure on it still flags
+    assert flags(run(xs)) == [DAY * 20 + 100]
+
+
 def test_one_threshold_means_the_same_on_any_scale() -> None:
     xs = seasonal(DAY * 4, seed=5)
     xs[DAY * 3] += 6 * SIGMA
