@@ -117,10 +117,12 @@ class Scoring:
         if sm is None:
             return False
         if kind == "false_positive":
+            # the series' own clock: a replay, or a worker catching up, judges values older than ``at``
+            now = min(at, state.last_ts) if state.last_ts else at  # type: ignore[union-attr]
             was_open = sm.alerts.open_since == start
-            sm.alerts.false_positive(at, sm.alerts.peak_score if was_open else sm.alerts.open_score)
+            sm.alerts.false_positive(now, sm.alerts.peak_score if was_open else sm.alerts.open_score)
             if was_open and sm.last_verdict is not None:
-                self._alert(out, entity, metric, sm, "resolved", start, at, sm.last_verdict,
+                self._alert(out, entity, metric, sm, "resolved", start, now, sm.last_verdict,
                             note=f"marked false positive by {user or 'on-call'}")
             return True
         return kind == "ack" and sm.detector is not None and sm.detector.confirm(start)

@@ -94,6 +94,21 @@ def test_a_false_positive_stops_the_same_pattern_alerting_again() -> None:
     assert [a.status for a in bigger if a.metric == "temperature"] == ["firing"]
 
 
+def test_a_false_positive_is_remembered_for_a_week_of_the_series_own_time() -> None:
+    # Feedback is dated by the wall clock; a replay of last month (or a worker catching up) must not keep
+    # the pattern muted until a week after *today*.
+    scoring = Scoring("iot", CFG)
+    state, alerts, _ = reading_stream(scoring, normal(600) + [12.0] + normal(30, seed=2))
+    fired = alerts[0]
+    wall = T0 + 365 * 86400.0
+    out = Output()
+    assert scoring.feedback("s1/d1", state, "temperature", "false_positive", fired.starts_at, wall, "sam", out)
+    assert out.alerts == []  # it had resolved already
+    week_later = state.last_ts + 8 * 86400.0
+    _, again, _ = reading_stream(scoring, normal(600, seed=3) + [12.0], start=week_later, state=state)
+    assert [a.status for a in again if a.metric == "temperature"] == ["firing"]
+
+
 def test_an_acknowledged_alert_is_not_learned_as_ordinary() -> None:
     scoring = Scoring("iot", CFG)
     state, alerts, _ = reading_stream(scoring, normal(1200) + [12.0] + normal(30, seed=2))
