@@ -8,7 +8,9 @@ re-pages nor forgets an open alert.
   consecutive scores below ``resolve_below``, so a series hovering at the edge does not flap;
 - cooldown: no new alert for ``cooldown_s`` after one resolved;
 - people's feedback: a false positive raises the score needed to open for that series to just above the
-  score of the alert that was wrong, for ``fp_memory_s`` (a week); a clearly stronger anomaly still alerts;
+  score of the alert that was wrong, for ``fp_memory_s`` (a week); a clearly stronger anomaly still alerts,
+  and so does a weaker one that lasts ``persist_s`` (a blip like the one people dismissed passes, a checkout
+  that stays broken does not), as a ``warning`` dated from its start;
 - withdrawal: when late data corrects the value that opened an alert and it is no longer anomalous;
 - escalation: an open alert whose score grows into a higher severity is announced again with it, and a
   weak (``info``) alert still open after ``persist_s`` becomes a ``warning``: a boards-only alert that
@@ -30,6 +32,18 @@ True
 ('open', None)
 >>> b.observe(t=300, score=0.4, flagged=False), b.severity  # weak, but it lasts
 ('escalate', 'warning')
+>>> c = SeriesAlerts(persist_s=300, cooldown_s=0)
+>>> c.false_positive(t=0, score=0.55)
+>>> c.observe(t=60, score=0.55, flagged=True), c.observe(t=120, score=0.1, flagged=False)  # the same blip
+(None, None)
+>>> [c.observe(t=t, score=0.1, flagged=False) for t in (180, 240, 360, 420)]  # passed: nothing to announce
+[None, None, None, None]
+>>> c.held_since is None
+True
+>>> c.observe(t=1000, score=0.55, flagged=True), [c.observe(t=t, score=0.4, flagged=False) for t in (1100, 1200, 1300)]
+(None, [None, None, 'open'])
+>>> c.open_since, c.severity
+(1000, 'warning')
 """
 
 from __future__ import annotations
@@ -76,6 +90,10 @@ class SeriesAlerts:
     fp_floor: float = 0.0  # score an alert must beat after a false positive
     fp_at: float = -1e18
     severity: str = "info"  # severity the open (or latest) alert was announced with
+    held_since: float | None = None  # a flag below the false-positive floor: it opens only if it lasts
+    held_seen: float = 0.0  # time of its latest value (a gap in the data is not "lasting")
+    held_n: int = 0  # values since, still anomalous (``resolve_after`` of them at least, at any sampling rate)
+    held_hot: float = 0.0  # time of the latest of them
 
     def required(self, t: float) -> float:
         """Score an alert must exceed to open now: raised for ``fp_memory_s`` after a false positive."""
@@ -84,10 +102,33 @@ class SeriesAlerts:
     def observe(self, t: float, score: float, flagged: bool) -> str | None:
         """Fold in one verdict; returns ``"open"``, ``"escalate"``, ``"resolve"`` or None."""
         if self.open_since is None:
-            if flagged and t - self.resolved_at >= self.cooldown_s and score > self.required(t):
-                self.open_since, self.open_score, self.peak_score, self.calm = t, score, score, 0
-                self.last_start = t
-                self.severity = severity(score)
+            if flagged and t - self.resolved_at >= self.cooldown_s:
+                if score > self.required(t):
+                    self.open_since, self.open_score, self.peak_score, self.calm = t, score, score, 0
+                    self.last_start = t
+                    self.severity = severity(score)
+                    return "open"
+                self.held_since, self.held_seen, self.held_hot, self.held_n = t, t, t, 0
+                self.open_score, self.peak_score, self.calm = score, score, 0
+                return None
+            if self.held_since is None:
+                return None
+            if t - self.held_seen > self.persist_s:  # no data for as long: whether it lasted is unknown
+                self.held_since = None
+                return None
+            self.held_seen = t
+            self.peak_score = max(self.peak_score, score)
+            if score < self.resolve_below:
+                if t - self.held_hot >= self.persist_s:  # calm for as long: a blip, like the one people dismissed
+                    self.held_since = None
+                return None
+            self.held_n += 1
+            self.held_hot = t
+            # still anomalous ``persist_s`` on, and on ``resolve_after`` values at least on the way
+            if t - self.held_since >= self.persist_s and self.held_n >= self.resolve_after:
+                self.open_since = self.last_start = self.held_since
+                self.held_since, self.calm = None, 0
+                self.severity = max(severity(self.peak_score), "warning", key=severity_rank)
                 return "open"
             return None
         self.peak_score = max(self.peak_score, score)

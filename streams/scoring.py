@@ -289,7 +289,10 @@ class Scoring:
         if v.is_anomaly:
             out.counts["anomalies"] += 1
         if transition == "open":
-            self._alert(out, entity, metric, sm, "firing", ts, None, v)
+            start = sm.alerts.open_since
+            assert start is not None
+            self._alert(out, entity, metric, sm, "firing", start, None, v, note="" if start == ts else
+                        f"below the bar a false positive set, but anomalous for {(ts - start) / 60:.0f} min")
         elif transition == "escalate":
             assert sm.alerts.open_since is not None
             grew = severity(sm.alerts.peak_score) == sm.alerts.severity

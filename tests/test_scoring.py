@@ -87,11 +87,29 @@ def test_a_false_positive_stops_the_same_pattern_alerting_again() -> None:
     assert [a.status for a in alerts] == ["firing", "resolved"]
     sm = state.models["series"]["temperature"]
     sm.alerts.false_positive(T0 + 700 * STEP, alerts[0].score)
-    later = T0 + 2000 * STEP  # past the cooldown
-    _, again, _ = reading_stream(scoring, normal(300, seed=3) + [12.0], start=later, state=state)
+    later = T0 + 631 * STEP + 4 * 3600  # past the cooldown
+    _, again, _ = reading_stream(scoring, normal(300, seed=3) + [12.0] + normal(30, seed=5), start=later, state=state)
     assert [a for a in again if a.metric == "temperature"] == []  # (the jump ahead reads as a silence)
-    _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [600.0], start=later + 400 * STEP, state=state)
+    _, bigger, _ = reading_stream(scoring, normal(300, seed=4) + [600.0], start=later + 331 * STEP, state=state)
     assert [a.status for a in bigger if a.metric == "temperature"] == ["firing"]
+
+
+def test_after_a_false_positive_an_anomaly_that_lasts_still_alerts() -> None:
+    # The blip people dismissed must not page again; a fault as rare that goes on is another pattern.
+    scoring = Scoring("iot", CFG)
+    state, alerts, _ = reading_stream(scoring, normal(600) + [12.0] + normal(30, seed=2))
+    fired = alerts[0]
+    assert scoring.feedback("s1/d1", state, "temperature", "false_positive", fired.starts_at, state.last_ts,
+                            "", Output())
+    start = state.last_ts + 4 * 3600
+    lasting = normal(300, seed=3)
+    lasting[200:212] = [12.0] * 12  # an hour at the level of the dismissed blip
+    _, again, _ = reading_stream(scoring, lasting, start=start, state=state)
+    opened = [a for a in again if a.metric == "temperature" and a.status == "firing"]
+    assert len(opened) == 1
+    assert start + 200 * STEP <= opened[0].starts_at < start + 212 * STEP
+    # dated from its flag, announced once it had lasted (three readings on, 15 min)
+    assert opened[0].severity in ("warning", "critical") and "anomalous for 15 min" in opened[0].note
 
 
 def test_a_false_positive_is_remembered_for_a_week_of_the_series_own_time() -> None:
