@@ -94,6 +94,23 @@ def _matches(fault: Mapping, alert: Mapping, tolerance_s: float) -> bool:
     return fault["start_ts"] - slack <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
 
 
+def explained_by(truth: Iterable[Mapping], alert: Mapping, tolerance_s: float = TOLERANCE_S) -> Mapping | None:
+    """The first fault, or else known business event, that ``alert`` matches; None: a false alert.
+
+    >>> row = {"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
+    ...        "start_ts": 1000.0, "end_ts": 1300.0}
+    >>> alert = {"source": "iot", "entity": "s/d", "metric": "temperature", "starts_at": 1060.0}
+    >>> explained_by([row], alert)["kind"], explained_by([row], {**alert, "starts_at": 9000.0})
+    ('spike', None)
+    """
+    rows = list(truth)
+    for want_fault in (True, False):
+        for row in rows:
+            if row.get("fault", True) == want_fault and _matches(row, alert, tolerance_s):
+                return row
+    return None
+
+
 def _first_firing(alerts: Iterable[Mapping]) -> list[Mapping]:
     """The first firing event of each alert (an escalated alert is announced again under the same id)."""
     seen: set = set()

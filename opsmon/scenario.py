@@ -4,10 +4,17 @@ The simulator backfills a period (the first part is the models' warm-up) into Ka
 truth; a real worker processes it; the alerts it raised are read back from the alerts topic and matched to
 the truth (``models.detection_eval``). The alert measurement in the time-series server is read too, so the
 report shows that the topic and the server agree.
+
+With on-call staff (``Scenario.on_call``), the period is backfilled in steps of ``respond_minutes``: after
+each, the worker catches up, simulated staff answer the new pages from the ground truth (``opsmon.sim.on_call``)
+through the worker's feedback endpoint, as people do with ``opsmon alerts ack|false-positive``, and the next
+step waits until the worker has applied what they said. The events are the same as without staff; only the
+feedback differs, so the two reports show what people's answers change.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,12 +24,15 @@ import httpx
 import msgspec
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from deploy.stack import Stack
 from models.detection_eval import DetectionReport, evaluate, pages
+from opsmon.feedback import send_feedback
 from opsmon.settings import Settings
 from opsmon.sim.engine import Simulator
 from opsmon.sim.faults import TruthWriter, read_truth
+from opsmon.sim.on_call import OnCall
 from opsmon.sim.replay import replay
 from opsmon.worker_process import WorkerProcess
 from streams.publisher import Publisher
@@ -45,6 +55,8 @@ class Scenario:
     web_sites: int = 1
     end: float | None = None  # epoch seconds of the last simulated moment; None: two minutes ago
     calendars: bool = True  # configure the simulated opening hours and shifts, as the business would
+    on_call: bool = False  # simulated staff answer each page: acknowledged if real, a false positive if not
+    respond_minutes: float = 60.0  # ... within this much simulated time
 
 
 @dataclass
@@ -58,6 +70,8 @@ class ScenarioResult:
     alerts_on_topic: int
     alerts_in_tsdb: int
     wall_seconds: float
+    on_call: OnCall | None = None  # what the simulated staff said, when there were any
+    feedback_to_models: int = 0  # of their answers, those that changed a model
 
 
 PORT_OFFSET = 300  # a stack of its own, beside the demo's (19092, ...) and the tests' (29092, ...)
@@ -74,21 +88,36 @@ def scenario_settings(base: Settings, out: Path) -> Settings:
         "data_dir": out / "data", "alertmanager_url": None, "idle_close_seconds": 2.0})
 
 
-def read_to_end(settings: Settings, topic: str) -> list:
-    """Every record of a topic, from its beginning to its end offsets as they are now."""
-    consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
-    try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
+class TopicReader:
+    """Reads a topic from its beginning, a little more at each call: up to its end offsets as they are then."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
+        self.parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
+        self.consumer.assign(self.parts)
+        self.consumer.seek_to_beginning(*self.parts)
+
+    def read_new(self) -> list:
+        """The records since the last call."""
+        end = self.consumer.end_offsets(self.parts)
         records: list = []
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=1000).values():
+        while any(self.consumer.position(tp) < end[tp] for tp in self.parts):
+            for batch in self.consumer.poll(timeout_ms=1000).values():
                 records.extend(batch)
         return records
+
+    def close(self) -> None:
+        """Close the consumer."""
+        self.consumer.close()
+
+
+def read_to_end(settings: Settings, topic: str) -> list:
+    """Every record of a topic, from its beginning to its end offsets as they are now."""
+    reader = TopicReader(settings, topic)
+    try:
+        return reader.read_new()
     finally:
-        consumer.close()
+        reader.close()
 
 
 def run_scenario(base: Settings, sc: Scenario, out: Path,
@@ -107,18 +136,33 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
     truth_path = out / "truth.jsonl"
     sim = Simulator(seed=sc.seed, sites=sc.sites, devices_per_site=sc.devices_per_site, stores=sc.stores,
                     web_sites=sc.web_sites, rate=sc.rate, faults_per_hour=sc.faults_per_hour)
-    with TruthWriter(truth_path) as truth, Publisher(s) as pub:
-        sim.on_fault = truth
-        if sc.calendars:
-            s = s.model_copy(update={"calendars": {**sim.calendars(), **s.calendars}})
-        stats = replay(sim, lambda src, key, value: pub.send_raw(src, key, value), mode="backfill", start=start,
-                       end=end, on_progress=lambda t, st: progress("simulate", (t - start) / (end - start)))
-    worker = WorkerProcess(s, out / "worker.log").start()
+    if sc.calendars:
+        s = s.model_copy(update={"calendars": {**sim.calendars(), **s.calendars}})
+    staff = OnCall(s.boards_only_severities) if sc.on_call else None
+    if staff is not None:
+        # windows close with the next step's events, not by idling between steps: what people say is applied
+        # between two steps, never in a race with the flush of a step's last windows
+        s = s.model_copy(update={"feedback_token": SecretStr(secrets.token_urlsafe(24)), "idle_close_seconds": 30.0})
+    worker = WorkerProcess(s, out / "worker.log")
     try:
-        _wait_processed(worker, stats.events, lambda share: progress("process", share))
+        with TruthWriter(truth_path) as truth, Publisher(s) as pub:
+            sim.on_fault = truth
+            send = lambda src, key, value: pub.send_raw(src, key, value)  # noqa: E731
+            if staff is None:
+                events = replay(sim, send, mode="backfill", start=start, end=end, on_progress=lambda t, st: progress(
+                    "simulate", (t - start) / (end - start))).events
+                pub.flush()
+                worker.start()
+                _wait_processed(worker, events, lambda share: progress("process", share))
+            else:
+                worker.start()
+                events = _backfill_with_staff(s, sim, send, pub.flush, worker, staff, start, end,
+                                              sc.respond_minutes * 60.0, progress)
         time.sleep(s.idle_close_seconds + 3)  # idle partitions write and settle their last windows
         alerts = [msgspec.to_builtins(decode_alert(r.value)) for r in read_to_end(s, s.topic_alerts)]
+        (out / "alerts.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in alerts))
         in_tsdb = _alerts_in_tsdb(s)
+        to_models = ((worker.stats() or {}).get("alerts") or {}).get("feedback_to_models", 0)
     finally:
         worker.stop()
         if not keep_stack:
@@ -128,8 +172,84 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
     report = evaluate(rows, alerts, *scored)
     paged = evaluate(rows, pages(alerts, s.boards_only_severities), *scored)
     firing = sum(1 for a in alerts if a["status"] == "firing")
-    return ScenarioResult(report, paged, stats.events, sum(1 for r in rows if r.get("fault", True)), firing, in_tsdb,
-                          time.time() - started)
+    return ScenarioResult(report, paged, events, sum(1 for r in rows if r.get("fault", True)), firing, in_tsdb,
+                          time.time() - started, staff, to_models)
+
+
+def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes, bytes], object],
+                         flush: Callable[[], None], worker: WorkerProcess, staff: OnCall, start: float, end: float,
+                         step: float, progress: Callable[[str, float], None]) -> int:
+    """Backfill in steps; after each, the worker catches up and the staff answer the pages it sent.
+
+    Pages announced in the last few minutes of a step wait for the next one, so every step sees the same
+    pages however fast the worker was (a step's last windows close only with the next step's events).
+    """
+    reader = TopicReader(s, s.topic_alerts)
+    alerts: list[dict] = []
+    events = said = 0
+    t = start
+    try:
+        while t < end:
+            t_next = min(end, t + step)
+            events += replay(sim, send, mode="backfill", start=t, end=t_next).events
+            flush()
+            sent = _wait_delivered(worker, events)
+            progress("simulate", (t_next - start) / (end - start))
+            progress("process", (t_next - start) / (end - start))
+            while len(alerts) < sent:  # every alert of the step, not just those the producer has sent so far
+                alerts += [msgspec.to_builtins(decode_alert(r.value)) for r in reader.read_new()]
+            answers = staff.answer(alerts, (f.record() for f in sim.truth), before=t_next - SETTLE_S)
+            for alert_id, kind in answers:
+                _answer(s, alert_id, kind)
+            said += len(answers)
+            if answers:
+                _wait_feedback(worker, said)
+            t = t_next
+    finally:
+        reader.close()
+    return events
+
+
+SETTLE_S = 300.0  # pages announced this close to the end of a backfill step are answered after the next one
+
+
+def _answer(s: Settings, alert_id: str, kind: str, timeout_s: float = 30.0) -> None:
+    """Send one answer; an alert read from the topic may not be in the worker's alert index yet (404): retry."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = send_feedback(s, alert_id, kind, user="on-call (simulated)")
+        if resp.status_code == 202:
+            return
+        if resp.status_code != 404 or time.monotonic() > deadline:
+            raise RuntimeError(f"the worker refused feedback on {alert_id}: {resp.text}")
+        time.sleep(0.2)
+
+
+def _wait_delivered(worker: WorkerProcess, events: int, stall_s: float = 120.0) -> int:
+    """Until the worker has delivered the outputs of ``events`` events, and indexed the alerts among them (so
+    feedback on them is accepted); returns the alerts it has sent in all."""
+    last, last_change = -1, time.monotonic()
+    while True:
+        st = worker.stats() or {}
+        done = sum((st.get("delivered") or {}).get(src, 0) for src in ("iot", "pos", "web"))
+        alerts = st.get("alerts") or {}
+        if done >= events and alerts.get("delivered", 0) >= alerts.get("sent", 0):
+            return int(alerts.get("sent", 0))
+        if done != last:
+            last, last_change = done, time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            raise RuntimeError(f"the worker stalled at {done} of {events} events:\n{worker.log_tail()}")
+        worker.check_alive()
+        time.sleep(0.05)
+
+
+def _wait_feedback(worker: WorkerProcess, count: int, timeout_s: float = 60.0) -> None:
+    """Until the worker has applied ``count`` pieces of feedback in all."""
+    deadline = time.monotonic() + timeout_s
+    while ((worker.stats() or {}).get("alerts") or {}).get("feedback_applied", 0) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker applied no feedback in {timeout_s:.0f}s:\n{worker.log_tail()}")
+        time.sleep(0.05)
 
 
 def _wait_processed(worker: WorkerProcess, events: int, progress: Callable[[float], None],

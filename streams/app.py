@@ -18,6 +18,7 @@ import functools
 import logging
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -65,7 +66,10 @@ class Runtime:
     pipelines: dict[str, SourcePipeline] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     alert_sinks: list = field(default_factory=list)
+    alerts_sent: int = 0  # alert events put on the alerts topic
     alerts_delivered: int = 0
+    # per source, accepted and dead-lettered events whose outputs are all out (alerts sent, points stored)
+    delivered: Counter = field(default_factory=Counter)
     feedback_applied: int = 0
     feedback_to_models: int = 0  # of which changed a model (an alert's policy, or a detector's history)
     gaps: dict[str, OffsetGaps] = field(default_factory=dict)  # per consumed topic name
@@ -180,6 +184,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         for ev in out.alerts:
             await alerts_topic.send(key=ev.group.encode(), value=msgspec.json.encode(ev))
             log.info("alert %s id=%s score=%.3f", ev.status, ev.id, ev.score)
+        rt.alerts_sent += len(out.alerts)
         await rt.sink.write(out.lines)
         table = tables.get(source)
         for entity in out.changed if table is not None else ():
@@ -188,6 +193,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                 table.send_changelog(state.partition, entity, state)
         for key, partition in out.aux_changed.items():
             demand_table.send_changelog(partition, key, demand_table.data.get(key))
+        rt.delivered[source] += out.counts["events"] + out.counts["dead_lettered"]
 
     for source, topic_name in source_topics(settings).items():
         rt.locks[source] = asyncio.Lock()
@@ -302,9 +308,10 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     @app.page("/opsmon/stats")
     async def stats(self, request: web.Request) -> web.Response:  # noqa: ARG001
         body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
+        body["delivered"] = dict(rt.delivered)
         body["sink"] = vars(rt.sink.stats)
-        body["alerts"] = {"delivered": rt.alerts_delivered, "feedback_applied": rt.feedback_applied,
-                          "feedback_to_models": rt.feedback_to_models}
+        body["alerts"] = {"sent": rt.alerts_sent, "delivered": rt.alerts_delivered,
+                          "feedback_applied": rt.feedback_applied, "feedback_to_models": rt.feedback_to_models}
         body["skipped_by_consumer"] = {name: {"holes": g.holes, "at_resume": g.at_resume, "fetched": g.filled}
                                        for name, g in rt.gaps.items()}
         return self.json(body)

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from opsmon.feedback import send_feedback
 from opsmon.settings import Settings
 
 app = typer.Typer(help="Open alerts, feedback on them, and silences for planned work.", no_args_is_help=True)
@@ -49,13 +50,10 @@ def list_alerts(all_: bool = typer.Option(False, "--all", help="Include silenced
 
 
 def _feedback(alert_id: str, kind: str, user: str, note: str) -> None:
-    settings = Settings()
-    if settings.feedback_token is None:
-        raise typer.BadParameter("set OPSMON_FEEDBACK_TOKEN (or OPSMON_FEEDBACK_TOKEN_FILE) to send feedback")
-    resp = httpx.post(f"http://127.0.0.1:{settings.worker_web_port}/opsmon/feedback",
-                      json={"alert_id": alert_id, "kind": kind, "user": user, "note": note},
-                      headers={"Authorization": f"Bearer {settings.feedback_token.get_secret_value()}"},
-                      timeout=10, trust_env=False)
+    try:
+        resp = send_feedback(Settings(), alert_id, kind, user, note)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     if resp.status_code != 202:
         console.print(f"[red]refused ({resp.status_code}): {resp.json().get('error', resp.text)}[/]")
         raise typer.Exit(1)

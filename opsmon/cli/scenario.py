@@ -53,12 +53,16 @@ def scenario(
                                               "business would (--no-calendars: judge every series by the clock)."),
     end: str = typer.Option("", help="Last simulated moment, ISO 8601 (UTC unless a zone is given), in the "
                                      "past; default now. The same --end and --seed give the same events."),
+    on_call: bool = typer.Option(False, help="Simulated on-call staff answer each page within --respond-minutes: "
+                                             "acknowledged if a fault explains it, a false positive if not."),
+    respond_minutes: float = typer.Option(60.0, help="How soon the on-call staff answer (simulated minutes)."),
 ) -> None:
     """Per fault kind: detected or not, time to detect; and false alerts per hour, after the warm-up."""
     from opsmon.scenario import Scenario, run_scenario
 
     sc = Scenario(days=days, warmup_hours=warmup_hours, rate=rate, faults_per_hour=faults_per_hour, seed=seed,
-                  devices_per_site=devices, end=parse_end(end) if end else None, calendars=calendars)
+                  devices_per_site=devices, end=parse_end(end) if end else None, calendars=calendars,
+                  on_call=on_call, respond_minutes=respond_minutes)
     settings = Settings()
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as bar:
@@ -81,8 +85,16 @@ def scenario(
     console.print(f"{result.events:,} events, {result.faults} faults; firing alerts on the alerts topic: "
                   f"{result.alerts_on_topic}, in the time-series server: {result.alerts_in_tsdb}; "
                   f"{result.wall_seconds:.0f} s")
+    staff = result.on_call
+    if staff is not None:
+        console.print(f"on-call answered {len(staff.answered)} pages: {staff.acks} acknowledged, "
+                      f"{staff.false_positives} marked false positive; {result.feedback_to_models} changed a model")
     summary = {**r.as_dict(), "pages": p.as_dict(), "events": result.events, "faults": result.faults,
                "alerts_on_topic": result.alerts_on_topic, "alerts_in_tsdb": result.alerts_in_tsdb,
-               "scenario": vars(sc), "unmatched": r.unmatched[:50]}
+               "scenario": vars(sc), "unmatched": r.unmatched[:50],
+               "on_call": None if staff is None else {"pages": len(staff.answered), "acks": staff.acks,
+                                                      "false_positives": staff.false_positives,
+                                                      "feedback_to_models": result.feedback_to_models,
+                                                      "said": staff.said}}
     (out / "report.json").write_text(json.dumps(summary, indent=2, default=str))
-    console.print(f"report: {out / 'report.json'}; ground truth: {out / 'truth.jsonl'}")
+    console.print(f"report: {out / 'report.json'}; ground truth: {out / 'truth.jsonl'}; alerts: {out / 'alerts.jsonl'}")

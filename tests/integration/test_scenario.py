@@ -32,3 +32,27 @@ def test_scenario_report_agrees_with_the_truth_the_topic_and_the_server(
     assert paged["kinds"].keys() == report["kinds"].keys() and paged["hours"] == report["hours"]
     assert paged["false_alerts"] <= report["alerts_on_topic"], "pages are some of the alerts"
     assert "fault kind" in result.output and "false alerts" in result.output and "false pages" in result.output
+
+
+def test_on_call_staff_answer_pages_and_their_answers_reach_the_models(
+        stack: Stack, stack_settings: Settings, tmp_path: Path) -> None:
+    out = tmp_path / "scenario"
+    env = {**stack_settings.to_env(), "OPSMON_DATA_DIR": str(tmp_path / "data")}
+    args = ["eval", "scenario", "--days", "1.5", "--warmup-hours", "24", "--rate", "1", "--faults-per-hour", "1",
+            "--seed", "3", "--on-call", "--respond-minutes", "120", "--out", str(out)]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    staff = report["on_call"]
+    alerts = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
+    paged = {a["id"] for a in alerts if a["status"] == "firing" and a["severity"] != "info"}
+    said = dict(staff["said"])
+    assert staff["acks"] > 0 and staff["false_positives"] > 0, staff
+    assert said.keys() <= paged, "only pages are answered, each once"
+    assert len(staff["said"]) == len(said) == staff["acks"] + staff["false_positives"]
+    assert 0 < staff["feedback_to_models"] <= len(said)
+    # a page that was marked false positive and was still open is resolved with a note
+    notes = [a for a in alerts if a["status"] == "resolved" and "marked false positive" in a.get("note", "")]
+    assert all(said.get(a["id"]) == "false_positive" for a in notes)
+    assert report["alerts_on_topic"] == report["alerts_in_tsdb"] > 0
+    assert "on-call answered" in result.output
