@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
 import orjson
-from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from deploy.stack import Stack
@@ -37,7 +37,7 @@ from opsmon.sim.replay import replay
 from opsmon.worker_process import WorkerProcess
 from streams.publisher import Publisher
 from streams.schemas import decode_alert
-from streams.topics import create_topics
+from streams.topics import create_topics, reader, scan
 
 
 @dataclass(frozen=True)
@@ -88,36 +88,22 @@ def scenario_settings(base: Settings, out: Path) -> Settings:
         "data_dir": out / "data", "alertmanager_url": None, "idle_close_seconds": 2.0})
 
 
-class TopicReader:
-    """Reads a topic from its beginning, a little more at each call: up to its end offsets as they are then."""
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.consumer = KafkaConsumer(**settings.kafka_client_config(), enable_auto_commit=False, group_id=None)
-        self.parts = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
-        self.consumer.assign(self.parts)
-        self.consumer.seek_to_beginning(*self.parts)
-
-    def read_new(self) -> list:
-        """The records since the last call."""
-        end = self.consumer.end_offsets(self.parts)
-        records: list = []
-        while any(self.consumer.position(tp) < end[tp] for tp in self.parts):
-            for batch in self.consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-
-    def close(self) -> None:
-        """Close the consumer."""
-        self.consumer.close()
+def read_new(consumer: Any, topic: str, after: dict[int, int]) -> list:
+    """The records of ``topic`` past ``after`` (partition -> next offset, advanced here), up to its end as of now."""
+    parts = consumer.partitions_for_topic(topic) or set()
+    records = list(scan(consumer, topic, start={p: after.get(p, 0) for p in parts}))
+    for r in records:
+        after[r.partition] = r.offset + 1
+    return records
 
 
 def read_to_end(settings: Settings, topic: str) -> list:
     """Every record of a topic, from its beginning to its end offsets as they are now."""
-    reader = TopicReader(settings, topic)
+    consumer = reader(settings, "opsmon-scenario")
     try:
-        return reader.read_new()
+        return list(scan(consumer, topic))
     finally:
-        reader.close()
+        consumer.close()
 
 
 def run_scenario(base: Settings, sc: Scenario, out: Path,
@@ -153,7 +139,7 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
                     "simulate", (t - start) / (end - start))).events
                 pub.flush()
                 worker.start()
-                _wait_processed(worker, events, lambda share: progress("process", share))
+                _wait_delivered(worker, events, lambda share: progress("process", share))
             else:
                 worker.start()
                 events = _backfill_with_staff(s, sim, send, pub.flush, worker, staff, start, end,
@@ -184,7 +170,8 @@ def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes
     Pages announced in the last few minutes of a step wait for the next one, so every step sees the same
     pages however fast the worker was (a step's last windows close only with the next step's events).
     """
-    reader = TopicReader(s, s.topic_alerts)
+    consumer = reader(s, "opsmon-scenario")
+    read: dict[int, int] = {}
     alerts: list[dict] = []
     events = said = 0
     t = start
@@ -193,11 +180,11 @@ def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes
             t_next = min(end, t + step)
             events += replay(sim, send, mode="backfill", start=t, end=t_next).events
             flush()
-            sent = _wait_delivered(worker, events)
+            sent = _wait_delivered(worker, events, lambda _share: None, poll_s=0.05)
             progress("simulate", (t_next - start) / (end - start))
             progress("process", (t_next - start) / (end - start))
             while len(alerts) < sent:  # every alert of the step, not just those the producer has sent so far
-                alerts += [msgspec.to_builtins(decode_alert(r.value)) for r in reader.read_new()]
+                alerts += [msgspec.to_builtins(decode_alert(r.value)) for r in read_new(consumer, s.topic_alerts, read)]
             answers = staff.answer(alerts, (f.record() for f in sim.truth), before=t_next - SETTLE_S)
             for alert_id, kind in answers:
                 _answer(s, alert_id, kind)
@@ -206,7 +193,7 @@ def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes
                 _wait_feedback(worker, said)
             t = t_next
     finally:
-        reader.close()
+        consumer.close()
     return events
 
 
@@ -225,7 +212,8 @@ def _answer(s: Settings, alert_id: str, kind: str, timeout_s: float = 30.0) -> N
         time.sleep(0.2)
 
 
-def _wait_delivered(worker: WorkerProcess, events: int, stall_s: float = 120.0) -> int:
+def _wait_delivered(worker: WorkerProcess, events: int, progress: Callable[[float], None], stall_s: float = 120.0,
+                    poll_s: float = 1.0) -> int:
     """Until the worker has delivered the outputs of ``events`` events, and indexed the alerts among them (so
     feedback on them is accepted); returns the alerts it has sent in all."""
     last, last_change = -1, time.monotonic()
@@ -233,6 +221,7 @@ def _wait_delivered(worker: WorkerProcess, events: int, stall_s: float = 120.0) 
         st = worker.stats() or {}
         done = sum((st.get("delivered") or {}).get(src, 0) for src in ("iot", "pos", "web"))
         alerts = st.get("alerts") or {}
+        progress(min(1.0, done / events) if events else 1.0)
         if done >= events and alerts.get("delivered", 0) >= alerts.get("sent", 0):
             return int(alerts.get("sent", 0))
         if done != last:
@@ -240,7 +229,7 @@ def _wait_delivered(worker: WorkerProcess, events: int, stall_s: float = 120.0) 
         elif time.monotonic() - last_change > stall_s:
             raise RuntimeError(f"the worker stalled at {done} of {events} events:\n{worker.log_tail()}")
         worker.check_alive()
-        time.sleep(0.05)
+        time.sleep(poll_s)
 
 
 def _wait_feedback(worker: WorkerProcess, count: int, timeout_s: float = 60.0) -> None:
@@ -250,24 +239,6 @@ def _wait_feedback(worker: WorkerProcess, count: int, timeout_s: float = 60.0) -
         if time.monotonic() > deadline:
             raise RuntimeError(f"the worker applied no feedback in {timeout_s:.0f}s:\n{worker.log_tail()}")
         time.sleep(0.05)
-
-
-def _wait_processed(worker: WorkerProcess, events: int, progress: Callable[[float], None],
-                    stall_s: float = 120.0) -> None:
-    last, last_change = -1, time.monotonic()
-    while True:
-        st = worker.stats() or {}
-        done = sum(st.get(src, {}).get(k, 0) for src in ("iot", "pos", "web") for k in ("events", "dead_lettered"))
-        progress(min(1.0, done / events) if events else 1.0)
-        if done >= events:
-            return
-        if done != last:
-            last, last_change = done, time.monotonic()
-        elif time.monotonic() - last_change > stall_s:
-            raise RuntimeError(f"the worker stalled at {done} of {events} events:\n{worker.log_tail()}")
-        if not worker.running():
-            raise RuntimeError(f"the worker stopped:\n{worker.log_tail()}")
-        time.sleep(1.0)
 
 
 def _alerts_in_tsdb(settings: Settings) -> int:
