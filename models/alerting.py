@@ -94,6 +94,8 @@ class SeriesAlerts:
     held_seen: float = 0.0  # time of its latest value (a gap in the data is not "lasting")
     held_n: int = 0  # values since, still anomalous (``resolve_after`` of them at least, at any sampling rate)
     held_hot: float = 0.0  # time of the latest of them
+    held_score: float = 0.0  # its flag's score and its peak so far (the latest alert's scores stay its own,
+    held_peak: float = 0.0  # for a false positive people mark on it meanwhile)
 
     def required(self, t: float) -> float:
         """Score an alert must exceed to open now: raised for ``fp_memory_s`` after a false positive."""
@@ -109,7 +111,7 @@ class SeriesAlerts:
                     self.severity = severity(score)
                     return "open"
                 self.held_since, self.held_seen, self.held_hot, self.held_n = t, t, t, 0
-                self.open_score, self.peak_score, self.calm = score, score, 0
+                self.held_score = self.held_peak = score
                 return None
             if self.held_since is None:
                 return None
@@ -117,7 +119,7 @@ class SeriesAlerts:
                 self.held_since = None
                 return None
             self.held_seen = t
-            self.peak_score = max(self.peak_score, score)
+            self.held_peak = max(self.held_peak, score)
             if score < self.resolve_below:
                 if t - self.held_hot >= self.persist_s:  # calm for as long: a blip, like the one people dismissed
                     self.held_since = None
@@ -127,6 +129,7 @@ class SeriesAlerts:
             # still anomalous ``persist_s`` on, and on ``resolve_after`` values at least on the way
             if t - self.held_since >= self.persist_s and self.held_n >= self.resolve_after:
                 self.open_since = self.last_start = self.held_since
+                self.open_score, self.peak_score = self.held_score, self.held_peak
                 self.held_since, self.calm = None, 0
                 self.severity = max(severity(self.peak_score), "warning", key=severity_rank)
                 return "open"
