@@ -6,6 +6,9 @@ they no longer justify). Silence is a signal: a device that stops reporting rais
 and a store or site with no events gets zero-valued windows, so a silent till reads as a drop in sales.
 Closed hours (the business calendar) neither alert nor teach the model that zero is normal at noon; equipment
 is watched around the clock, and judged on a day its site is shut as the site is when shut.
+Ratios (error rate, conversion, refund rate, average basket) are judged once they rest on enough trials, quiet
+minutes pooled (``POOLED``), and only a departure the harmful way alerts on metrics with a good direction
+(``HARMFUL``): a night-time error in four requests, or an hour without errors, is nobody's incident.
 """
 
 from __future__ import annotations
@@ -31,6 +34,17 @@ WINDOW_METRICS = {
 # latency of a night minute without a visitor, which would teach the latency model that 0 ms is usual.
 PER = {"avg_basket": "transactions", "refund_rate": "sales_and_refunds", "error_rate": "events",
        "latency_p95": "events", "conversion": "sessions"}
+# Ratios judged on enough trials: (numerator, denominator) fields. One error in four night-time requests is not
+# an error rate of 25%, it is too few requests to say: with fewer than ``ScoringConfig.min_trials`` (10) trials a
+# ratio moves by more than 10 points with each one. Quiet minutes are pooled until the ratio rests on that many
+# (a busy minute is judged alone, as before), so the values the model sees carry comparable evidence by day and
+# by night. (30 trials made the pools so long at night that a real burst was judged late or diluted.)
+POOLED = {"error_rate": ("errors", "events"), "conversion": ("purchases", "sessions"),
+          "refund_rate": ("refunds", "sales_and_refunds"), "avg_basket": ("revenue", "transactions")}
+# Metrics with a good direction: only a departure the harmful way (+1: up, -1: down) is an anomaly. Fewer errors,
+# refunds or slow pages than usual, or more of the visitors buying, is nobody's incident; a zero error rate that
+# lasts is not a stuck sensor.
+HARMFUL = {"error_rate": 1.0, "refund_rate": 1.0, "latency_p95": 1.0, "conversion": -1.0}
 ZERO_FIELDS = {
     "pos": {"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
             "refund_amount": 0.0, "voids": 0.0},
@@ -73,6 +87,8 @@ class ScoringConfig:
     grafana_url: str = "http://127.0.0.1:3000"
     window_size: int = 60
     window_grace: float = 10.0
+    min_trials: float = 10.0  # a ratio (see POOLED) is judged once it rests on this many trials...
+    max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
 
 
 @dataclass
@@ -83,6 +99,7 @@ class SeriesModel:
     alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
     last_written: float = -1e18
     last_verdict: Verdict | None = None
+    kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
 
 
 def group_of(source: str, entity: str) -> str:
@@ -190,29 +207,69 @@ class Scoring:
     def _window(self, entity: str, state: EntityState, start: float, fields: dict[str, float], out: Output) -> None:
         m = state.models
         scored_until = m.get("scored_until", -math.inf)
-        values = self._window_values(fields)
+        fields = self._with_totals(fields)
         if start <= scored_until:
+            # a pooled ratio is re-judged on the window's own trials, if they are enough to judge it alone
+            values = {k: x for k, x in self._window_values(fields).items()
+                      if k not in POOLED or fields.get(POOLED[k][1], 0.0) >= self.cfg.min_trials}
             self._correction(entity, state, start, values, out)
             return
         self._zero_fill(entity, state, scored_until, start, out)
-        self._score_window(entity, state, start, values, out)
+        self._score_window(entity, state, start, fields, out)
 
-    def _window_values(self, fields: dict[str, float]) -> dict[str, float]:
-        """The scored metrics of a window, without those its events leave undefined (see ``PER``)."""
+    def _with_totals(self, fields: dict[str, float]) -> dict[str, float]:
+        """The window's fields and the ratios' denominators that the window does not carry."""
         fields = dict(fields)
         if self.source == "pos":
             n = fields["sales_and_refunds"] = fields["transactions"] + fields["refunds"]
             fields["refund_rate"] = fields["refunds"] / n if n else 0.0
+        return fields
+
+    def _window_values(self, fields: dict[str, float]) -> dict[str, float]:
+        """The scored metrics of a window, without those its events leave undefined (see ``PER``)."""
         return {k: fields[k] for k in WINDOW_METRICS[self.source]
                 if k in fields and (k not in PER or fields.get(PER[k], 1.0) > 0.0)}
 
-    def _score_window(self, entity: str, state: EntityState, start: float, values: dict[str, float],
+    def _pooled(self, state: EntityState, start: float, fields: dict[str, float], is_open: bool) -> dict[str, float]:
+        """The ratios (see ``POOLED``) whose pool of windows, this one included, now rests on enough trials.
+
+        A pool is judged at its last window's time, and emptied; closing time empties it unjudged (the night's
+        few trials are not tomorrow morning's).
+        """
+        pools: dict[str, list[float]] = state.models.setdefault("pools", {})
+        ready: dict[str, float] = {}
+        for metric in WINDOW_METRICS[self.source]:
+            if metric not in POOLED:
+                continue
+            if not is_open:
+                pools.pop(metric, None)
+                continue
+            num, den = (fields.get(k, 0.0) for k in POOLED[metric])
+            if den <= 0.0:
+                continue
+            pool = pools.setdefault(metric, [0.0, 0.0, start])
+            pool[0] += num
+            pool[1] += den
+            if pool[1] >= self.cfg.min_trials or start - pool[2] >= self.cfg.max_pool_s:
+                ready[metric] = pool[0] / pool[1]
+                del pools[metric]
+        return ready
+
+    def _score_window(self, entity: str, state: EntityState, start: float, fields: dict[str, float],
                       out: Output) -> None:
         state.models["scored_until"] = start
         is_open = self.is_open(entity, start)
-        for metric, x in values.items():
+        pooled = self._pooled(state, start, fields, is_open)
+        for metric, x in self._window_values(fields).items():
+            if metric in POOLED and is_open:
+                if metric not in pooled:
+                    continue  # too few trials yet: judged with the next windows'
+                x = pooled[metric]
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
+            # better than usual (none of these is below 0, whatever a baseline fitted to them says)
+            if metric in HARMFUL and HARMFUL[metric] * (v.observed - max(v.expected, 0.0)) <= 0.0:
+                v = v._replace(score=0.0, is_anomaly=False, reason="")
             self._judge(entity, metric, sm, start, v, out, write_every=0.0)
 
     def _zero_fill(self, entity: str, state: EntityState, scored_until: float, upto: float, out: Output) -> None:
@@ -228,7 +285,7 @@ class Scoring:
                 tag = "store" if self.source == "pos" else "site"
                 out.lines.append(line(measurement, {tag: entity}, ZERO_FIELDS[self.source], int(start * 1000)))
                 out.counts["zero_windows"] += 1
-                self._score_window(entity, state, start, self._window_values(ZERO_FIELDS[self.source]), out)
+                self._score_window(entity, state, start, self._with_totals(ZERO_FIELDS[self.source]), out)
             start += size
             n += 1
         state.models["scored_until"] = max(state.models.get("scored_until", -math.inf), start - size)
@@ -310,28 +367,50 @@ class Scoring:
         score = sm.alerts.peak_score if status == "resolved" or escalated else v.score
         was, escalated_at = escalated or ("", None)
         unit = sm.detector.rarity_unit if sm.detector else "values"
+        if status == "firing" and (not escalated or v.score >= self.cfg.threshold):
+            sm.kind = v.reason or sm.kind or "level"
+        if not explanation:
+            explanation = (self.explain_resolved(entity, metric, v, start, end, sm.alerts.peak_score)
+                           if status == "resolved" else self.explain(entity, metric, v, unit))
         out.alerts.append(AlertEvent(
             id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
             source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
-            kind=v.reason or "level", score=round(score, 4), observed=v.observed, expected=_finite(v.expected),
-            lower=_finite(v.lower), upper=_finite(v.upper),
-            explanation=explanation or self.explain(entity, metric, v, unit),
+            kind=sm.kind or v.reason or "level", score=round(score, 4), observed=v.observed,
+            expected=_finite(v.expected), lower=_finite(v.lower), upper=_finite(v.upper), explanation=explanation,
             runbook=RUNBOOKS.get((self.source, metric), "Open the board and compare with the same time last week."),
             dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note,
             escalated_from=was, escalated_at=escalated_at))
         out.counts["alerts_" + status] += 1
 
     def explain(self, entity: str, metric: str, v: Verdict, unit: str = "values") -> str:
-        """One sentence for the person who gets the alert (``unit``: what the detector counts rarity in)."""
+        """One sentence for the person who gets the alert (``unit``: what the detector counts rarity in).
+
+        A value that is not itself rare (an alert announced again because it lasts) is described, not ranked.
+        """
+        now = f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{_band(v)}"
+        if v.score < 0.5 * self.cfg.threshold or not v.reason:
+            return f"{now}: still away from its usual pattern, though less than at the start."
         what = REASONS.get(v.reason, "unusual value")
         decades = FLAG_DECADES * v.score / (1.0 - v.score) if v.score < 1.0 else math.inf
         if decades > 6:
             rarity = f"rarer than 1 in a million {unit} on this series"
         else:
             rarity = f"about 1 in {10 ** decades:,.0f} {unit} on this series"
-        band = f" (usual range {v.lower:.4g} to {v.upper:.4g})" if math.isfinite(v.lower) else ""
-        return (f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{band}: a {what}, "
-                f"{rarity}.")
+        return f"{now}: {'an' if what[0] in 'aeiou' else 'a'} {what}, {rarity}."
+
+    def explain_resolved(self, entity: str, metric: str, v: Verdict, start: float, end: float | None,
+                         peak: float) -> str:
+        """What the resolution of an alert says: back to usual (or not, when people closed it), how long, how bad.
+
+        >>> v = Verdict(0.1, False, 4.1, 4.0, 3.0, 5.0, "", False)
+        >>> Scoring("iot").explain_resolved("s1/d1", "temperature", v, 0.0, 1500.0, 0.93)
+        'temperature of s1/d1 is 4.1, expected 4 (usual range 3 to 5): the alert lasted 25 min, at worst score 0.93.'
+        """
+        lasted = f"the alert lasted {_duration(end - start)}, " if end is not None and end >= start else ""
+        if not math.isfinite(v.expected):
+            return f"{metric} of {entity}: {lasted}at worst score {peak:.2f}."
+        return (f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{_band(v)}: {lasted}"
+                f"at worst score {peak:.2f}.")
 
     def dashboard_link(self, entity: str) -> str:
         """The Grafana board that shows this entity."""
@@ -344,6 +423,17 @@ class Scoring:
         else:
             query = f"var-site={entity}"
         return f"{self.cfg.grafana_url}/d/{uid}?{query}"
+
+
+def _band(v: Verdict) -> str:
+    return f" (usual range {v.lower:.4g} to {v.upper:.4g})" if math.isfinite(v.lower) else ""
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``25 min``, ``3.5 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def _finite(x: float) -> float:
