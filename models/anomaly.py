@@ -91,8 +91,8 @@ _NCAL = 6  # surprises with an empirical calibrator (the cluster one is analytic
 _LN10 = math.log(10.0)
 _BONFERRONI = math.log10(len(FEATURES))
 # Weighted Bonferroni: decades a surprise's p is scaled up by for its share of the correction (the fast shift,
-# mostly the level's own evidence averaged over a few values, has half a share)
-_SHARE_DECADES = tuple(math.log10(2.0) if i == _FAST else 0.0 for i in range(_NCAL))
+# mostly the level's own evidence averaged over a few values, has half a share; the others a whole one)
+_FAST_SHARE = math.log10(2.0)
 _SETTLE = 30  # values before surprises are calibrated at all (the level's running mean settles)
 # Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk (or grown) four-fold.
@@ -106,7 +106,6 @@ _FAST_EFFECT = 1.1
 _RESOLUTION = 0.01
 _FAST_ALPHA = 0.4  # the fast shift: a mean of about the last four values (an outage within minutes)
 _RARE = -2.0  # log10 p of a level or shift surprise that the baseline does not learn from
-_HELD_BY = (_LEVEL, _SHIFT, _FAST)
 _STEP_ALPHA = 0.005  # long-run mean step sizes
 # Step-size ratios are capped at a billion: a sensor stuck on one value, or steps of 1e-308 then 2, must
 # still give finite surprises (an infinite one would poison the calibrator's scales for good).
@@ -135,6 +134,9 @@ class Verdict(NamedTuple):
     upper: float
     reason: str  # the surprise that drove the score; "" if unremarkable, "closed", "invalid" (NaN, inf)
     warming_up: bool
+
+
+_tuple_new = tuple.__new__  # builds a Verdict (as its own __new__ does)
 
 
 class SeriesDetector:
@@ -308,32 +310,41 @@ class SeriesDetector:
         feats = self._features(x, t, pattern_t)
         score, reason, notable, rare = self._score(feats)
         warming = self.n_mature < self.warmup
-        decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
-        flag = (score >= self.threshold and not warming
-                and (self.quiet == 0 or decades >= self.worst + self.escalate))
-        if flag and self.quiet == 0:  # a new event
-            if t is not None and self._recurs(t, decades):
-                flag = False  # the last days' event again: it opens an event, silently
+        th = self.threshold
+        flag = False
+        if score >= th or self.quiet:  # otherwise (most values) no event opens, goes on or ends
+            decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
+            flag = (score >= th and not warming
+                    and (self.quiet == 0 or decades >= self.worst + self.escalate))
+            if flag and self.quiet == 0:  # a new event
+                if t is not None and self._recurs(t, decades):
+                    flag = False  # the last days' event again: it opens an event, silently
+                    self.quiet = self.refractory
+                    self.worst = decades
+                else:  # its surprises are recorded, should people confirm it
+                    self.cal.record()
+                    self.event_t, self.confirmed = t, False
+            if self.quiet:
+                if score < th:  # one flag per event: its end starts the count
+                    self.quiet -= 1
+                    if self.quiet == 0:
+                        self._end_event()
+                if decades > self.worst:
+                    self.worst = decades
+            if flag:
                 self.quiet = self.refractory
                 self.worst = decades
-            else:  # its surprises are recorded, should people confirm it
-                self.cal.record()
-                self.event_t, self.confirmed = t, False
-        if self.quiet:
-            if score < self.threshold:  # one flag per event: its end starts the count
-                self.quiet -= 1
-                if self.quiet == 0:
-                    self._end_event()
-            if decades > self.worst:
-                self.worst = decades
-        if flag:
-            self.quiet = self.refractory
-            self.worst = decades
         expected = feats[7]
-        band = self._band()
+        # the band: the distance from the baseline at which ``level`` alone would reach the threshold
+        target = FLAG_DECADES * th / (1.0 - th) + _BONFERRONI + self.tick_decades if th < 1.0 else 300.0
+        cal = self.cal
+        band, floor = cal.reach(_LEVEL, target), self.min_effect * cal.u[_LEVEL]
+        if floor > band:
+            band = floor
         self._learn(x, t, feats, notable, rare)
-        return Verdict(score, flag, x, expected, expected - band, expected + band,
-                       reason if score >= 0.5 * self.threshold else "", warming)
+        # not Verdict(...): the NamedTuple's generated __new__ is one more Python call per value
+        return _tuple_new(Verdict, (score, flag, x, expected, expected - band, expected + band,
+                                    reason if score >= 0.5 * th else "", warming))
 
     def confirm(self, start: float) -> bool:
         """People confirmed that the alert opened at ``start`` was real: the event is not learned as ordinary.
@@ -468,10 +479,8 @@ class SeriesDetector:
         sf = self.step_fast + fa * (step - self.step_fast)
         ss = self.step_slow
         zf = 0.0
-        if ss > 0.0:
+        if ss > 0.0 and not sf >= ss:  # no log when the steps have not shrunk: it would be <= 0, clipped to 0
             zf = math.log(ss / sf) if sf > ss * 1e-9 else _MAX_LOG_RATIO
-            if zf < 0.0:
-                zf = 0.0
         zs = abs(d - self.last)
         vf = self.vol_fast + fa * (zs - self.vol_fast)
         vs = self.vol_slow
@@ -482,32 +491,38 @@ class SeriesDetector:
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
         z = feats[0]
-        own = [0.0] * _NCAL
+        own: list[float] = []
         lps = self.cal.log10ps(z, own)
-        u = self.cal.u
-        me = self.min_effect
-        # nor is a departure below the series' resolution (a noise-free series: its own rounding is "rare")
-        base = self.base
-        tiny = _RESOLUTION * base.lam * math.sqrt(base.var_ps) if me else 0.0
-        gates = (max(me * u[_SPIKE], tiny), max(me * u[_LEVEL], tiny),
-                 max(_SHIFT_EFFECT * u[_LEVEL] if me else 0.0, tiny),
-                 _STEP_EFFECT if me else 0.0, max(min(me * u[_FAST], _FAST_EFFECT * u[_LEVEL]), tiny),
-                 (_STEP_EFFECT if feats[6] >= tiny else math.inf) if me else 0.0)
-        best = 0.0
-        reason = ""
-        rare = False
-        for i in range(_NCAL):
-            lp = lps[i]
-            if i in _HELD_BY and own[i] <= _RARE:
-                rare = True
-            if lp < -1.0 and z[i] < gates[i]:  # rare, but too small to matter
-                lps[i] = lp = -1.0
-            lp += _SHARE_DECADES[i]
-            if lp < best:
-                best = lp
-                reason = FEATURES[i]
-        # a notable surprise (p < 10**-cluster_level) on the value itself starts an "event"
-        notable = min(lps[_SPIKE], lps[_LEVEL]) <= -self.cluster_level
+        rare = own[_LEVEL] <= _RARE or own[_SHIFT] <= _RARE or own[_FAST] <= _RARE
+        # Unrolled over the six surprises: this runs for every value. A rare surprise (p < 1/10) that is too small
+        # to matter counts as p = 1/10; the floors are only worked out when a surprise is rare at all.
+        spike, level, shift, flat, fast, vol = lps
+        if self.min_effect and (spike < -1.0 or level < -1.0 or shift < -1.0
+                                or flat < -1.0 or fast < -1.0 or vol < -1.0):
+            floors = self._floors(feats[6])
+            for i, lp in enumerate(lps):
+                if lp < -1.0 and z[i] < floors[i]:
+                    lps[i] = -1.0
+            spike, level, shift, flat, fast, vol = lps
+        # a notable surprise (p < 10**-cluster_level) on the value itself starts an "event". (Conditional
+        # expressions rather than min() and max(), here, in _floors and for the band: in Python 3.11 those
+        # builtins parse keyword arguments on every call, which costs more than the rest of the line.)
+        notable = (level if level < spike else spike) <= -self.cluster_level
+        # the rarest surprise, the first of equals (the fast shift's p scaled up by its share of the correction)
+        best, reason = 0.0, ""
+        if spike < best:
+            best, reason = spike, FEATURES[_SPIKE]
+        if level < best:
+            best, reason = level, FEATURES[_LEVEL]
+        if shift < best:
+            best, reason = shift, FEATURES[_SHIFT]
+        if flat < best:
+            best, reason = flat, FEATURES[_FLAT]
+        fast += _FAST_SHARE
+        if fast < best:
+            best, reason = fast, FEATURES[_FAST]
+        if vol < best:
+            best, reason = vol, FEATURES[_VOL]
         ev = 1.0 if notable and not self.cl_prev else 0.0
         ca = self.cluster_alpha
         k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
@@ -521,26 +536,34 @@ class SeriesDetector:
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
         return score, reason, notable, rare
 
-    def _band(self) -> float:
-        """Distance from the baseline at which ``level`` alone would reach the threshold."""
-        th = self.threshold
-        target = FLAG_DECADES * th / (1.0 - th) + _BONFERRONI + self.tick_decades if th < 1.0 else 300.0
-        return max(self.cal.reach(_LEVEL, target), self.min_effect * self.cal.u[_LEVEL])
+    def _floors(self, vf: float) -> tuple[float, ...]:
+        """Size each surprise must reach to be material (when ``min_effect`` is set); ``vf``: the recent step."""
+        u = self.cal.u
+        me = self.min_effect
+        # nor is a departure below the series' resolution (a noise-free series: its own rounding is "rare")
+        base = self.base
+        tiny = _RESOLUTION * base.lam * math.sqrt(base.var_ps)
+        spike, level, shift = me * u[_SPIKE], me * u[_LEVEL], _SHIFT_EFFECT * u[_LEVEL]
+        fast, fast_level = me * u[_FAST], _FAST_EFFECT * u[_LEVEL]
+        if fast_level < fast:
+            fast = fast_level
+        return (tiny if tiny > spike else spike, tiny if tiny > level else level, tiny if tiny > shift else shift,
+                _STEP_EFFECT, tiny if tiny > fast else fast, _STEP_EFFECT if vf >= tiny else math.inf)
 
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
         z, d, sh, self.fshift, step, sf, self.vol_fast, _, where, shut = feats
-        base = self.base
+        base, cal = self.base, self.cal
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
         mature = n >= _SETTLE and (not base.bins or t is None or t - base.t_first >= self.period)  # type: ignore[operator]
         if mature:
             if self.n_mature == 0:
-                self.cal.restart()
+                cal.restart()
             self.n_mature += 1
         w = self.tick_share
-        self.cal.learn(z, count=mature, weight=w)
+        cal.learn(z, mature, w)
         # cluster rate: short and long EWMAs of event starts
         ev = 1.0 if notable and not self.cl_prev else 0.0
         self.cl_short += self.cluster_alpha * (ev - self.cl_short)
@@ -548,10 +571,10 @@ class SeriesDetector:
             self.cl_long += w * (ev - self.cl_long) / self.horizon
         self.cl_prev = notable
         # the baseline learns nothing from a rare episode until it lasts (then it is the new normal)
-        self.held = self.held + 1 if rare and self.n_mature >= _SETTLE else 0
-        clip = self.clip * self.cal.u[_LEVEL] if self.n_mature >= _SETTLE else math.inf
-        formed = base.learn(x, t, self.t_last, n, clip, where, held=0 < self.held * w <= self.hold, shut=shut,
-                            weight=w)
+        settled = self.n_mature >= _SETTLE
+        self.held = held = self.held + 1 if rare and settled else 0
+        clip = self.clip * cal.u[_LEVEL] if settled else math.inf
+        formed = base.learn(x, t, self.t_last, n, clip, where, held > 0 and 0 < held * w <= self.hold, shut, w)
         self.shift = sh
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known
@@ -563,8 +586,9 @@ class SeriesDetector:
         self.n = n + 1
         tick, dt = self.tick, base.dt
         if tick and 0.0 < dt < tick:
-            self.tick_share = dt / tick
-            self.tick_decades = -math.log10(dt / tick)
+            if dt / tick != self.tick_share:  # (a steady sampling interval: no logarithm per value)
+                self.tick_share = dt / tick
+                self.tick_decades = -math.log10(dt / tick)
         elif self.tick_share != 1.0:
             self.tick_share, self.tick_decades = 1.0, 0.0
         if formed:  # the profile has just been formed: the previous value is deseasonalised anew

@@ -123,8 +123,9 @@ class SeasonalBaseline:
             return -1, 0.0, -1, 0.0
         p = self.period
         # bins start on the clock (19:55, 20:00, ...): opening hours, shifts and jobs change on the hour,
-        # and a bin straddling 20:00 would expect half of each side at closing time every day
-        k = int((t % p) * nb / p + 1e-6)  # type: ignore[operator]
+        # and a bin straddling 20:00 would expect half of each side at closing time every day. (floor, the same
+        # as int() for these non-negative values, is the cheaper call in this per-value path)
+        k = math.floor((t % p) * nb / p + 1e-6)  # type: ignore[operator]
         if k >= nb:
             k -= nb
         s = self.season[k] - self.season_sum / nb if self.ready else 0.0
@@ -132,7 +133,7 @@ class SeasonalBaseline:
         if not nw:
             return k, s, -1, 0.0
         wp = self.week_s
-        kw = int((t % wp) * nw / wp)  # type: ignore[operator]
+        kw = math.floor((t % wp) * nw / wp)  # type: ignore[operator]
         if kw >= nw:
             kw -= nw
         return k, s, kw, (self.week[kw] - self.week_sum / nw if not self.week_n else 0.0)
@@ -166,13 +167,17 @@ class SeasonalBaseline:
         """
         if t is not None and t_prev is not None and t >= t_prev:
             step = t - t_prev
-            self.dt = self.dt + (step - self.dt) / (n if n < 100 else 100) if self.dt else step
+            dt = self.dt
+            if not dt:
+                self.dt = step
+            elif step != dt:  # (a steady interval leaves it as it is)
+                self.dt = dt + (step - dt) / (n if n < 100 else 100)
         if held:
             if self.ready and t is not None and shut is None:
                 self._learn_held(x, t, self.locate(t) if where is None else where, clip)
             return False
         p = self.period
-        if t is not None and p and not self.bins and t_prev is not None and t > t_prev:
+        if not self.bins and t is not None and p and t_prev is not None and t > t_prev:
             # one bin per sampling interval (capped); too coarse to resolve a period: no profile
             nb = min(self.max_bins, round(p / (t - t_prev)))
             if nb >= 4:
@@ -193,7 +198,8 @@ class SeasonalBaseline:
             if not self.ready or self._learn_shut(shut[0], r, clip):
                 self.slow = slow + a * _clip(r, clip)
             return False
-        self.slow = slow + a * _clip(r, clip)
+        # (winsorised inline here and below, rather than with _clip: this runs for every value)
+        self.slow = slow + a * (-clip if r < -clip else (clip if r > clip else r))
         if k < 0:
             return False
         if not self.ready:  # first period: the mean of each bin's values
@@ -210,22 +216,23 @@ class SeasonalBaseline:
         if self.dev and self._recur(x, t, (k, s, kw, wv), clip):  # type: ignore[arg-type]
             return False
         nb = self.bins
-        g = self.season_gamma / self.per_bin
+        per_bin = self.per_bin
+        g = self.season_gamma / per_bin
         if g * n < nb:  # young: a running mean
             g = nb / n
-        e = g * _clip(r + (lam - 1.0) * s, clip)  # the profile's own residual: x - slow - s - mu w
+        e = r + (lam - 1.0) * s  # the profile's own residual: x - slow - s - mu w
+        e = g * (-clip if e < -clip else (clip if e > clip else e))
         self.season[k] += e
         self.season_sum += e
         # how much of the profile recurs: regression of x - slow on it (1: all of it, 0: it is noise)
-        al = 1.0 / (self.per_bin * nb)
+        al = 1.0 / (per_bin * nb)
         r0 = x - slow
-        self.cov_ps += al * (r0 * s - self.cov_ps)
-        self.var_ps += al * (s * s - self.var_ps)
-        lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
+        self.cov_ps = cov = self.cov_ps + al * (r0 * s - self.cov_ps)
+        self.var_ps = var = self.var_ps + al * (s * s - self.var_ps)
+        lam = cov / var if var > 0.0 else 1.0
         self.lam = lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
         if self.week_s and t is not None:
-            self._learn_week(x, t, kw, wv, _clip(r + (mu - 1.0) * wv, clip), _clip(r + mu * wv, clip),
-                             slow + lam * s)
+            self._learn_week(x, t, kw, wv, r, clip, slow + lam * s)
         return False
 
     def shut_at(self, t: float) -> tuple[int, float]:
@@ -247,7 +254,7 @@ class SeasonalBaseline:
 
     def _shut_size(self) -> tuple[int, float]:
         """Shut-day correction bins per period (hours), and the values of one bin that teach it."""
-        ns = min(24, self.bins)
+        ns = self.bins if self.bins < 24 else 24
         return ns, self.per_bin * self.bins / ns
 
     def _learn_shut(self, h: int, r: float, clip: float) -> bool:
@@ -330,8 +337,8 @@ class SeasonalBaseline:
         self.dev_day = [0] * nb
         self.young_until = int(t // self.period) + _CONFIRM  # type: ignore[operator]
 
-    def _learn_week(self, x: float, t: float, kw: int, wv: float, rw: float, raw: float, base: float) -> None:
-        """Weekly correction: what the daily baseline leaves (``rw`` its own residual, ``raw`` in all)."""
+    def _learn_week(self, x: float, t: float, kw: int, wv: float, r: float, clip: float, base: float) -> None:
+        """Weekly correction: what the daily baseline leaves (``r`` the level's residual, winsorised at ``clip``)."""
         if not self.week:
             nw = round(self.week_s / self.period) * min(24, self.bins)  # type: ignore[operator]
             self.week = [math.nan] * nw
@@ -339,7 +346,8 @@ class SeasonalBaseline:
             self.week_t0 = t
             kw = self.locate(t)[2]
         nw = len(self.week)
-        if self.week_n:  # first week: the mean of each bin's values
+        if self.week_n:  # first week: the mean of each bin's values (of what the daily baseline leaves)
+            raw = _clip(r + self.mu * wv, clip)
             c = self.week_n[kw] = self.week_n[kw] + 1
             self.week[kw] = raw if c == 1 else self.week[kw] + (raw - self.week[kw]) / c
             if t - self.week_t0 >= self.week_s:  # type: ignore[operator]
@@ -347,14 +355,16 @@ class SeasonalBaseline:
                 self.week_sum = 0.0
                 self.week_n = []
             return
+        mu = self.mu
+        rw = r + (mu - 1.0) * wv  # the weekly correction's own residual
         per = self.per_bin * self.bins * round(self.week_s / self.period) / nw  # type: ignore[operator]
-        e = self.season_gamma / per * rw
+        e = self.season_gamma / per * (-clip if rw < -clip else (clip if rw > clip else rw))
         self.week[kw] += e
         self.week_sum += e
         # how much of it recurs week to week (0 at first: it must earn its place)
         al = 1.0 / (per * nw)
         r0 = x - base
-        self.cov_pw += al * (r0 * wv - self.cov_pw)
-        self.var_pw += al * (wv * wv - self.var_pw)
-        mu = self.cov_pw / self.var_pw if self.var_pw > 0.0 else 0.0
+        self.cov_pw = cov = self.cov_pw + al * (r0 * wv - self.cov_pw)
+        self.var_pw = var = self.var_pw + al * (wv * wv - self.var_pw)
+        mu = cov / var if var > 0.0 else 0.0
         self.mu = 0.0 if mu < 0.0 else (1.0 if mu > 1.0 else mu)

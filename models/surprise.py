@@ -153,40 +153,49 @@ class SurpriseCalibrator:
     def log10ps(self, z: list[float], with_own: list[float] | None = None) -> list[float]:
         """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet).
 
-        ``with_own``, if given, receives the same with every ongoing episode counted (as if no
-        surprise were ``sustained``).
+        ``with_own``, if given, receives (its items replaced) the same with every ongoing episode counted
+        (as if no surprise were ``sustained``).
         """
-        u, b, hist, tot, lq, above, own = self.u, self.b, self.hist, self.tot, self.lq, self.above, self.own
-        out = []
-        if with_own is None:
-            with_own = [0.0] * len(z)
+        u, lq = self.u, self.lq
+        out: list[float] = []
+        judged: list[tuple[int, float]] | None = None  # sustained surprises judged against the other episodes
         for i, zi in enumerate(z):
             ui = u[i]
-            if zi <= ui or ui <= 0.0:  # unremarkable, or nothing learned yet
-                with_own[i] = lp = lq if zi > 0.0 and ui > 0.0 else 0.0
-                out.append(lp)
+            if zi <= ui or ui <= 0.0:  # unremarkable, or nothing learned yet: most values, kept cheap
+                out.append(lq if zi > 0.0 and ui > 0.0 else 0.0)
                 continue
-            bi = b[i]
+            bi = self.b[i]
             lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
             j = _level(zi, ui)
             if j >= NB and zi < self.top.get(i, 0.0) * _HALF_OCTAVE:  # beyond the histogram, but not beyond what
                 j = NB - 1  # reached its top level (to its resolution, a half-octave): counted there
-            seen = hist[i][j] if j < NB and tot > 0.0 else 0.0
+            tot = self.tot
+            seen = self.hist[i][j] if j < NB and tot > 0.0 else 0.0
             if seen > 0.0:
                 lseen = math.log10(seen / tot)
                 lp = lseen if lseen > lexp else lexp
             else:
                 lp = lexp
-            with_own[i] = lp
-            if j <= above[i] and i in self.sustained:  # judged against the other episodes, not itself
-                seen -= own[i]
-                lp = lexp if seen <= 0.0 else max(math.log10(seen / tot), lexp)
             out.append(lp)
+            if j <= self.above[i] and i in self.sustained:  # judged against the other episodes, not itself
+                seen -= self.own[i]
+                lp = lexp if seen <= 0.0 else math.log10(seen / tot)
+                if lexp > lp:
+                    lp = lexp
+                if judged is None:
+                    judged = []
+                judged.append((i, lp))
+        if with_own is not None:
+            with_own[:] = out
+        if judged:
+            for i, lp in judged:
+                out[i] = lp
         return out
 
     def reach(self, i: int, decades: float) -> float:
         """Size of surprise ``i`` whose exponential-tail probability is ``10**-decades``."""
-        return self.u[i] + self.b[i] * max(decades + self.lq, 0.0) * _LN10
+        d = decades + self.lq
+        return self.u[i] + self.b[i] * (0.0 if d < 0.0 else d) * _LN10
 
     def learn(self, z: list[float], count: bool, weight: float = 1.0) -> None:
         """Fold in one value's surprises; ``count``: also into the histogram of episodes.
@@ -195,29 +204,32 @@ class SurpriseCalibrator:
         series sampled faster than the caller's unit of time; probabilities stay per value.
         """
         self.m = m = self.m + 1
-        rate = self.tail_rate * weight
+        rate = er = self.tail_rate * weight
         if m * rate < 2.0:  # early on: bigger steps, like a running mean
             rate = 2.0 / m
         q = self.tail_q
-        up, down = math.exp(rate * q), math.exp(-rate * (1.0 - q))
-        er = max(self.tail_rate * weight, 1.0 / m)
-        u, b, hist, above, own, w = self.u, self.b, self.hist, self.above, self.own, self.w
+        down = math.exp(-rate * (1.0 - q))
+        if 1.0 / m > er:
+            er = 1.0 / m
+        # (what only a surprise above its quantile needs is looked up there: most values have none)
+        u, above, w, tiny = self.u, self.above, self.w, _TINY
         for i, zi in enumerate(z):
             ui = u[i]
-            if ui <= _TINY:
-                if zi > _TINY:  # below, a surprise is rounding (subnormal steps), not a scale
+            if ui <= tiny:
+                if zi > tiny:  # below, a surprise is rounding (subnormal steps), not a scale
                     u[i] = zi
                 continue
             if zi > ui:
+                b = self.b
                 b[i] += er * ((zi - ui) - b[i])
-                u[i] = ui * up
+                u[i] = ui * math.exp(rate * q)
                 j = _level(zi, ui)
                 if j >= NB:
                     j = NB - 1
                     if count and zi > self.top.get(i, 0.0):
                         self.top[i] = zi
                 if count and j > above[i]:  # count each level once per episode
-                    h = hist[i]
+                    h = self.hist[i]
                     rare = self.tot * _RARE_RATE
                     lo = j + 1  # the lowest level this value counts that was rare (counts fall with the level)
                     for jj in range(j, above[i], -1):
@@ -226,7 +238,7 @@ class SurpriseCalibrator:
                         lo = jj
                     for jj in range(above[i] + 1, j + 1):
                         h[jj] += w
-                    own[i] = w
+                    self.own[i] = w
                     if lo <= j:  # only rare levels are worth taking back: the ordinary ones are not the event
                         key = (i, lo, j)
                         self.ongoing[key] = self.ongoing.get(key, 0.0) + w
@@ -235,18 +247,21 @@ class SurpriseCalibrator:
                             led[key] = led.get(key, 0.0) + w  # type: ignore[union-attr]
                 above[i] = j
             else:
-                if above[i] >= 0 and self.ongoing:  # the episode is over
-                    self.ongoing = {k: v for k, v in self.ongoing.items() if k[0] != i}
-                above[i] = -1
-                u[i] = ui * down if ui * down > _TINY else _TINY
+                if above[i] >= 0:  # the episode is over
+                    if self.ongoing:
+                        self.ongoing = {k: v for k, v in self.ongoing.items() if k[0] != i}
+                    above[i] = -1
+                ui *= down
+                u[i] = ui if ui > tiny else tiny
         if count:  # the histogram and its total count the same values
             self.tot += w
         w /= 1.0 - weight / self.horizon
         if w > 1e12:  # renormalise the lazily decayed counts
-            for h in hist:
+            for h in self.hist:
                 for jj in range(NB):
                     h[jj] /= w
             self.tot /= w
+            own = self.own
             for i in range(len(own)):
                 own[i] /= w
             self.ongoing = {k: v / w for k, v in self.ongoing.items()}
