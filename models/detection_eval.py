@@ -4,7 +4,7 @@ and false alerts per hour. Pure functions over plain records (the truth file's r
 A firing alert *detects* a fault when it names the same source and entity, a metric the fault shows in
 (or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
 ``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the
-fault). Alerts matching no fault, and not explained by a known business event (a promotion), are false
+fault; a POS or web alert at the start of its window, so up to ``WINDOW_SLACK_S`` before). Alerts matching no fault, and not explained by a known business event (a promotion), are false
 alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored. An alert announced
 again (escalated) is still one alert. ``pages`` keeps what reached on-call: alerts at a paging severity, as
 of the moment they reached it.
@@ -20,6 +20,11 @@ of the moment they reached it.
 >>> silence = [{"status": "firing", "source": "iot", "entity": "s/d", "metric": "reporting", "starts_at": 995.0}]
 >>> evaluate(outage, silence, 0.0, 7200.0).kinds["dropout"].detected
 1
+>>> burst = [{**truth[0], "kind": "error_burst", "source": "web", "entity": "shop", "metrics": ["error_rate"]}]
+>>> window = [{"status": "firing", "source": "web", "entity": "shop", "metric": "error_rate", "starts_at": 960.0}]
+>>> r = evaluate(burst, window, 0.0, 7200.0)  # its minute began 40 s before the burst did, within it
+>>> r.kinds["error_burst"].detected, r.kinds["error_burst"].times_to_detect, r.false_alerts
+(1, [0.0], 0)
 >>> weak = {**alerts[0], "id": "a", "severity": "info"}
 >>> grown = {**weak, "severity": "warning", "escalated_from": "info", "escalated_at": 1200.0}
 >>> evaluate(truth, [weak, grown], 0.0, 7200.0).false_alerts  # one alert, announced twice
@@ -38,6 +43,8 @@ from dataclasses import dataclass, field
 SILENCE_METRIC = "reporting"
 TOLERANCE_S = 1800.0
 SILENCE_SLACK_S = 300.0  # longest usual gap between readings that the evaluation allows for
+WINDOWED_SOURCES = ("pos", "web")  # judged per window, whose alerts are dated at the window's start
+WINDOW_SLACK_S = 60.0  # the window (opsmon's default)
 
 
 @dataclass
@@ -89,8 +96,10 @@ def _matches(fault: Mapping, alert: Mapping, tolerance_s: float) -> bool:
     metrics = fault.get("metrics") or []
     if metrics and alert["metric"] not in metrics and alert["metric"] != SILENCE_METRIC:
         return False
-    # a silence alert starts at the device's last reading, which comes just before the outage
-    slack = SILENCE_SLACK_S if alert["metric"] == SILENCE_METRIC else 0.0
+    # a silence alert starts at the device's last reading, which comes just before the outage; a window's
+    # alert at its window's start, up to a window before the fault began within it
+    slack = SILENCE_SLACK_S if alert["metric"] == SILENCE_METRIC else (
+        WINDOW_SLACK_S if alert["source"] in WINDOWED_SOURCES else 0.0)
     return fault["start_ts"] - slack <= alert["starts_at"] <= fault["end_ts"] + tolerance_s
 
 
