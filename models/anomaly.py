@@ -11,7 +11,9 @@ timestamps are given, and, once the data spans weeks, a weekly correction (Sunda
 holiday at a taxi rank). Six surprises are measured against it:
 
 - ``spike``: the step from the previous value, once the seasonal baseline is taken out;
-- ``level``: the distance from the baseline: jumps, shifts and drifts;
+- ``level``: the distance from the baseline: jumps, shifts and drifts. Its two sides are calibrated apart
+  (``models.surprise``): a till whose takings often jump on a busy hour does not thereby find a drop to
+  zero ordinary, nor a web page used to dips in traffic a surge;
 - ``shift``: moving averages of that distance over about 40 and about 4 values: sustained departures,
   small ones and sudden ones (a till that stops: several zeros in a row where a zero never happens).
   The fast one clips each value, so one outlier counts as no more than a large ordinary value; the
@@ -77,8 +79,9 @@ _log = logging.getLogger(__name__)
 # Bump when the meaning or layout of the pickled state changes; an old state then restarts learning.
 # 2: seasonal baseline and surprise calibrator in their own objects; weekly correction, fast shift,
 # volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
-# episode judged against the others. 4: the worst surprise of the open event (escalation).
-STATE_VERSION = 4
+# episode judged against the others. 4: the worst surprise of the open event (escalation). 5: the level's
+# two sides calibrated apart.
+STATE_VERSION = 5
 
 # Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
 # and the production threshold agree on this bar (1.5 or 2.5 both score lower on NAB); a lower one
@@ -233,7 +236,7 @@ class SeriesDetector:
         self.tick = tick
         # --- learned state (plain floats, lists and two small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
-        self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,))
+        self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,), signed=_LEVEL)
         self.n = 0  # values learned
         self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
         self.anchor = True  # next value (re)starts the level: first value, or after from_prior
@@ -331,6 +334,12 @@ class SeriesDetector:
                         self._end_event()
                 if decades > self.worst:
                     self.worst = decades
+            elif warming and score >= th and t is not None and self.n >= _SETTLE:
+                # an event while warming up is not flagged, but is remembered: a daily job seen on the first
+                # days is a recurrence once the detector may flag
+                self._recurs(t, decades)
+                self.quiet = 1
+                self.worst = decades
             if flag:
                 self.quiet = self.refractory
                 self.worst = decades
@@ -486,13 +495,13 @@ class SeriesDetector:
         vs = self.vol_slow
         zv = (math.log(vf / vs) if vf < vs * 1e9 else _MAX_LOG_RATIO) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
-        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut
+        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0  # (below the baseline)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
         z = feats[0]
         own: list[float] = []
-        lps = self.cal.log10ps(z, own)
+        lps = self.cal.log10ps(z, own, feats[10])
         rare = own[_LEVEL] <= _RARE or own[_SHIFT] <= _RARE or own[_FAST] <= _RARE
         # Unrolled over the six surprises: this runs for every value. A rare surprise (p < 1/10) that is too small
         # to matter counts as p = 1/10; the floors are only worked out when a surprise is rare at all.
@@ -553,7 +562,7 @@ class SeriesDetector:
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, self.fshift, step, sf, self.vol_fast, _, where, shut = feats
+        z, d, sh, self.fshift, step, sf, self.vol_fast, _, where, shut, below = feats
         base, cal = self.base, self.cal
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
@@ -563,7 +572,7 @@ class SeriesDetector:
                 cal.restart()
             self.n_mature += 1
         w = self.tick_share
-        cal.learn(z, mature, w)
+        cal.learn(z, mature, w, below)
         # cluster rate: short and long EWMAs of event starts
         ev = 1.0 if notable and not self.cl_prev else 0.0
         self.cl_short += self.cluster_alpha * (ev - self.cl_short)

@@ -19,6 +19,13 @@ under way is judged against the *other* episodes: its own up-crossing, counted o
 (while it was still small), would otherwise make its continuation look ordinary, at a rate of one in
 however few values the history holds.
 
+A ``signed`` surprise (a distance above or below a baseline) counts the episodes of each side apart: its
+tail probability is twice (both sides are tested) the rate of episodes that went as far *on the same side*
+(credited with at least 5% of both sides' episodes: a first weekend's quiet days do not make the next busy
+day unheard of); beyond anything seen, the exponential tail of both. A series that often jumps up (a busy
+hour) but never drops does not find a drop ordinary because of its jumps, nor a jump because of its
+drops; on a symmetric series nothing changes.
+
 The rare up-crossings (levels fewer than one value in a hundred reached) of the episodes under way are
 remembered, and ``record`` keeps those of an event (from the ones under way when it starts until
 ``stop_recording``): ``unlearn`` takes them back out of the histogram, so an incident that people confirmed
@@ -45,6 +52,7 @@ _LN10 = math.log(10.0)
 _TINY = 1e-12
 _HALF_OCTAVE = math.sqrt(2.0)
 _LEDGER_MAX = 64  # level ranges an event's record keeps (beyond, an unlearned event is partly remembered)
+_MIN_SIDE = 0.05  # share of a signed surprise's episodes a side is credited with at least (an unseen one can happen)
 _RARE_RATE = 0.01  # levels reached by fewer than one value in a hundred are what an event's record keeps
 
 
@@ -73,11 +81,17 @@ class SurpriseCalibrator:
     sustained
         Surprises whose ongoing episode is judged against the other episodes only: the levels it has
         already reached are not made ordinary by its own count (see the module docstring).
+    signed
+        The surprise whose sides are calibrated apart (-1: none); ``learn`` and ``log10ps`` are then told
+        which side each value is on (``neg``).
     """
 
     def __init__(self, n: int, tail_q: float = 0.9, tail_rate: float = 0.005, horizon: float = 2000.0,
-                 sustained: tuple[int, ...] = ()) -> None:
+                 sustained: tuple[int, ...] = (), signed: int = -1) -> None:
         self.sustained = frozenset(sustained)
+        self.signed = signed
+        self.nslot = n if signed >= 0 else -1  # histogram slot of the signed surprise's negative side
+        slots = n + 1 if signed >= 0 else n
         self.tail_q = tail_q
         self.tail_rate = tail_rate
         self.horizon = horizon
@@ -85,13 +99,13 @@ class SurpriseCalibrator:
         self.m = 0  # values learned since the scales (re)started
         self.u = [0.0] * n  # running tail_q quantile of each surprise
         self.b = [0.0] * n  # mean excess over it: the exponential tail's scale
-        self.hist = [[0.0] * NB for _ in range(n)]  # decayed up-crossing counts per level
-        self.above = [-1] * n  # level each surprise currently sits at (-1: below u)
-        self.own = [0.0] * n  # weight with which the current episode last counted its levels
+        self.hist = [[0.0] * NB for _ in range(slots)]  # decayed up-crossing counts per level (and side)
+        self.above = [-1] * slots  # level each surprise (side) currently sits at (-1: below u)
+        self.own = [0.0] * slots  # weight with which the current episode last counted its levels
         self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
         self.tot = 0.0  # decayed count of the values the histogram saw
         self.top: dict[int, float] = {}  # largest surprise that went beyond the top level, where one did
-        # weight counted per (surprise, first level, last level), rare levels only: by the episodes under way,
+        # weight counted per (slot, first level, last level), rare levels only: by the episodes under way,
         # and by the recorded event (None: nothing recorded)
         self.ongoing: dict[tuple[int, int, int], float] = {}
         self.ledger: dict[tuple[int, int, int], float] | None = None
@@ -99,7 +113,8 @@ class SurpriseCalibrator:
 
     def __setstate__(self, state: dict) -> None:
         # pickled before ``top`` or the ledger: nothing beyond the top level, nor of an event, is known
-        self.__dict__.update({"top": {}, "ongoing": {}, "ledger": None, "recording": False, **state})
+        self.__dict__.update({"top": {}, "ongoing": {}, "ledger": None, "recording": False, "signed": -1,
+                              "nslot": -1, **state})
 
     def restart(self) -> None:
         """Learn the scales afresh (the histogram is kept): what came before no longer describes them."""
@@ -111,6 +126,7 @@ class SurpriseCalibrator:
     def forget_episodes(self) -> None:
         """No surprise is within an episode any more (a new series starts from this history)."""
         self.above = [-1] * len(self.above)
+        self.own = [0.0] * len(self.own)
         self.ongoing = {}
         self.ledger, self.recording = None, False
 
@@ -150,13 +166,13 @@ class SurpriseCalibrator:
         self.ledger = {} if self.recording else None
         return len(ledger)
 
-    def log10ps(self, z: list[float], with_own: list[float] | None = None) -> list[float]:
+    def log10ps(self, z: list[float], with_own: list[float] | None = None, neg: bool = False) -> list[float]:
         """log10 tail probability of each surprise in ``z`` (0 when nothing is learned yet).
 
         ``with_own``, if given, receives (its items replaced) the same with every ongoing episode counted
-        (as if no surprise were ``sustained``).
+        (as if no surprise were ``sustained``). ``neg``: the ``signed`` surprise is on its negative side.
         """
-        u, lq = self.u, self.lq
+        u, lq, sg = self.u, self.lq, self.signed
         out: list[float] = []
         judged: list[tuple[int, float]] | None = None  # sustained surprises judged against the other episodes
         for i, zi in enumerate(z):
@@ -166,19 +182,23 @@ class SurpriseCalibrator:
                 continue
             bi = self.b[i]
             lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
+            k = self.nslot if neg and i == sg else i  # a signed surprise's episodes on its side
             j = _level(zi, ui)
-            if j >= NB and zi < self.top.get(i, 0.0) * _HALF_OCTAVE:  # beyond the histogram, but not beyond what
+            if j >= NB and zi < self.top.get(k, 0.0) * _HALF_OCTAVE:  # beyond the histogram, but not beyond what
                 j = NB - 1  # reached its top level (to its resolution, a half-octave): counted there
             tot = self.tot
-            seen = self.hist[i][j] if j < NB and tot > 0.0 else 0.0
+            seen = self.hist[k][j] if j < NB and tot > 0.0 else 0.0
+            if i == sg and j < NB and tot > 0.0:  # one side's episodes (a share of both), both sides tested
+                both = _MIN_SIDE * (self.hist[i][j] + self.hist[self.nslot][j])
+                seen = 2.0 * (seen if seen > both else both)
             if seen > 0.0:
                 lseen = math.log10(seen / tot)
                 lp = lseen if lseen > lexp else lexp
             else:
                 lp = lexp
             out.append(lp)
-            if j <= self.above[i] and i in self.sustained:  # judged against the other episodes, not itself
-                seen -= self.own[i]
+            if j <= self.above[k] and i in self.sustained:  # judged against the other episodes, not itself
+                seen -= self.own[k] * (2.0 if i == sg else 1.0)
                 lp = lexp if seen <= 0.0 else math.log10(seen / tot)
                 if lexp > lp:
                     lp = lexp
@@ -197,11 +217,12 @@ class SurpriseCalibrator:
         d = decades + self.lq
         return self.u[i] + self.b[i] * (0.0 if d < 0.0 else d) * _LN10
 
-    def learn(self, z: list[float], count: bool, weight: float = 1.0) -> None:
+    def learn(self, z: list[float], count: bool, weight: float = 1.0, neg: bool = False) -> None:
         """Fold in one value's surprises; ``count``: also into the histogram of episodes.
 
         ``weight``: the value's share of one step of every memory (``tail_rate``, ``horizon``), for
-        series sampled faster than the caller's unit of time; probabilities stay per value.
+        series sampled faster than the caller's unit of time; probabilities stay per value. ``neg``: the
+        ``signed`` surprise is on its negative side.
         """
         self.m = m = self.m + 1
         rate = er = self.tail_rate * weight
@@ -213,7 +234,17 @@ class SurpriseCalibrator:
             er = 1.0 / m
         # (what only a surprise above its quantile needs is looked up there: most values have none)
         u, above, w, tiny = self.u, self.above, self.w, _TINY
+        sg = ks = self.signed
+        if sg >= 0:  # the signed surprise counts in its side's slot; the other side's episode, if any, is over
+            other = self.nslot
+            if neg:
+                ks, other = other, sg
+            if above[other] >= 0:
+                if self.ongoing:
+                    self.ongoing = {key: v for key, v in self.ongoing.items() if key[0] != other}
+                above[other] = -1
         for i, zi in enumerate(z):
+            k = ks if i == sg else i  # the histogram slot
             ui = u[i]
             if ui <= tiny:
                 if zi > tiny:  # below, a surprise is rounding (subnormal steps), not a scale
@@ -226,31 +257,31 @@ class SurpriseCalibrator:
                 j = _level(zi, ui)
                 if j >= NB:
                     j = NB - 1
-                    if count and zi > self.top.get(i, 0.0):
-                        self.top[i] = zi
-                if count and j > above[i]:  # count each level once per episode
-                    h = self.hist[i]
+                    if count and zi > self.top.get(k, 0.0):
+                        self.top[k] = zi
+                if count and j > above[k]:  # count each level once per episode
+                    h = self.hist[k]
                     rare = self.tot * _RARE_RATE
                     lo = j + 1  # the lowest level this value counts that was rare (counts fall with the level)
-                    for jj in range(j, above[i], -1):
+                    for jj in range(j, above[k], -1):
                         if h[jj] >= rare:
                             break
                         lo = jj
-                    for jj in range(above[i] + 1, j + 1):
+                    for jj in range(above[k] + 1, j + 1):
                         h[jj] += w
-                    self.own[i] = w
+                    self.own[k] = w
                     if lo <= j:  # only rare levels are worth taking back: the ordinary ones are not the event
-                        key = (i, lo, j)
+                        key = (k, lo, j)
                         self.ongoing[key] = self.ongoing.get(key, 0.0) + w
                         led = self.ledger
                         if self.recording and (key in led or len(led) < _LEDGER_MAX):  # type: ignore[operator,arg-type]
                             led[key] = led.get(key, 0.0) + w  # type: ignore[union-attr]
-                above[i] = j
+                above[k] = j
             else:
-                if above[i] >= 0:  # the episode is over
+                if above[k] >= 0:  # the episode is over
                     if self.ongoing:
-                        self.ongoing = {k: v for k, v in self.ongoing.items() if k[0] != i}
-                    above[i] = -1
+                        self.ongoing = {key: v for key, v in self.ongoing.items() if key[0] != k}
+                    above[k] = -1
                 ui *= down
                 u[i] = ui if ui > tiny else tiny
         if count:  # the histogram and its total count the same values

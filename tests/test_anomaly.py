@@ -252,6 +252,22 @@ def test_bursts_far_beyond_the_usual_noise_are_judged_by_how_often_they_come() -
     assert -3.5 < seen_before < -2.0  # about 6 in 3000 values, not "beyond anything seen" (-2474)
     assert cal.log10ps([1e8])[0] < -100  # a hundred times the largest burst is unheard of
 
+@pytest.mark.parametrize("seed", range(3))
+def test_frequent_jumps_up_do_not_make_a_drop_of_the_same_size_ordinary(seed: int) -> None:
+    # A till whose takings jump at every rush (about once every 40 readings) learns that jumps up are
+    # ordinary; a drop as far below has never happened, and scores clearly higher than another jump.
+    # (Both sides judged together, the drop scored about as low as the jump: 0.31/0.29, 0.30/0.37, 0.30/0.33.)
+    rng = random.Random(seed)
+    xs = [20 + (6.0 if rng.random() < 0.025 else 0.0) + rng.gauss(0, SIGMA) for _ in range(DAY * 5)]
+    det = SeriesDetector(period=None)
+    for i, x in enumerate(xs):
+        det.process_one(x, i * STEP)
+    again = pickle.loads(pickle.dumps(det))
+    t = len(xs) * STEP
+    drop, jump = det.process_one(14.0, t), again.process_one(26.0, t)
+    assert drop.reason == "level" and drop.score > jump.score + 0.08, (drop.score, jump.score)
+
+
 # ---------------------------------------------------------------- people's feedback
 def _daily_latency_faults(confirm: bool, seed: int, days: int = 10) -> list[tuple[float, bool]]:
     """A web shop's p95 latency per minute (18 requests a minute) with a slowdown every day, ramping up to
