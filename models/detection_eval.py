@@ -3,11 +3,12 @@ and false alerts per hour. Pure functions over plain records (the truth file's r
 
 A firing alert *detects* a fault when it names the same source and entity, a metric the fault shows in
 (or ``reporting`` for faults that silence a device), and starts between the fault's start and its end plus
-``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the
-fault; a POS or web alert at the start of its window, so up to ``WINDOW_SLACK_S`` before). Alerts matching no fault, and not explained by a known business event (a promotion), are false
-alerts. Faults before ``evaluate_from`` fall in the models' warm-up and are not scored. An alert announced
-again (escalated) is still one alert. ``pages`` keeps what reached on-call: alerts at a paging severity, as
-of the moment they reached it.
+``tolerance_s`` (a silence alert starts at the last reading, so up to ``SILENCE_SLACK_S`` before the fault;
+a POS or web alert at the start of its window, so up to ``WINDOW_SLACK_S`` before). Alerts matching no
+fault, and not explained by a known business event (a promotion), are false alerts. Faults before
+``evaluate_from`` fall in the models' warm-up and are not scored. An alert announced again (escalated) is
+still one alert. ``pages`` keeps what reached on-call: alerts at a paging severity, as of the moment they
+reached it.
 
 >>> truth = [{"kind": "spike", "fault": True, "source": "iot", "entity": "s/d", "metrics": ["temperature"],
 ...           "start_ts": 1000.0, "end_ts": 1300.0}]

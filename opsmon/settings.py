@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # --- models and alerts ---------------------------------------------------------------------
     # Score at which a value is flagged: 0.5 is a one-in-a-hundred surprise for that series.
     score_threshold: float = 0.5
+    # A ratio (error rate, conversion, refund rate, average basket) is judged once it rests on this many trials
+    # (requests, sessions, sales); quieter minutes are pooled until it does.
+    rate_min_trials: float = Field(10.0, ge=1.0)
     # Opening hours per store or web site, e.g. {"store-1": "mon-sat 08:00-20:00"}; others use the default.
     calendars: dict[str, str] = {}
     default_calendar: str = ""  # empty: always open

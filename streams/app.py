@@ -153,7 +153,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
     calendars = Calendars.from_settings(settings)
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
-                                window_size=settings.window_seconds, window_grace=settings.grace_seconds)
+                                window_size=settings.window_seconds, window_grace=settings.grace_seconds,
+                                min_trials=settings.rate_min_trials)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""

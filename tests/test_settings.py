@@ -30,3 +30,11 @@ def test_to_env_round_trips_including_switched_off_options(monkeypatch: pytest.M
     assert child.feedback_token is not None and child.feedback_token.get_secret_value() == "tok"
     assert child.calendars == {"a": "mon 24h"} and child.kafka_partitions == 7
     assert child.kafka_sasl_username is None
+
+
+def test_a_ratio_needs_one_trial_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPSMON_RATE_MIN_TRIALS", "25")
+    assert Settings().rate_min_trials == 25.0
+    monkeypatch.setenv("OPSMON_RATE_MIN_TRIALS", "0")
+    with pytest.raises(ValueError, match="rate_min_trials"):
+        Settings()
