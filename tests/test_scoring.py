@@ -304,14 +304,19 @@ def shop_minutes(days: float, seed: int, burst: tuple[int, int, float] | None = 
     return windows
 
 
-def error_rate_alerts(windows: list[dict[str, float]], since: int) -> list[AlertEvent]:
+def firing_web_alerts(windows: list[dict[str, float]]) -> list[tuple[int, AlertEvent]]:
+    """Feed a shop's windows, one a minute; every firing alert event with the minute it was announced in."""
     scoring, state = Scoring("web", CFG), EntityState(partition=0)
     alerts = []
     for m, fields in enumerate(windows):
         out = Output()
         scoring.on_value("shop", state, T0 + m * 60, fields, out)
-        alerts += [a for a in out.alerts if a.metric == "error_rate" and a.status == "firing" and m >= since]
+        alerts += [(m, a) for a in out.alerts if a.status == "firing"]
     return alerts
+
+
+def error_rate_alerts(windows: list[dict[str, float]], since: int) -> list[AlertEvent]:
+    return [a for m, a in firing_web_alerts(windows) if a.metric == "error_rate" and m >= since]
 
 
 def test_a_night_time_error_among_a_few_requests_is_not_news_but_a_night_time_error_burst_is() -> None:
@@ -339,10 +344,4 @@ def test_a_rate_better_than_usual_is_not_an_anomaly() -> None:
     good = range(3 * 1440 + 600, 3 * 1440 + 720)  # 10:00 to noon on the fourth day
     for m in good:
         windows[m].update(errors=0.0, error_rate=0.0, latency_p95=75.0)
-    scoring, state = Scoring("web", CFG), EntityState(partition=0)
-    alerts = []
-    for m, fields in enumerate(windows):
-        out = Output()
-        scoring.on_value("shop", state, T0 + m * 60, fields, out)
-        alerts += [(a.metric, a.kind) for a in out.alerts if a.status == "firing" and m in good]
-    assert alerts == []
+    assert [(a.metric, a.kind) for m, a in firing_web_alerts(windows) if m in good] == []
