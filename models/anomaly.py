@@ -123,7 +123,7 @@ _RECUR_KEEP = 32
 # constructor arguments, kept as attributes of the same name
 _SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
              "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
-             "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar", "tick")
+             "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar", "tick", "side", "floor")
 
 
 class Verdict(NamedTuple):
@@ -189,6 +189,15 @@ class SeriesDetector:
         its share of a tick, so they span the same time at any rate; and a flag needs a surprise as rare
         per tick as a slower series needs per value, so it does not alert ten times as often. ``None``:
         per value, whatever the rate.
+    side
+        ``+1``: only departures above the baseline are anomalies (an error rate, a latency); ``-1``: only
+        below (a conversion rate); ``0``: both. A departure the other way scores 0 and opens no event, so it
+        neither alerts nor makes a harmful departure soon after wait out its refractory period. What is
+        learned does not change.
+    floor
+        The least value the series can take (0 for counts, rates and latencies), for ``side``: a baseline
+        below it counts as at it, and with ``side=+1`` a value at it departs nowhere harmful (a night
+        without errors, judged against a fitted baseline that dips below 0, is not a rise).
 
     >>> import math, random
     >>> rng = random.Random(3)
@@ -210,9 +219,11 @@ class SeriesDetector:
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
                  min_effect: float = 2.5, clip: float = 3.0, hold: int = 100,
                  week: float | None = 7 * 86400.0, calendar: BusinessCalendar | None = None,
-                 tick: float | None = 60.0) -> None:
+                 tick: float | None = 60.0, side: int = 0, floor: float = -math.inf) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError("threshold must be in (0, 1]")
+        if side not in (-1, 0, 1):
+            raise ValueError("side must be -1, 0 or 1")
         self.threshold = threshold
         self.warmup = warmup
         self.refractory = refractory
@@ -234,6 +245,8 @@ class SeriesDetector:
         self.week = week
         self.calendar = calendar
         self.tick = tick
+        self.side = side
+        self.floor = floor
         # --- learned state (plain floats, lists and two small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
         self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,), signed=_LEVEL)
@@ -426,7 +439,7 @@ class SeriesDetector:
             self.relearned_from = version
         # a state from before ticks: the default tick, its sampling interval still to learn
         self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "event_t": None,
-                              "confirmed": False, "recent": [], **state})
+                              "confirmed": False, "recent": [], "side": 0, "floor": -math.inf, **state})
 
     # ------------------------------------------------------------------ internals
     def _end_event(self) -> None:
@@ -513,6 +526,10 @@ class SeriesDetector:
                 if lp < -1.0 and z[i] < floors[i]:
                     lps[i] = -1.0
             spike, level, shift, flat, fast, vol = lps
+        benign = False
+        if self.side:
+            benign = self._one_sided(lps, feats)
+            spike, level, shift, flat, fast, vol = lps
         # a notable surprise (p < 10**-cluster_level) on the value itself starts an "event". (Conditional
         # expressions rather than min() and max(), here, in _floors and for the band: in Python 3.11 those
         # builtins parse keyword arguments on every call, which costs more than the rest of the line.)
@@ -536,7 +553,7 @@ class SeriesDetector:
         ca = self.cluster_alpha
         k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
         mu = self.cl_long / ca  # expected events in as many values
-        if k > mu and self.cal.tot > 0.0:
+        if k > mu and self.cal.tot > 0.0 and not benign:
             lpc = -(k * math.log(k / mu) - k + mu) / _LN10  # Chernoff bound of the Poisson tail
             if lpc < best:
                 best = lpc
@@ -544,6 +561,31 @@ class SeriesDetector:
         big = -best - _BONFERRONI - self.tick_decades
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
         return score, reason, notable, rare
+
+    def _one_sided(self, lps: list[float], feats: tuple) -> bool:
+        """Clear (``p = 1``) the surprises that depart the harmless way (see ``side``); True if the value does.
+
+        A surprise counts when the value sits on the harmful side of the baseline and, for those with a
+        direction of their own (the step of ``spike``, the averages of the shifts), that direction is harmful
+        too: an error rate just above usual after a quiet hour is not a rise because its average climbs back.
+        Nor is a step that starts on the harmless side: it is a recovery, and how far past the baseline it ends
+        is for ``level`` to judge.
+        """
+        side = self.side
+        rl = feats[1] - self.base.slow  # the value's distance from the baseline
+        expected, floor = feats[7], self.floor
+        gap = rl if expected >= floor else rl + expected - floor
+        if side * gap <= 0.0 or (side > 0 and rl + expected <= floor):
+            lps[:] = (0.0,) * len(lps)
+            return True
+        last = self.last
+        if side * (feats[1] - last) <= 0.0 or side * (last - self.base.slow) < 0.0:
+            lps[_SPIKE] = 0.0
+        if side * feats[2] <= 0.0:
+            lps[_SHIFT] = 0.0
+        if side * feats[3] <= 0.0:
+            lps[_FAST] = 0.0
+        return False
 
     def _floors(self, vf: float) -> tuple[float, ...]:
         """Size each surprise must reach to be material (when ``min_effect`` is set); ``vf``: the recent step."""

@@ -44,7 +44,8 @@ POOLED = {"error_rate": ("errors", "events"), "conversion": ("purchases", "sessi
 # Metrics with a good direction: only a departure the harmful way (+1: up, -1: down) is an anomaly. Fewer errors,
 # refunds or slow pages than usual, or more of the visitors buying, is nobody's incident; a zero error rate that
 # lasts is not a stuck sensor.
-HARMFUL = {"error_rate": 1.0, "refund_rate": 1.0, "latency_p95": 1.0, "conversion": -1.0}
+# The detector judges them one-sided (``SeriesDetector.side``), with window metrics never below 0 (``floor``).
+HARMFUL = {"error_rate": 1, "refund_rate": 1, "latency_p95": 1, "conversion": -1}
 ZERO_FIELDS = {
     "pos": {"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
             "refund_amount": 0.0, "voids": 0.0},
@@ -267,9 +268,6 @@ class Scoring:
                 x = pooled[metric]
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
-            # better than usual (none of these is below 0, whatever a baseline fitted to them says)
-            if metric in HARMFUL and HARMFUL[metric] * (v.observed - max(v.expected, 0.0)) <= 0.0:
-                v = v._replace(score=0.0, is_anomaly=False, reason="")
             self._judge(entity, metric, sm, start, v, out, write_every=0.0)
 
     def _zero_fill(self, entity: str, state: EntityState, scored_until: float, upto: float, out: Output) -> None:
@@ -319,13 +317,18 @@ class Scoring:
     def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
         series = state.models.setdefault("series", {})
         sm = series.get(metric)
+        # which way is harmful is the code's setting, not learned state: a restored detector takes it too
+        side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
         if sm is None:
             prior = self.priors.get((group_of(self.source, entity), metric))
             det = SeriesDetector.from_prior(prior) if prior is not None else SeriesDetector(
-                threshold=self.cfg.threshold, warmup=warmup)
+                threshold=self.cfg.threshold, warmup=warmup, side=side, floor=floor)
             sm = series[metric] = SeriesModel(det)
-        elif sm.detector is not None and sm.detector.warmed_up:
-            self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
+        elif sm.detector is not None:
+            if sm.detector.warmed_up:
+                self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
+            if sm.detector.side != side:
+                sm.detector.side, sm.detector.floor = side, floor
         return sm
 
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,

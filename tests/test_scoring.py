@@ -324,10 +324,10 @@ def test_a_night_time_error_among_a_few_requests_is_not_news_but_a_night_time_er
     # judged on 10 requests at least, the night reads more like the day. A burst of 16% for a quarter of an hour
     # still alerts.
     since = 3 * 1440  # three days to learn, two judged
-    false = {a.id: a for seed in range(4) for a in error_rate_alerts(shop_minutes(5, seed), since)}.values()
+    false = {a.id: a for seed in range(8) for a in error_rate_alerts(shop_minutes(5, seed), since)}.values()
     at_night = [a for a in false if not 8 <= (a.starts_at - T0) / 3600 % 24 < 22]
-    assert len(at_night) <= 2 and len(false) <= 4, [((a.starts_at - T0) / 3600 % 24, a.kind) for a in false]
-    # (judged minute by minute, both ways: 17 false alerts in those 8 days, 16 of them at night)
+    assert len(at_night) <= 6 and len(false) <= 8, [((a.starts_at - T0) / 3600 % 24, a.kind) for a in false]
+    # (judged minute by minute, both ways: 34 false alerts in those 16 days)
     burst_at = 4 * 1440 + 3 * 60  # 3 am on the fifth day
     for seed in range(2):
         caught = error_rate_alerts(shop_minutes(5, seed, burst=(burst_at, 16, 0.16)), since)
