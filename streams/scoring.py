@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
+from models.ratio import CountTail
 from models.silence import SilenceWatch
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
@@ -56,7 +57,13 @@ ZERO_FIELDS = {
 SILENCE = "reporting"  # the metric name of missing-data alerts
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
-           "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence"}
+           "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
+           "count": "count its usual rate does not explain"}
+# Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
+# the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
+# so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
+# its count (9 of 36 at 0.4%) is rarer than one in a billion. The average basket is not a count.
+COUNTED = ("error_rate", "conversion", "refund_rate")
 RUNBOOKS = {
     ("iot", "temperature"): "Check the unit's door seal and compressor; move stock if it keeps warming.",
     ("iot", "vibration"): "Inspect bearings and mounts; plan maintenance before the machine fails.",
@@ -101,6 +108,8 @@ class SeriesModel:
     last_written: float = -1e18
     last_verdict: Verdict | None = None
     kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
+    counts: CountTail | None = None  # a count ratio's count test (see COUNTED); made on its first count
+    trials: tuple[float, float] | None = None  # (successes, trials) of the pooled ratio about to be judged
 
 
 def group_of(source: str, entity: str) -> str:
@@ -143,6 +152,8 @@ class Scoring:
                 self._alert(out, entity, metric, sm, "resolved", start, now, sm.last_verdict,
                             note=f"marked false positive by {user or 'on-call'}")
             return True
+        if kind == "ack" and sm.kind == "count" and sm.alerts.last_start == start:
+            return False  # the count test opened it, and learns nothing from an incident anyway
         return kind == "ack" and sm.detector is not None and sm.detector.confirm(start)
 
     # ------------------------------------------------------------------ observer interface
@@ -213,7 +224,7 @@ class Scoring:
             # a pooled ratio is re-judged on the window's own trials, if they are enough to judge it alone
             values = {k: x for k, x in self._window_values(fields).items()
                       if k not in POOLED or fields.get(POOLED[k][1], 0.0) >= self.cfg.min_trials}
-            self._correction(entity, state, start, values, out)
+            self._correction(entity, state, start, values, out, fields)
             return
         self._zero_fill(entity, state, scored_until, start, out)
         self._score_window(entity, state, start, fields, out)
@@ -238,6 +249,8 @@ class Scoring:
         few trials are not tomorrow morning's).
         """
         pools: dict[str, list[float]] = state.models.setdefault("pools", {})
+        for sm in state.models.get("series", {}).values():
+            sm.trials = None
         ready: dict[str, float] = {}
         for metric in WINDOW_METRICS[self.source]:
             if metric not in POOLED:
@@ -254,6 +267,9 @@ class Scoring:
             if pool[1] >= self.cfg.min_trials or start - pool[2] >= self.cfg.max_pool_s:
                 ready[metric] = pool[0] / pool[1]
                 del pools[metric]
+                sm = state.models.get("series", {}).get(metric)
+                if sm is not None and metric in COUNTED:  # its count is judged with its value (see _judge)
+                    sm.trials = (pool[0], pool[1])
         return ready
 
     def _score_window(self, entity: str, state: EntityState, start: float, fields: dict[str, float],
@@ -300,13 +316,15 @@ class Scoring:
             out.changed.add(entity)
 
     def _correction(self, entity: str, state: EntityState, start: float, values: dict[str, float],
-                    out: Output) -> None:
+                    out: Output, fields: dict[str, float] | None = None) -> None:
         """A late event changed a scored window: withdraw an alert it opened if it no longer holds."""
         for metric, x in values.items():
             sm = state.models.get("series", {}).get(metric)
             if sm is None or sm.alerts.open_since != start:
                 continue
             score = sm.detector.score_one(x, start)
+            if sm.counts is not None and fields is not None and metric in POOLED:  # and its count (see COUNTED)
+                score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in POOLED[metric])))
             if score < self.cfg.threshold and sm.alerts.withdraw(start):
                 v = Verdict(score, False, x, math.nan, math.nan, math.nan, "", False)
                 self._alert(out, entity, metric, sm, "resolved", start, start, v,
@@ -333,6 +351,8 @@ class Scoring:
 
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,
                write_every: float) -> None:
+        if sm.trials is not None:
+            v = self._count_verdict(metric, sm, v)
         sm.last_verdict = v
         announced = sm.alerts.severity
         transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
@@ -362,6 +382,28 @@ class Scoring:
         elif transition == "resolve":
             assert sm.alerts.resolved_at is not None
             self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)
+
+    def _count_verdict(self, metric: str, sm: SeriesModel, v: Verdict) -> Verdict:
+        """The detector's verdict on a count ratio, with its count judged too: the rarer of the two.
+
+        The count test (``models.ratio.CountTail``, harmful side only) keeps its own events: it does not flag
+        within an event the detector flagged, nor twice in one of its own unless the count grows a decade rarer,
+        so a checkout that fails for an hour is one alert whichever test opened it; and as long as its count
+        stays rare, the alert stays open.
+        """
+        k, n = sm.trials  # type: ignore[misc]
+        sm.trials = None
+        if v.reason in ("closed", "invalid") or metric not in HARMFUL:
+            return v
+        if sm.counts is None:
+            sm.counts = CountTail(side=HARMFUL[metric], threshold=self.cfg.threshold)
+        incident = sm.alerts.open_since is not None or v.score >= self.cfg.threshold  # not learned
+        score, flag = sm.counts.process_one(k, n, event=v.score if v.is_anomaly else 0.0, incident=incident)
+        if flag:
+            return v._replace(score=max(score, v.score), is_anomaly=True, reason="count")
+        if score > v.score:
+            return v._replace(score=score, reason="count" if score >= 0.5 * self.cfg.threshold else v.reason)
+        return v
 
     def _alert(self, out: Output, entity: str, metric: str, sm: SeriesModel, status: str, start: float,
                end: float | None, v: Verdict, note: str = "", explanation: str = "",
