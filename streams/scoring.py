@@ -58,7 +58,7 @@ SILENCE = "reporting"  # the metric name of missing-data alerts
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
-           "count": "count its usual rate does not explain"}
+           "count": "rare count for its usual rate"}
 # Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
 # the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
 # so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
@@ -110,6 +110,7 @@ class SeriesModel:
     kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
     counts: CountTail | None = None  # a count ratio's count test (see COUNTED); made on its first count
     trials: tuple[float, float] | None = None  # (successes, trials) of the pooled ratio about to be judged
+    judged: tuple[float, float] | None = None  # ... and of the one judged last (what an alert on it cites)
 
 
 def group_of(source: str, entity: str) -> str:
@@ -391,7 +392,7 @@ class Scoring:
         so a checkout that fails for an hour is one alert whichever test opened it; and as long as its count
         stays rare, the alert stays open.
         """
-        k, n = sm.trials  # type: ignore[misc]
+        k, n = sm.judged = sm.trials  # type: ignore[misc]
         sm.trials = None
         if v.reason in ("closed", "invalid") or metric not in HARMFUL:
             return v
@@ -416,7 +417,7 @@ class Scoring:
             sm.kind = v.reason or sm.kind or "level"
         if not explanation:
             explanation = (self.explain_resolved(entity, metric, v, start, end, sm.alerts.peak_score)
-                           if status == "resolved" else self.explain(entity, metric, v, unit))
+                           if status == "resolved" else self.explain(entity, metric, v, unit, sm.judged))
         out.alerts.append(AlertEvent(
             id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
             source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
@@ -427,12 +428,23 @@ class Scoring:
             escalated_from=was, escalated_at=escalated_at))
         out.counts["alerts_" + status] += 1
 
-    def explain(self, entity: str, metric: str, v: Verdict, unit: str = "values") -> str:
+    def explain(self, entity: str, metric: str, v: Verdict, unit: str = "values",
+                counts: tuple[float, float] | None = None) -> str:
         """One sentence for the person who gets the alert (``unit``: what the detector counts rarity in).
 
         A value that is not itself rare (an alert announced again because it lasts) is described, not ranked.
+        ``counts``: the (successes, trials) a ratio was judged on, cited with it.
+
+        >>> v = Verdict(0.6, True, 0.25, 0.004, 0.0, 0.05, "count", False)
+        >>> Scoring("web").explain("shop-0", "error_rate", v, counts=(9.0, 36.0))  # doctest: +NORMALIZE_WHITESPACE
+        'error_rate of shop-0 is 0.25 (9 errors of 36 events), expected 0.004 (usual range 0 to 0.05): a rare count
+        for its usual rate, about 1 in 1,000 values on this series.'
         """
-        now = f"{metric} of {entity} is {v.observed:.4g}, expected {v.expected:.4g}{_band(v)}"
+        cited = ""
+        if counts is not None and metric in POOLED:
+            num, den = (name.replace("_", " ") for name in POOLED[metric])
+            cited = f" ({counts[0]:.0f} {num} of {counts[1]:.0f} {den})"
+        now = f"{metric} of {entity} is {v.observed:.4g}{cited}, expected {v.expected:.4g}{_band(v)}"
         if v.score < 0.5 * self.cfg.threshold or not v.reason:
             return f"{now}: still away from its usual pattern, though less than at the start."
         what = REASONS.get(v.reason, "unusual value")

@@ -355,6 +355,7 @@ def test_a_broken_checkout_alerts_on_a_shop_whose_history_is_full_of_error_burst
         windows = shop_minutes(6, seed, (checkout, 30, 0.25), day=15.0, bursts=history)
         caught = [a for a in error_rate_alerts(windows, checkout) if a.starts_at <= T0 + (checkout + 3) * 60]
         assert caught and caught[0].score >= 0.6, seed
+        assert " errors of " in caught[0].explanation  # what it rests on: "(4 errors of 15 events)"
         # one alert for the incident, whichever test opened it
         assert len({a.id for a in error_rate_alerts(windows, checkout)}) == 1, seed
 
