@@ -183,8 +183,13 @@ def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes
             sent = _wait_delivered(worker, events, lambda _share: None, poll_s=0.05)
             progress("simulate", (t_next - start) / (end - start))
             progress("process", (t_next - start) / (end - start))
+            deadline = time.monotonic() + ALERTS_TIMEOUT_S
             while len(alerts) < sent:  # every alert of the step, not just those the producer has sent so far
                 alerts += [msgspec.to_builtins(decode_alert(r.value)) for r in read_new(consumer, s.topic_alerts, read)]
+                worker.check_alive()
+                if time.monotonic() > deadline:  # (another worker in the same group, say, took some of the events)
+                    raise RuntimeError(f"the worker says it sent {sent} alerts, the topic holds {len(alerts)} after "
+                                       f"{ALERTS_TIMEOUT_S:.0f}s:\n{worker.log_tail()}")
             answers = staff.answer(alerts, (f.record() for f in sim.truth), before=t_next - SETTLE_S)
             for alert_id, kind in answers:
                 _answer(s, alert_id, kind)
@@ -197,6 +202,7 @@ def _backfill_with_staff(s: Settings, sim: Simulator, send: Callable[[str, bytes
     return events
 
 
+ALERTS_TIMEOUT_S = 120.0  # how long the alerts a worker says it sent may take to be read back from the topic
 SETTLE_S = 300.0  # pages announced this close to the end of a backfill step are answered after the next one
 
 

@@ -28,6 +28,9 @@ class WorkerProcess:
     def start(self, ready_timeout: float | None = 90.0) -> WorkerProcess:
         """Spawn it in its own session (a Ctrl-C of the parent does not reach it first) and, unless
         ``ready_timeout`` is None, wait until its web endpoint answers."""
+        if self.stats() is not None:  # its readiness would be another worker's (and its counters too)
+            raise RuntimeError(f"a worker already answers on port {self.settings.worker_web_port}: stop it or "
+                               "change OPSMON_WORKER_WEB_PORT")
         env = {**os.environ, **self.settings.to_env(), "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen([sys.executable, *self.argv], env=env, stdout=log,
