@@ -8,7 +8,9 @@ Closed hours (the business calendar) neither alert nor teach the model that zero
 is watched around the clock, and judged on a day its site is shut as the site is when shut.
 Ratios (error rate, conversion, refund rate, average basket) are judged once they rest on enough trials, quiet
 minutes pooled (``POOLED``), and only a departure the harmful way alerts on metrics with a good direction
-(``HARMFUL``): a night-time error in four requests, or an hour without errors, is nobody's incident.
+(``HARMFUL``): a night-time error in four requests, or an hour without errors, is nobody's incident. A count
+ratio's count is judged too, against its usual rate (``COUNTED``): 9 errors of 36 requests is a broken checkout
+however often the shop's error rate jumped before.
 """
 
 from __future__ import annotations
