@@ -111,8 +111,7 @@ class SeriesModel:
     last_verdict: Verdict | None = None
     kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
     counts: CountTail | None = None  # a count ratio's count test (see COUNTED); made on its first count
-    trials: tuple[float, float] | None = None  # (successes, trials) of the pooled ratio about to be judged
-    judged: tuple[float, float] | None = None  # ... and of the one judged last (what an alert on it cites)
+    judged: tuple[float, float] | None = None  # (successes, trials) of the ratio judged last (an alert cites them)
 
 
 def group_of(source: str, entity: str) -> str:
@@ -245,16 +244,16 @@ class Scoring:
         return {k: fields[k] for k in WINDOW_METRICS[self.source]
                 if k in fields and (k not in PER or fields.get(PER[k], 1.0) > 0.0)}
 
-    def _pooled(self, state: EntityState, start: float, fields: dict[str, float], is_open: bool) -> dict[str, float]:
-        """The ratios (see ``POOLED``) whose pool of windows, this one included, now rests on enough trials.
+    def _pooled(self, state: EntityState, start: float, fields: dict[str, float],
+                is_open: bool) -> dict[str, tuple[float, float]]:
+        """(successes, trials) of the ratios (see ``POOLED``) whose pool of windows, this one included, now rests
+        on enough trials.
 
         A pool is judged at its last window's time, and emptied; closing time empties it unjudged (the night's
         few trials are not tomorrow morning's).
         """
         pools: dict[str, list[float]] = state.models.setdefault("pools", {})
-        for sm in state.models.get("series", {}).values():
-            sm.trials = None
-        ready: dict[str, float] = {}
+        ready: dict[str, tuple[float, float]] = {}
         for metric in WINDOW_METRICS[self.source]:
             if metric not in POOLED:
                 continue
@@ -268,11 +267,8 @@ class Scoring:
             pool[0] += num
             pool[1] += den
             if pool[1] >= self.cfg.min_trials or start - pool[2] >= self.cfg.max_pool_s:
-                ready[metric] = pool[0] / pool[1]
+                ready[metric] = (pool[0], pool[1])
                 del pools[metric]
-                sm = state.models.get("series", {}).get(metric)
-                if sm is not None and metric in COUNTED:  # its count is judged with its value (see _judge)
-                    sm.trials = (pool[0], pool[1])
         return ready
 
     def _score_window(self, entity: str, state: EntityState, start: float, fields: dict[str, float],
@@ -281,13 +277,18 @@ class Scoring:
         is_open = self.is_open(entity, start)
         pooled = self._pooled(state, start, fields, is_open)
         for metric, x in self._window_values(fields).items():
+            counts = None
             if metric in POOLED and is_open:
                 if metric not in pooled:
                     continue  # too few trials yet: judged with the next windows'
-                x = pooled[metric]
+                k, n = pooled[metric]
+                x = k / n
+                # its count is judged with its value (see _count_verdict), from the series' second ratio on
+                if metric in COUNTED and metric in state.models.get("series", {}):
+                    counts = (k, n)
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
-            self._judge(entity, metric, sm, start, v, out, write_every=0.0)
+            self._judge(entity, metric, sm, start, v, out, write_every=0.0, counts=counts)
 
     def _zero_fill(self, entity: str, state: EntityState, scored_until: float, upto: float, out: Output) -> None:
         """Score (and write) zero windows for the gap between the last scored window and ``upto``."""
@@ -353,9 +354,10 @@ class Scoring:
         return sm
 
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,
-               write_every: float) -> None:
-        if sm.trials is not None:
-            v = self._count_verdict(metric, sm, v)
+               write_every: float, counts: tuple[float, float] | None = None) -> None:
+        """Turn a verdict into scores written and alert transitions; ``counts``: a count ratio's (k, n)."""
+        if counts is not None:
+            v = self._count_verdict(metric, sm, v, counts)
         sm.last_verdict = v
         announced = sm.alerts.severity
         transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
@@ -386,7 +388,7 @@ class Scoring:
             assert sm.alerts.resolved_at is not None
             self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)
 
-    def _count_verdict(self, metric: str, sm: SeriesModel, v: Verdict) -> Verdict:
+    def _count_verdict(self, metric: str, sm: SeriesModel, v: Verdict, counts: tuple[float, float]) -> Verdict:
         """The detector's verdict on a count ratio, with its count judged too: the rarer of the two.
 
         The count test (``models.ratio.CountTail``, harmful side only) keeps its own events: it does not flag
@@ -394,8 +396,7 @@ class Scoring:
         so a checkout that fails for an hour is one alert whichever test opened it; and as long as its count
         stays rare, the alert stays open.
         """
-        k, n = sm.judged = sm.trials  # type: ignore[misc]
-        sm.trials = None
+        k, n = sm.judged = counts
         if v.reason in ("closed", "invalid") or metric not in HARMFUL:
             return v
         if sm.counts is None:
