@@ -364,8 +364,11 @@ class SeriesDetector:
         if floor > band:
             band = floor
         self._learn(x, t, feats, notable, rare)
+        lower = expected - band
+        if lower < self.floor:  # a usual range of -300 to 800 ms reads as nonsense
+            lower = self.floor
         # not Verdict(...): the NamedTuple's generated __new__ is one more Python call per value
-        return _tuple_new(Verdict, (score, flag, x, expected, expected - band, expected + band,
+        return _tuple_new(Verdict, (score, flag, x, expected, lower, expected + band,
                                     reason if score >= 0.5 * th else "", warming))
 
     def confirm(self, start: float) -> bool:
