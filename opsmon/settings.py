@@ -7,10 +7,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
+from models.limits import Limits
 
 
 class Settings(BaseSettings):
@@ -69,6 +70,9 @@ class Settings(BaseSettings):
     calendars: dict[str, str] = {}
     default_calendar: str = ""  # empty: always open
     timezone: str = "UTC"  # of the calendars
+    # Bounds the business sets, alerting whenever crossed, whatever the series' history (models/limits.py), e.g.
+    # {"web:*:latency_p95": "> 1500 for 3m", "iot:*/freezer-*:temperature": "> -15 for 10m critical"}.
+    limits: dict[str, str] = {}
     alertmanager_url: str | None = "http://127.0.0.1:19193"  # empty: no Alertmanager
     # Where the local stack's Alertmanager sends the alerts that page (production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
@@ -113,6 +117,17 @@ class Settings(BaseSettings):
             if path and not values.get(name):
                 values[name] = Path(path).read_text().strip()
         return values
+
+    @field_validator("limits")
+    @classmethod
+    def _readable_limits(cls, value: dict[str, str]) -> dict[str, str]:
+        Limits.parse(value)  # a rule that cannot be read stops the worker at start, with the rule named
+        return value
+
+    @property
+    def parsed_limits(self) -> Limits:
+        """``limits`` as rules, matched by series."""
+        return Limits.parse(self.limits)
 
     @cached_property
     def dlq_topics(self) -> dict[str, str]:

@@ -154,7 +154,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     calendars = Calendars.from_settings(settings)
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
-                                min_trials=settings.rate_min_trials)
+                                min_trials=settings.rate_min_trials, limits=settings.parsed_limits)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""

@@ -10,7 +10,8 @@ Ratios (error rate, conversion, refund rate, average basket) are judged once the
 minutes pooled (``POOLED``), and only a departure the harmful way alerts on metrics with a good direction
 (``HARMFUL``): a night-time error in four requests, or an hour without errors, is nobody's incident. A count
 ratio's count is judged too, against its usual rate (``COUNTED``): 9 errors of 36 requests is a broken checkout
-however often the shop's error rate jumped before.
+however often the shop's error rate jumped before. A limit the business set (``models.limits``: pages slower than
+1.5 s, a freezer above -15 °C) alerts whenever it is crossed for as long as it says, whatever the series' history.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 
 from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
+from models.limits import Limit, Limits, LimitWatch
 from models.ratio import CountTail
 from models.silence import SilenceWatch
 from sinks.lineproto import line
@@ -60,7 +62,7 @@ SILENCE = "reporting"  # the metric name of missing-data alerts
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
-           "count": "rare count for its usual rate"}
+           "count": "rare count for its usual rate", "limit": "limit crossed"}
 # Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
 # the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
 # so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
@@ -99,6 +101,7 @@ class ScoringConfig:
     window_grace: float = 10.0
     min_trials: float = 10.0  # a ratio (see POOLED) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
+    limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
 
 
 @dataclass
@@ -112,6 +115,7 @@ class SeriesModel:
     kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
     counts: CountTail | None = None  # a count ratio's count test (see COUNTED); made on its first count
     judged: tuple[float, float] | None = None  # (successes, trials) of the ratio judged last (an alert cites them)
+    limits: LimitWatch | None = None  # how long it has been beyond a limit the business set; made on first use
 
 
 def group_of(source: str, entity: str) -> str:
@@ -133,6 +137,7 @@ class Scoring:
         self.pattern_time = pattern_time or (lambda entity, t: t)
         # Warmed-up detectors of each (group, metric), for new series to start from (memory only).
         self.priors: dict[tuple[str, str], SeriesDetector] = {}
+        self._limits: dict[tuple[str, str], tuple[Limit, ...]] = {}  # (entity, metric) -> its limits (memory only)
 
     def feedback(self, entity: str, state: EntityState | None, metric: str, kind: str, start: float, at: float,
                  user: str, out: Output) -> bool:
@@ -145,6 +150,10 @@ class Scoring:
         sm = state.models.get("series", {}).get(metric) if state is not None else None
         if sm is None:
             return False
+        if kind == "false_positive" and sm.limits is not None:
+            sm.limits.dismiss()  # a limit it is beyond does not reopen it until the breach has ended
+        if sm.kind == "limit" and sm.alerts.last_start == start:
+            return self._limit_feedback(entity, state, metric, sm, kind, start, at, user, out)
         if kind == "false_positive":
             # the series' own clock: a replay, or a worker catching up, judges values older than ``at``
             now = min(at, state.last_ts) if state.last_ts else at  # type: ignore[union-attr]
@@ -157,6 +166,23 @@ class Scoring:
         if kind == "ack" and sm.kind == "count" and sm.alerts.last_start == start:
             return False  # the count test opened it, and learns nothing from an incident anyway
         return kind == "ack" and sm.detector is not None and sm.detector.confirm(start)
+
+    def _limit_feedback(self, entity: str, state: EntityState, metric: str, sm: SeriesModel, kind: str,
+                        start: float, at: float, user: str, out: Output) -> bool:
+        """What people say about an alert a limit opened changes no model: the limit is the business's setting.
+
+        A false positive closes the alert, and the breach does not alert again until the value has come back
+        within the limit; the limit itself stays as configured (change ``OPSMON_LIMITS`` if it is wrong).
+        """
+        if kind != "false_positive":
+            return False
+        now = min(at, state.last_ts) if state.last_ts else at
+        if sm.alerts.open_since == start and sm.last_verdict is not None:
+            sm.alerts.close_now(now)
+            self._alert(out, entity, metric, sm, "resolved", start, now, sm.last_verdict,
+                        note=f"marked false positive by {user or 'on-call'}: the limit stays as configured, and "
+                             "this breach does not alert again until it ends")
+        return False
 
     # ------------------------------------------------------------------ observer interface
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
@@ -329,6 +355,8 @@ class Scoring:
             score = sm.detector.score_one(x, start)
             if sm.counts is not None and fields is not None and metric in POOLED:  # and its count (see COUNTED)
                 score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in POOLED[metric])))
+            if sm.kind == "limit" and any(rule.beyond(x) for rule in self._limits_of(entity, metric)):
+                continue  # still beyond the business's limit
             if score < self.cfg.threshold and sm.alerts.withdraw(start):
                 v = Verdict(score, False, x, math.nan, math.nan, math.nan, "", False)
                 self._alert(out, entity, metric, sm, "resolved", start, start, v,
@@ -358,9 +386,18 @@ class Scoring:
         """Turn a verdict into scores written and alert transitions; ``counts``: a count ratio's (k, n)."""
         if counts is not None:
             v = self._count_verdict(metric, sm, v, counts)
+        limits = self._limits_of(entity, metric)
+        breach = self._breach(sm, limits, v, ts) if limits else None
+        if breach is not None:
+            v = v._replace(score=max(v.score, breach[0].score), is_anomaly=True, reason="limit")
         sm.last_verdict = v
         announced = sm.alerts.severity
-        transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
+        if breach is not None and sm.alerts.open_since is None:
+            # the business's bound: no warm-up, cooldown or false-positive bar; dated from the breach's start
+            sm.alerts.open_now(breach[1], v.score)
+            transition: str | None = "open"
+        else:
+            transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
         if v.reason != "closed" and (v.is_anomaly or transition or ts - sm.last_written >= write_every):
             sm.last_written = ts
             fields = {"score": round(v.score, 6), "threshold": self.cfg.threshold, "observed": v.observed,
@@ -369,6 +406,11 @@ class Scoring:
                 x = getattr(v, k)
                 if math.isfinite(x):
                     fields[k] = round(x, 6)
+            above, below = [r.bound for r in limits if r.op[0] == ">"], [r.bound for r in limits if r.op[0] == "<"]
+            if above:  # the tightest limits, drawn on the boards beside the expected band
+                fields["limit_above"] = min(above)
+            if below:
+                fields["limit_below"] = max(below)
             out.lines.append(line("anomaly_score", {"source": self.source, "entity": entity, "metric": metric},
                                   fields, int(ts * 1000)))
         if v.is_anomaly:
@@ -376,17 +418,42 @@ class Scoring:
         if transition == "open":
             start = sm.alerts.open_since
             assert start is not None
-            self._alert(out, entity, metric, sm, "firing", start, None, v, note="" if start == ts else
-                        f"below the bar a false positive set, but anomalous for {(ts - start) / 60:.0f} min")
+            self._alert(out, entity, metric, sm, "firing", start, None, v, note="" if start == ts or breach else
+                        f"below the bar a false positive set, but anomalous for {(ts - start) / 60:.0f} min",
+                        limit=breach[0] if breach else None)
         elif transition == "escalate":
             assert sm.alerts.open_since is not None
             grew = severity(sm.alerts.peak_score) == sm.alerts.severity
             self._alert(out, entity, metric, sm, "firing", sm.alerts.open_since, None, v, escalated=(announced, ts),
                         note="escalated: its score grew" if grew else
-                        f"escalated: still anomalous after {(ts - sm.alerts.open_since) / 60:.0f} min")
+                        f"escalated: still anomalous after {(ts - sm.alerts.open_since) / 60:.0f} min",
+                        limit=breach[0] if breach else None)
         elif transition == "resolve":
             assert sm.alerts.resolved_at is not None
             self._alert(out, entity, metric, sm, "resolved", sm.alerts.last_start, ts, v)
+
+    def _breach(self, sm: SeriesModel, limits: tuple[Limit, ...], v: Verdict, ts: float
+                ) -> tuple[Limit, float] | None:
+        """The limit the value has been beyond for long enough, with the time it first was, or None."""
+        if v.reason in ("closed", "invalid"):
+            return None
+        if sm.limits is None:
+            sm.limits = LimitWatch()
+        breach = sm.limits.process_one(limits, v.observed, ts)
+        if breach is None and sm.kind == "limit" and sm.alerts.open_since is not None:
+            # an alert a limit opened holds while the value is beyond it, sustained or not: a slowdown that dips
+            # under the bar for a minute is one incident, not two
+            breach = next(((rule, sm.alerts.open_since) for rule in limits if rule.beyond(v.observed)), None)
+        return breach
+
+    def _limits_of(self, entity: str, metric: str) -> tuple[Limit, ...]:
+        """The limits configured for this series (matched once per series, then remembered)."""
+        if not self.cfg.limits:
+            return ()
+        found = self._limits.get((entity, metric))
+        if found is None:
+            found = self._limits[entity, metric] = self.cfg.limits.matching(self.source, entity, metric)
+        return found
 
     def _count_verdict(self, metric: str, sm: SeriesModel, v: Verdict, counts: tuple[float, float]) -> Verdict:
         """The detector's verdict on a count ratio, with its count judged too: the rarer of the two.
@@ -411,8 +478,9 @@ class Scoring:
 
     def _alert(self, out: Output, entity: str, metric: str, sm: SeriesModel, status: str, start: float,
                end: float | None, v: Verdict, note: str = "", explanation: str = "",
-               escalated: tuple[str, float] | None = None) -> None:
-        """An alert event with the severity its policy announced; ``escalated``: (severity it had, when)."""
+               escalated: tuple[str, float] | None = None, limit: Limit | None = None) -> None:
+        """An alert event with the severity its policy announced; ``escalated``: (severity it had, when);
+        ``limit``: the business's limit the value has crossed."""
         score = sm.alerts.peak_score if status == "resolved" or escalated else v.score
         was, escalated_at = escalated or ("", None)
         unit = sm.detector.rarity_unit if sm.detector else "values"
@@ -420,7 +488,7 @@ class Scoring:
             sm.kind = v.reason or sm.kind or "level"
         if not explanation:
             explanation = (self.explain_resolved(entity, metric, v, start, end, sm.alerts.peak_score)
-                           if status == "resolved" else self.explain(entity, metric, v, unit, sm.judged))
+                           if status == "resolved" else self.explain(entity, metric, v, unit, sm.judged, limit))
         out.alerts.append(AlertEvent(
             id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
             source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
@@ -432,21 +500,30 @@ class Scoring:
         out.counts["alerts_" + status] += 1
 
     def explain(self, entity: str, metric: str, v: Verdict, unit: str = "values",
-                counts: tuple[float, float] | None = None) -> str:
+                counts: tuple[float, float] | None = None, limit: Limit | None = None) -> str:
         """One sentence for the person who gets the alert (``unit``: what the detector counts rarity in).
 
         A value that is not itself rare (an alert announced again because it lasts) is described, not ranked.
-        ``counts``: the (successes, trials) a ratio was judged on, cited with it.
+        ``counts``: the (successes, trials) a ratio was judged on, cited with it; ``limit``: the business's limit
+        the value has crossed.
 
         >>> v = Verdict(0.6, True, 0.25, 0.004, 0.0, 0.05, "count", False)
         >>> Scoring("web").explain("shop-0", "error_rate", v, counts=(9.0, 36.0))  # doctest: +NORMALIZE_WHITESPACE
         'error_rate of shop-0 is 0.25 (9 errors of 36 events), expected 0.004 (usual range 0 to 0.05): a rare count
         for its usual rate, about 1 in 1,000 values on this series.'
+        >>> v = Verdict(0.6, True, 2140.0, 1850.0, 600.0, 2600.0, "limit", False)
+        >>> Scoring("web").explain("shop-0", "latency_p95", v,
+        ...                        limit=Limit.parse("> 1500 for 3m"))  # doctest: +NORMALIZE_WHITESPACE
+        'latency_p95 of shop-0 is 2140, beyond the limit the business set (> 1500 for 3m); the model expected 1850
+        (usual range 600 to 2600).'
         """
         cited = ""
         if counts is not None and metric in POOLED:
             num, den = (name.replace("_", " ") for name in POOLED[metric])
             cited = f" ({counts[0]:.0f} {num} of {counts[1]:.0f} {den})"
+        if limit is not None:
+            return (f"{metric} of {entity} is {v.observed:.4g}{cited}, beyond the limit the business set "
+                    f"({limit.text}); the model expected {v.expected:.4g}{_band(v)}.")
         now = f"{metric} of {entity} is {v.observed:.4g}{cited}, expected {v.expected:.4g}{_band(v)}"
         if v.score < 0.5 * self.cfg.threshold or not v.reason:
             return f"{now}: still away from its usual pattern, though less than at the start."

@@ -6,7 +6,8 @@ incidents placed so each alert rule fires for exactly one instance:
 - IoT: two sites, two devices each, four metrics; ``plant-north/fridge-1`` temperature jumps to 12.0
   in the last 5 minutes (scored anomalous); ``plant-south/press-2`` goes silent 30 minutes before the end.
 - POS: ``store-a`` steady; ``store-b`` revenue drops from 50 to 10 in the last 15 minutes (anomalous).
-- Web: ``shop-eu`` steady; ``shop-us`` errors jump to 20 of 100 events in the last 10 minutes.
+- Web: ``shop-eu`` steady; ``shop-us`` errors jump to 20 of 100 events in the last 10 minutes, and its p95 latency
+  to 2.5 s, beyond the shops' 1.5 s limit (fridges have a limit too: 8 °C).
 - Pipeline: worker ``opsmon-1``; the iot topic's event counter stops in the last 15 minutes; the web
   topic's counters restart from zero at minute 120 (a worker restart) and its lag reaches 50 000
   in the last 10 minutes.
@@ -37,6 +38,7 @@ SILENT_ENTITY = "plant-south/press-2"
 STORES = ("store-a", "store-b")
 SKUS = {"store-a": {"sku-1": (6, 60.0), "sku-2": (4, 40.0)}, "store-b": {"sku-1": (2, 20.0), "sku-3": (3, 30.0)}}
 WEB_SITES = ("shop-eu", "shop-us")
+FRIDGE_LIMIT, LATENCY_LIMIT = 8.0, 1500.0  # limits the business set (limit_above in anomaly_score)
 WORKER = "opsmon-1"
 TOPICS = {"iot": "iot.readings", "pos": "pos.transactions", "web": "web.events"}
 
@@ -51,7 +53,8 @@ EXPECTED = {
     "web_error_rate_last_hour": (60 * 1 + 50 * 1 + 10 * 20) / (100 * 60 * 2),
     "devices_reporting_last_5m": 3,
     "open_alerts": {("iot", ANOMALOUS_ENTITY, ANOMALOUS_METRIC), ("web", "shop-us", "error_rate")},
-    "anomalies": {("iot", ANOMALOUS_ENTITY): 5, ("pos", "store-b"): 15, ("web", "shop-us"): 10},
+    # shop-us: its error rate and its latency, 10 minutes each
+    "anomalies": {("iot", ANOMALOUS_ENTITY): 5, ("pos", "store-b"): 15, ("web", "shop-us"): 2 * 10},
     "revenue_total": 180 * 100.0 + 165 * 50.0 + 15 * 10.0,
     "funnel": {"page views": 80 * 360, "add to cart": 6 * 360, "checkouts": 3 * 360, "purchases": 2 * 360},
     "events_per_second": {"pos.transactions": 2.0, "web.events": 100.0},
@@ -105,11 +108,12 @@ def load(base_url: str, database: str, fixture: Fixture) -> None:
 
 
 def _score(source: str, entity: str, metric: str, observed: float, expected: float, anomalous: bool,
-           t: int) -> str:
+           t: int, limit_above: float | None = None) -> str:
+    limit = {} if limit_above is None else {"limit_above": limit_above}
     return line("anomaly_score", {"source": source, "entity": entity, "metric": metric},
                 {"score": 0.97 if anomalous else 0.1, "threshold": 0.9, "observed": observed,
                  "expected": expected, "lower": expected * 0.8, "upper": expected * 1.2,
-                 "is_anomaly": int(anomalous)}, t)
+                 "is_anomaly": int(anomalous), **limit}, t)
 
 
 def _iot(k: int, t: int) -> list[str]:
@@ -127,7 +131,8 @@ def _iot(k: int, t: int) -> list[str]:
             out.append(line("iot_reading", {"site": site, "device": device}, readings, t))
             for metric, value in readings.items():
                 anomalous = spike and metric == ANOMALOUS_METRIC
-                out.append(_score("iot", entity, metric, value, NORMAL[metric][kind], anomalous, t))
+                limit = FRIDGE_LIMIT if kind == 0 and metric == "temperature" else None
+                out.append(_score("iot", entity, metric, value, NORMAL[metric][kind], anomalous, t, limit))
     return out
 
 
@@ -155,11 +160,13 @@ def _web(k: int, t: int) -> list[str]:
     for site in WEB_SITES:
         failing = site == "shop-us" and k >= WEB_ERRORS_FROM
         errors = 20 if failing else 1
+        latency = 2500.0 if failing else 450.0
         out.append(line("web_window", {"site": site}, {
             "events": 100, "page_views": 80, "sessions": 20, "add_to_cart": 6, "checkouts": 3, "purchases": 2,
             "conversion": 0.1, "errors": errors, "error_rate": errors / 100, "latency_p50": 120.0,
-            "latency_p95": 2500.0 if failing else 450.0}, t))
+            "latency_p95": latency}, t))
         out.append(_score("web", site, "error_rate", errors / 100, 0.01, failing, t))
+        out.append(_score("web", site, "latency_p95", latency, 450.0, failing, t, LATENCY_LIMIT))
     return out
 
 

@@ -228,8 +228,9 @@ def test_iot_reading_band_and_score(influx: Influx, variable_values: dict[str, d
     reading, band = (run_panel(influx, variable_values, UID_IOT, "$metric", ref) for ref in ("A", "B"))
     assert reading[0].column("reading")[-1] == fx.SPIKE  # fridge-1 temperature, the last minute
     assert reading[0].column("reading")[0] == fx.NORMAL["temperature"][0]
-    assert band[0].columns[1:] == ["expected", "lower", "upper"]
-    assert band[0].values[-1][1:] == pytest.approx([4.0, 3.2, 4.8])
+    assert band[0].columns[1:] == ["expected", "lower", "upper", "limit above", "limit below"]
+    assert band[0].values[-1][1:4] == pytest.approx([4.0, 3.2, 4.8])
+    assert band[0].values[-1][4:] == [fx.FRIDGE_LIMIT, None]  # a fridge has a limit above, none below
     scores = {s.tags["metric"]: max(s.column("max")) for s in run_panel(influx, variable_values, UID_IOT,
                                                                          "Anomaly score")}
     assert scores == {"humidity": 0.1, "power": 0.1, "temperature": 0.97, "vibration": 0.1}
@@ -253,6 +254,9 @@ def test_web_funnel(influx: Influx, variable_values: dict[str, dict[str, list[st
     assert dict(zip(funnel.columns[1:], funnel.values[0][1:], strict=True)) == fx.EXPECTED["funnel"]
     errors = run_panel(influx, variable_values, UID_WEB, "Errors and error rate", "B")
     assert max(max(v for v in s.column("sum_sum") if v is not None) for s in errors) == pytest.approx(0.2)
+    limits = run_panel(influx, variable_values, UID_WEB, "Latency p50 / p95", "B")
+    assert {s.tags["entity"]: set(s.column("p95 limit")) - {None} for s in limits} == {
+        site: {fx.LATENCY_LIMIT} for site in fx.WEB_SITES}
 
 
 def test_pipeline_figures(influx: Influx, variable_values: dict[str, dict[str, list[str]]]) -> None:

@@ -108,6 +108,16 @@ def prop(name: str, value: object) -> dm.DynamicConfigValue:
     return dm.DynamicConfigValue(id_val=name, value=value)
 
 
+def fixed_color(color: str) -> dict[str, str]:
+    """A field colour that does not depend on the value."""
+    return {"mode": "fixed", "fixedColor": color}
+
+
+# A limit the business set (OPSMON_LIMITS), drawn beside the data it bounds.
+LIMIT_LINE = [prop("color", fixed_color("red")), prop("custom.lineStyle", {"fill": "dash", "dash": [4, 4]}),
+              prop("custom.lineWidth", 1)]
+
+
 def transformation(kind: str, **options: object) -> dm.DataTransformerConfig:
     """A Grafana transformation step."""
     return dm.DataTransformerConfig(id_val=kind, options=options)

@@ -7,9 +7,11 @@ from grafana_foundation_sdk.builders import timeseries
 from grafana_foundation_sdk.models import dashboard as dm
 
 from deploy.grafana.boards.common import (
+    LIMIT_LINE,
     UID_IOT,
     every_interval,
     finish,
+    fixed_color,
     graph,
     grid,
     matches,
@@ -60,18 +62,21 @@ def reading_panel() -> timeseries.Panel:
     """One metric of one device (repeated per metric): the reading, expected value and band."""
     reading = InfluxQL(f'SELECT mean("$metric") AS "reading" FROM "iot_reading" {where(DEVICE)} '
                        f'{every_interval()} fill(none)').alias("$col")
-    band = InfluxQL('SELECT mean("expected") AS "expected", min("lower") AS "lower", max("upper") AS "upper" '
+    band = InfluxQL('SELECT mean("expected") AS "expected", min("lower") AS "lower", max("upper") AS "upper", '
+                    'min("limit_above") AS "limit above", max("limit_below") AS "limit below" '
                     f'FROM "anomaly_score" {where(IOT, ENTITY, matches("metric"))} {every_interval()} fill(none)'
                     ).alias("$col")
     return (graph(READING_TITLE, reading, band, w=12,
-                  description="Shaded: the band the model expects the reading in; outside it the score rises.")
+                  description="Shaded: the band the model expects the reading in; outside it the score rises. "
+                              "Red: a limit the business set (OPSMON_LIMITS), which alerts whenever crossed.")
             .repeat("metric").repeat_direction("h").max_per_row(2)
             .override_by_name("upper", [prop("custom.fillBelowTo", "lower"), prop("custom.lineWidth", 0),
-                                        prop("custom.fillOpacity", 20), prop("color", _fixed("blue"))])
-            .override_by_name("lower", [prop("custom.lineWidth", 0), prop("color", _fixed("blue"))])
+                                        prop("custom.fillOpacity", 20), prop("color", fixed_color("blue"))])
+            .override_by_name("lower", [prop("custom.lineWidth", 0), prop("color", fixed_color("blue"))])
             .override_by_name("expected", [prop("custom.lineStyle", {"fill": "dash", "dash": [10, 10]}),
-                                           prop("color", _fixed("blue"))])
-            .override_by_name("reading", [prop("color", _fixed("yellow")), prop("custom.lineWidth", 2)]))
+                                           prop("color", fixed_color("blue"))])
+            .override_by_name("reading", [prop("color", fixed_color("yellow")), prop("custom.lineWidth", 2)])
+            .override_by_regexp("/^limit /", LIMIT_LINE))
 
 
 def score_panel() -> timeseries.Panel:
@@ -84,7 +89,3 @@ def score_panel() -> timeseries.Panel:
                   description="0..1; above its threshold (dashed) a value is an anomaly.")
             .min(0).max(1)
             .override_by_regexp("/ threshold$/", [prop("custom.lineStyle", {"fill": "dash", "dash": [4, 4]})]))
-
-
-def _fixed(color: str) -> dict[str, str]:
-    return {"mode": "fixed", "fixedColor": color}

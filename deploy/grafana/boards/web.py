@@ -8,6 +8,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from deploy.grafana.boards.common import (
+    LIMIT_LINE,
     UID_WEB,
     every_interval,
     finish,
@@ -23,6 +24,8 @@ from deploy.grafana.boards.common import (
 from deploy.grafana.influxql import InfluxQL, datasource_ref
 
 SITE = matches("site")
+WEB = "\"source\" = 'web'"
+LATENCY = "\"metric\" = 'latency_p95'"
 ERRORS_TITLE = "Errors and error rate"
 FUNNEL_STEPS = (("page_views", "page views"), ("add_to_cart", "add to cart"), ("checkouts", "checkouts"),
                 ("purchases", "purchases"))
@@ -59,7 +62,14 @@ def build() -> dm.Dashboard:
              .with_panel(graph("Latency p50 / p95",
                                InfluxQL('SELECT mean("latency_p50") AS "p50", max("latency_p95") AS "p95" '
                                         f'FROM "web_window" {where(SITE)} {every_interval("site")} fill(none)')
-                               .alias("$tag_site $col"), unit="ms", w=24)))
+                               .alias("$tag_site $col"),
+                               InfluxQL('SELECT min("limit_above") AS "p95 limit" FROM "anomaly_score" '
+                                        f'{where(WEB, LATENCY, matches("entity", "site"))} '
+                                        f'{every_interval("entity")} fill(none)').alias("$tag_entity $col"),
+                               unit="ms", w=24,
+                               description="Dashed red: the p95 limit the business set (OPSMON_LIMITS), "
+                                           "which alerts whenever crossed.")
+                         .override_by_regexp("/ limit$/", LIMIT_LINE)))
     return finish(board)
 
 
