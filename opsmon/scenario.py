@@ -55,6 +55,7 @@ class Scenario:
     web_sites: int = 1
     end: float | None = None  # epoch seconds of the last simulated moment; None: two minutes ago
     calendars: bool = True  # configure the simulated opening hours and shifts, as the business would
+    limits: bool = True  # and the limits it would set (food safety, machine temperature, page latency)
     on_call: bool = False  # simulated staff answer each page: acknowledged if real, a false positive if not
     respond_minutes: float = 60.0  # ... within this much simulated time
 
@@ -124,6 +125,8 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
                     web_sites=sc.web_sites, rate=sc.rate, faults_per_hour=sc.faults_per_hour)
     if sc.calendars:
         s = s.model_copy(update={"calendars": {**sim.calendars(), **s.calendars}})
+    if sc.limits:
+        s = s.model_copy(update={"limits": {**sim.limits(), **s.limits}})
     staff = OnCall(s.boards_only_severities) if sc.on_call else None
     if staff is not None:
         # windows close with the next step's events, not by idling between steps: what people say is applied

@@ -20,7 +20,9 @@ from opsmon.simulator import (
     replay,
     run,
 )
+from models.limits import Limits, LimitWatch
 from streams.schemas import IotReading, PosTransaction, WebEvent, decode
+from streams.windows import quantile
 
 MONDAY = parse_time("2026-11-02T00:00:00Z")  # stores open 08:00-20:00 UTC, machines run 06:00-22:00
 SUNDAY = parse_time("2026-11-01T00:00:00Z")  # stores closed all day
@@ -353,3 +355,30 @@ def test_legacy_run_sends_typed_events_at_the_rate() -> None:
     n = run(Simulator(seed=1), got.append, rate=100, duration=10, clock=clock, sleep=clock.sleep)
     assert n == len(got) == pytest.approx(1000, rel=0.3)
     assert {type(e) for e in got} == {IotReading, PosTransaction, WebEvent}
+
+
+def test_the_limits_the_simulated_business_would_set_hold_when_healthy_and_catch_its_faults(day: tuple) -> None:
+    # The scenario configures these limits (Simulator.limits) as the business would: they must not alert on the
+    # simulated business's ordinary days, or its figures would flatter nothing but the limits.
+    sim, events = day
+    limits = Limits.parse(sim.limits())
+    series: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for src, e in events:
+        if src == "iot":
+            for metric, x in e.measurements.items():
+                series["iot", e.entity, metric].append((e.ts, x))
+    minutes: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for src, e in events:
+        if src == "web":
+            minutes[e.site, e.ts // 60 * 60].append(e.latency_ms)
+    for (site, t), lat in sorted(minutes.items()):
+        series["web", site, "latency_p95"].append((t, quantile(sorted(lat), 0.95)))
+    breached: set[tuple[str, str]] = set()
+    for (source, entity, metric), values in series.items():
+        rules, watch = limits.matching(source, entity, metric), LimitWatch()
+        for t, x in values:
+            if rules and watch.process_one(rules, x, t) is not None:
+                fault = next((f for f in sim.truth if f.entity == entity and f.start <= t <= f.end + 600), None)
+                assert fault is not None, f"{source} {entity} {metric} beyond its limit at {t}, with no fault"
+                breached.add((fault.kind, entity))
+    assert {"overheat", "latency"} <= {kind for kind, _ in breached}

@@ -51,6 +51,8 @@ def scenario(
     keep_stack: bool = typer.Option(False, help="Leave the run's own stack up (to look at its data)."),
     calendars: bool = typer.Option(True, help="Configure the simulated opening hours and machine shifts, as the "
                                               "business would (--no-calendars: judge every series by the clock)."),
+    limits: bool = typer.Option(True, help="Configure the limits the business would set: food safety, machine "
+                                           "temperature, page latency (--no-limits: the models alone)."),
     end: str = typer.Option("", help="Last simulated moment, ISO 8601 (UTC unless a zone is given), in the "
                                      "past; default now. The same --end and --seed give the same events."),
     on_call: bool = typer.Option(False, help="Simulated on-call staff answer each page within --respond-minutes: "
@@ -62,7 +64,7 @@ def scenario(
 
     sc = Scenario(days=days, warmup_hours=warmup_hours, rate=rate, faults_per_hour=faults_per_hour, seed=seed,
                   devices_per_site=devices, end=parse_end(end) if end else None, calendars=calendars,
-                  on_call=on_call, respond_minutes=respond_minutes)
+                  limits=limits, on_call=on_call, respond_minutes=respond_minutes)
     settings = Settings()
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
                   TimeElapsedColumn(), console=console) as bar:

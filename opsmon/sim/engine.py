@@ -83,6 +83,19 @@ class Simulator:
         out.update({d.entity: self.shifts for d in self.iot.devices if d.kind == "machine"})
         return out
 
+    def limits(self) -> dict[str, str]:
+        """The limits an operator of this business would set, as ``Settings.limits``: food safety for fridges and
+        freezers, a machine's maximum operating temperature, the web shops' service level for page latency (their
+        p95 is about 220 ms: half a second, for three minutes)."""
+        kinds = {d.kind for d in self.iot.devices}
+        wanted = {"fridge": ("iot:*/fridge-*:temperature", "> 8 for 10m"),
+                  "freezer": ("iot:*/freezer-*:temperature", "> -12 for 10m"),
+                  "machine": ("iot:*/machine-*:temperature", "> 70 for 2m critical")}
+        out = dict(rule for kind, rule in wanted.items() if kind in kinds)
+        if self.web.sites:
+            out["web:*:latency_p95"] = "> 500 for 3m"
+        return out
+
     def _interval(self, devices: int) -> float:
         per_s = self.rate * self.mix.iot
         return devices / per_s if per_s > 0 else math.inf
