@@ -57,7 +57,8 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     # A sale the next day closes day t0's demand bucket: forecasts and actuals per SKU get written.
     next_day = pos(t0 + DAY + 30, "a6", store="e2e-a", lines=(("A", 1, 1.5),))
 
-    worker_factory()
+    # a limit the business set: it alerts on the first reading beyond it, with no history at all
+    worker_factory(s.model_copy(update={"limits": {"iot:e2e-site/*:temperature": "> 4.4"}}))
     with Publisher(s) as pub:
         for source, events in good.items():
             for e in events:
@@ -161,3 +162,11 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     dup = [r for r in read_topic(s, s.dlq_topics[s.topic_pos], 2) if b'"a2"' in r.value]
     assert b"already accepted" in dict(dup[0].headers)["opsmon-reason"]
     assert orjson.loads(dup[0].value)["txn_id"] == "a2"
+    # The limit: one alert, for the reading beyond it, explained; the limit is written beside its scores.
+    alerts = [orjson.loads(r.value) for r in read_topic(s, s.topic_alerts, expect=1)]
+    assert [(a["entity"], a["metric"], a["kind"], a["status"], a["starts_at"]) for a in alerts] == [
+        ("e2e-site/dev-1", "temperature", "limit", "firing", t0 + 10)]
+    assert "beyond the limit the business set (> 4.4)" in alerts[0]["explanation"]
+    limits = victoria_points(base, '{__name__="anomaly_score_limit_above",entity=~"e2e-.*"}')
+    assert {(dict(k[1:-1])["entity"], k[-1]): v for k, v in limits.items()} == {
+        ("e2e-site/dev-1", ms + 500): 4.4, ("e2e-site/dev-1", ms + 10_000): 4.4}
