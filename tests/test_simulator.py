@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from models.limits import Limits, LimitWatch
 from opsmon.simulator import (
     FAULT_KINDS,
     FaultError,
@@ -20,7 +21,6 @@ from opsmon.simulator import (
     replay,
     run,
 )
-from models.limits import Limits, LimitWatch
 from streams.schemas import IotReading, PosTransaction, WebEvent, decode
 from streams.windows import quantile
 
