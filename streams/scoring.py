@@ -145,44 +145,32 @@ class Scoring:
 
         ``false_positive``: the series needs a rarer anomaly to alert again (and the alert, if still open, is
         resolved with a note). ``ack``: someone is on it, so it was real; the detector does not learn the
-        incident as ordinary, and a fault that recurs until it is fixed keeps alerting.
+        incident as ordinary, and a fault that recurs until it is fixed keeps alerting. An alert a limit opened
+        changes no model either way; a false positive closes it until its breach has ended.
         """
         sm = state.models.get("series", {}).get(metric) if state is not None else None
         if sm is None:
             return False
-        if kind == "false_positive" and sm.limits is not None:
-            sm.limits.dismiss()  # a limit it is beyond does not reopen it until the breach has ended
-        if sm.kind == "limit" and sm.alerts.last_start == start:
-            return self._limit_feedback(entity, state, metric, sm, kind, start, at, user, out)
+        # a limit's alert changes no model: the limit is the business's setting (change OPSMON_LIMITS if it is wrong)
+        by_limit = sm.kind == "limit" and sm.alerts.last_start == start
         if kind == "false_positive":
             # the series' own clock: a replay, or a worker catching up, judges values older than ``at``
             now = min(at, state.last_ts) if state.last_ts else at  # type: ignore[union-attr]
             was_open = sm.alerts.open_since == start
-            sm.alerts.false_positive(now, sm.alerts.peak_score if was_open else sm.alerts.open_score)
+            if sm.limits is not None:
+                sm.limits.dismiss()  # a limit it is beyond does not reopen it until the breach has ended
+            if by_limit:
+                sm.alerts.close_now(now)
+            else:
+                sm.alerts.false_positive(now, sm.alerts.peak_score if was_open else sm.alerts.open_score)
             if was_open and sm.last_verdict is not None:
+                note = ": the limit stays as configured, and this breach does not alert again until it ends"
                 self._alert(out, entity, metric, sm, "resolved", start, now, sm.last_verdict,
-                            note=f"marked false positive by {user or 'on-call'}")
-            return True
-        if kind == "ack" and sm.kind == "count" and sm.alerts.last_start == start:
-            return False  # the count test opened it, and learns nothing from an incident anyway
+                            note=f"marked false positive by {user or 'on-call'}{note if by_limit else ''}")
+            return not by_limit
+        if by_limit or (sm.kind == "count" and sm.alerts.last_start == start):
+            return False  # the count test opened it, and learns nothing from an incident anyway; nor does a limit
         return kind == "ack" and sm.detector is not None and sm.detector.confirm(start)
-
-    def _limit_feedback(self, entity: str, state: EntityState, metric: str, sm: SeriesModel, kind: str,
-                        start: float, at: float, user: str, out: Output) -> bool:
-        """What people say about an alert a limit opened changes no model: the limit is the business's setting.
-
-        A false positive closes the alert, and the breach does not alert again until the value has come back
-        within the limit; the limit itself stays as configured (change ``OPSMON_LIMITS`` if it is wrong).
-        """
-        if kind != "false_positive":
-            return False
-        now = min(at, state.last_ts) if state.last_ts else at
-        if sm.alerts.open_since == start and sm.last_verdict is not None:
-            sm.alerts.close_now(now)
-            self._alert(out, entity, metric, sm, "resolved", start, now, sm.last_verdict,
-                        note=f"marked false positive by {user or 'on-call'}: the limit stays as configured, and "
-                             "this breach does not alert again until it ends")
-        return False
 
     # ------------------------------------------------------------------ observer interface
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
