@@ -152,7 +152,8 @@ class SeriesDetector:
     warmup
         Values to learn before flagging, counted once the first seasonal period is complete
         (the profile must exist before its surprises mean anything), or after 30 values when
-        there is no profile.
+        there is no profile. A value at a time of day the first period did not show (a shift's
+        hours, for a machine first seen on a Saturday) is learned by its profile bin, not judged.
     refractory
         Unremarkable values (score below the threshold) after a flag before a new flag is raised.
     escalate
@@ -515,6 +516,8 @@ class SeriesDetector:
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
+        if self._forming(feats):
+            return 0.0, "", False, False
         z = feats[0]
         own: list[float] = []
         lps = self.cal.log10ps(z, own, feats[10])
@@ -565,6 +568,10 @@ class SeriesDetector:
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
         return score, reason, notable, rare
 
+    def _forming(self, feats: tuple) -> bool:
+        """Whether the value falls in a profile bin still forming (``SeasonalBaseline.unseen``): not judged."""
+        return bool(self.base.unseen) and feats[9] is None and self.base.forming(feats[8][0])
+
     def _one_sided(self, lps: list[float], feats: tuple) -> bool:
         """Clear (``p = 1``) the surprises that depart the harmless way (see ``side``); True if the value does.
 
@@ -607,8 +614,11 @@ class SeriesDetector:
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, self.fshift, step, sf, self.vol_fast, _, where, shut, below = feats
+        z, d, sh, fsh, step, sf, vf, _, where, shut, below = feats
         base, cal = self.base, self.cal
+        # a value at a profile bin still forming is the bin's to learn: measured against the bin's guess, its
+        # departure is not the series' (no surprise, no moving average, no deseasonalised step learns it)
+        forming = self._forming(feats)
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
         mature = n >= _SETTLE and (not base.bins or t is None or t - base.t_first >= self.period)  # type: ignore[operator]
@@ -617,7 +627,8 @@ class SeriesDetector:
                 cal.restart()
             self.n_mature += 1
         w = self.tick_share
-        cal.learn(z, mature, w, below)
+        if not forming:
+            cal.learn(z, mature, w, below)
         # cluster rate: short and long EWMAs of event starts
         ev = 1.0 if notable and not self.cl_prev else 0.0
         self.cl_short += self.cluster_alpha * (ev - self.cl_short)
@@ -629,12 +640,16 @@ class SeriesDetector:
         self.held = held = self.held + 1 if rare and settled else 0
         clip = self.clip * cal.u[_LEVEL] if settled else math.inf
         formed = base.learn(x, t, self.t_last, n, clip, where, held > 0 and 0 < held * w <= self.hold, shut, w)
-        self.shift = sh
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known
         self.step_slow += _STEP_ALPHA * w * (step - self.step_slow)
-        self.vol_slow += _STEP_ALPHA * w * (z[_SPIKE] - self.vol_slow)
-        self.last = d
+        if forming:
+            _, s, _, wv = base.locate(t)
+            self.last = x - base.lam * s - base.mu * wv  # deseasonalised by the bin it has just taught
+        else:
+            self.shift, self.fshift, self.vol_fast = sh, fsh, vf
+            self.vol_slow += _STEP_ALPHA * w * (z[_SPIKE] - self.vol_slow)
+            self.last = d
         self.last_x = x
         self.t_last = t
         self.n = n + 1

@@ -7,7 +7,9 @@
   is kept raw (the mean of each bin's values), then smoothed by a median of three neighbouring bins;
   later periods move each bin by ``season_gamma`` per period. So that a one-off event of the first
   day does not come back as "expected" every day, a bump of the first day that the next two days
-  contradict is removed at once;
+  contradict is removed at once. A bin the first period did not see (the shift's hours of a machine
+  first seen on a Saturday) takes the mean of its own first period's worth of values when they come
+  (``forming``: the caller does not judge them), as the first period's bins did;
 - the weekly correction (when ``week`` is set, from the second period on) is what the daily profile
   leaves, by hour of the week: tills on Sundays, taxis on holidays. Its first week is kept raw, then
   smoothed, like the profile;
@@ -91,6 +93,11 @@ class SeasonalBaseline:
         self.ready = False  # first period complete: the profile is in use
         self.season: list[float] = []
         self.season_n: list[int] = []  # values per bin in the first period (then empty)
+        # bins the first period did not see (a shut day's hours; bit k: bin k), and the values those begun have had
+        # since: they take the mean of their first period's worth of values, as the first period's bins did (see
+        # _learn_unseen). A bitmask: a store's closed hours are never seen, and stay in every state it pickles.
+        self.unseen = 0
+        self.unseen_n: dict[int, int] = {}
         self.season_sum = 0.0  # kept so the profile is used with zero mean (the level stays in `slow`)
         self.per_bin = 1.0  # values per bin per period, counted over the first one
         self.x_prev = math.nan  # previous value in the first period
@@ -114,7 +121,7 @@ class SeasonalBaseline:
 
     def __setstate__(self, state: dict) -> None:
         # states pickled before the shut-day correction existed load with none learned yet
-        self.__dict__.update({"shut": [], "shut_n": [], "dt": 0.0, **state})
+        self.__dict__.update({"shut": [], "shut_n": [], "dt": 0.0, "unseen": 0, "unseen_n": {}, **state})
 
     def locate(self, t: float | None) -> tuple[int, float, int, float]:
         """Profile bin of ``t`` and its zero-mean value, weekly bin and value (bins -1 and 0.0: none)."""
@@ -186,6 +193,9 @@ class SeasonalBaseline:
                 self.season_n = [0] * nb
                 where = None
         k, s, kw, wv = self.locate(t) if where is None else where
+        if self.unseen and shut is None and self.forming(k):
+            self._learn_unseen(k, x - self.slow - self.mu * wv - s, s)
+            return False
         a = self.slow_alpha * weight
         if a * n < 1.0:
             a = 1.0 / n
@@ -273,6 +283,38 @@ class SeasonalBaseline:
         self.shut[h] += self.season_gamma / need * _clip(r, clip)
         return True
 
+    def forming(self, k: int) -> bool:
+        """Whether profile bin ``k`` has yet to see its first period's worth of values (see ``unseen``)."""
+        return k >= 0 and self.unseen >> k & 1 == 1
+
+    def _learn_unseen(self, k: int, e: float, s: float) -> None:
+        """A value at a bin the first period did not see: the bin is the running mean of its first values.
+
+        A series that starts on a shut day (a machine first seen on a Saturday) forms its profile without the
+        shift's hours; learned at ``season_gamma`` per day from a guess, they would take weeks to reach the
+        shift's level, and meanwhile the level would chase the shift every day and the surprises learn a scale
+        many times the noise. ``e``: the value's residual from the bin (``s``). As at the profile's forming, the
+        level takes the profile's mean (so the bins already formed keep their place), and the share of the
+        profile that recurs counts the bin as signal.
+        """
+        c = self.unseen_n.get(k, 0) + 1
+        e /= c
+        self.season[k] += e
+        self.season_sum += e
+        nb = self.bins
+        self.slow += e / nb
+        grown = ((s + e) ** 2 - s * s) / nb
+        self.var_ps += grown
+        self.cov_ps += grown
+        if self.var_ps > 0.0:
+            lam = self.cov_ps / self.var_ps
+            self.lam = 0.0 if lam < 0.0 else (1.0 if lam > 1.0 else lam)
+        if c + 0.5 >= self.per_bin:
+            self.unseen &= ~(1 << k)
+            self.unseen_n.pop(k, None)
+        else:
+            self.unseen_n[k] = c
+
     def _learn_held(self, x: float, t: float, where: tuple[int, float, int, float], clip: float) -> None:
         """A rare value: no level update, steady-rate winsorised profile and weekly updates."""
         if self.dev and self._recur(x, t, where, clip):
@@ -320,6 +362,7 @@ class SeasonalBaseline:
 
     def _form_profile(self, n: int, t: float) -> None:
         """End of the first period (``n`` values): the smoothed bin means become the profile and level."""
+        self.unseen = sum(1 << k for k, v in enumerate(self.season) if v != v)
         self.season, mean = _smooth(self.season)
         if mean == mean:
             self.slow = mean
