@@ -8,7 +8,7 @@ How a value is judged
 ---------------------
 A baseline is learned online (``models.seasonal``): a robust level, a time-of-day profile when
 timestamps are given, and, once the data spans weeks, a weekly correction (Sunday at a till, a
-holiday at a taxi rank). Six surprises are measured against it:
+holiday at a taxi rank). Six surprises are measured against it, and a seventh against the week:
 
 - ``spike``: the step from the previous value, once the seasonal baseline is taken out;
 - ``level``: the distance from the baseline: jumps, shifts and drifts. Its two sides are calibrated apart
@@ -21,15 +21,19 @@ holiday at a taxi rank). Six surprises are measured against it:
 - ``flat``: log-ratio of the long-run to the recent step size: a stuck or flat-lined sensor;
 - ``volatility``: log-ratio of the recent to the long-run deseasonalised step: a series that starts
   to shake (oscillation, bursts);
-- ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail).
+- ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail);
+- ``record``: the value lies beyond the series' highest or lowest of the past week by more than a tenth of
+  that range (``models.record``): the baseline adapts and the level's tail grows with every large departure,
+  so a value the series has not come near all week can look ordinary to the others.
 
 Each surprise becomes a tail probability ``p`` against the series' own recent history
 (``models.surprise``: the rate at which surprises at least that large have *started* lately, or an
-exponential tail beyond anything seen). The fast ``shift``, an average of the last few distances that
-``level`` judges one by one, adds little evidence of its own: its ``p`` counts double. The smallest ``p``
-times the number of surprises (Bonferroni)
+exponential tail beyond anything seen); a record's is the chance of one as far beyond the range among the
+week's values. The fast ``shift``, an average of the last few distances that ``level`` judges one by one, and the
+``record``, the level's evidence against the week's range rather than the baseline, add little evidence of their
+own: their ``p`` counts double. The smallest ``p`` times seven (Bonferroni over the seven shares)
 gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
-on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the seven surprises (about one
+on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the surprises (about one
 in 700 for a single one, so an event that recurs daily in five-minute data does not flag), 0.67 is
 ten times rarer, 0.75 a hundred; it never saturates.
 Rarity alone is not enough to flag: the surprise must also be material (``min_effect`` times its
@@ -68,6 +72,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from models.record import RecordRange
 from models.seasonal import SeasonalBaseline
 from models.surprise import SurpriseCalibrator
 
@@ -92,10 +97,13 @@ FEATURES = ("spike", "level", "shift", "flat", "shift", "volatility", "cluster")
 _SPIKE, _LEVEL, _SHIFT, _FLAT, _FAST, _VOL, _CLUSTER = range(7)
 _NCAL = 6  # surprises with an empirical calibrator (the cluster one is analytic)
 _LN10 = math.log(10.0)
-_BONFERRONI = math.log10(len(FEATURES))
-# Weighted Bonferroni: decades a surprise's p is scaled up by for its share of the correction (the fast shift,
-# mostly the level's own evidence averaged over a few values, has half a share; the others a whole one)
-_FAST_SHARE = math.log10(2.0)
+RECORD = "record"  # the value is beyond the week's range (models.record)
+# Weighted Bonferroni over seven shares: a surprise's p is scaled up by the number of shares over its own. The fast
+# shift (mostly the level's own evidence averaged over a few values) and the record (the level's evidence against the
+# week's range rather than the baseline) have half a share each; the six others a whole one.
+SHARES = 7.0
+_BONFERRONI = math.log10(SHARES)
+_HALF_SHARE = math.log10(2.0)  # decades on top of the Bonferroni correction for half a share
 _SETTLE = 30  # values before surprises are calibrated at all (the level's running mean settles)
 # Effect-size floors that a flag needs besides rarity (when min_effect > 0): a sustained shift of
 # at least 0.7 times the level's usual 90th percentile, and steps shrunk (or grown) four-fold.
@@ -248,8 +256,9 @@ class SeriesDetector:
         self.tick = tick
         self.side = side
         self.floor = floor
-        # --- learned state (plain floats, lists and two small objects: cheap to pickle) ---
+        # --- learned state (plain floats, lists and three small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
+        self.record = RecordRange()  # the week's highest and lowest values
         self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,), signed=_LEVEL)
         self.n = 0  # values learned
         self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
@@ -403,9 +412,10 @@ class SeriesDetector:
         """A new series' detector that starts from another (warmed-up) detector of its group.
 
         The profile, weekly correction, scales, surprise history and settings (threshold, calendar)
-        are copied; the level restarts at the new series' first value, and warm-up is skipped when the
-        prior had finished it. A prior still warming up has nothing reliable to share: the new detector
-        then starts from scratch with the prior's settings. The prior itself is not changed.
+        are copied; the level restarts at the new series' first value, the week's range (records) starts
+        empty, and warm-up is skipped when the prior had finished it. A prior still warming up has nothing
+        reliable to share: the new detector then starts from scratch with the prior's settings. The prior
+        itself is not changed.
         """
         if not prior.warmed_up:
             return cls(**{name: getattr(prior, name) for name in _SETTINGS})
@@ -424,6 +434,7 @@ class SeriesDetector:
         new.vol_fast = new.vol_slow
         new.step_fast = new.step_slow
         new.t_last = None
+        new.record = RecordRange()  # the group's range is not this series' own
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -443,7 +454,8 @@ class SeriesDetector:
             self.relearned_from = version
         # a state from before ticks: the default tick, its sampling interval still to learn
         self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "event_t": None,
-                              "confirmed": False, "recent": [], "side": 0, "floor": -math.inf, **state})
+                              "confirmed": False, "recent": [], "side": 0, "floor": -math.inf,
+                              "record": RecordRange(), **state})
 
     # ------------------------------------------------------------------ internals
     def _end_event(self) -> None:
@@ -512,7 +524,10 @@ class SeriesDetector:
         vs = self.vol_slow
         zv = (math.log(vf / vs) if vf < vs * 1e9 else _MAX_LOG_RATIO) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
-        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0  # (below the baseline)
+        rec = self.record.log10p(x)  # a record on the harmless side (see ``side``) is none
+        if rec and self.side and (self.side > 0) != self.record.is_high(x):
+            rec = 0.0
+        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec  # (below the baseline)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -550,11 +565,14 @@ class SeriesDetector:
             best, reason = shift, FEATURES[_SHIFT]
         if flat < best:
             best, reason = flat, FEATURES[_FLAT]
-        fast += _FAST_SHARE
+        fast += _HALF_SHARE
         if fast < best:
             best, reason = fast, FEATURES[_FAST]
         if vol < best:
             best, reason = vol, FEATURES[_VOL]
+        rec = feats[11] + _HALF_SHARE
+        if rec < best:
+            best, reason = rec, RECORD
         ev = 1.0 if notable and not self.cl_prev else 0.0
         ca = self.cluster_alpha
         k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
@@ -614,7 +632,7 @@ class SeriesDetector:
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, fsh, step, sf, vf, _, where, shut, below = feats
+        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _ = feats
         base, cal = self.base, self.cal
         # a value at a profile bin still forming is the bin's to learn: measured against the bin's guess, its
         # departure is not the series' (no surprise, no moving average, no deseasonalised step learns it)
@@ -653,6 +671,7 @@ class SeriesDetector:
         self.last_x = x
         self.t_last = t
         self.n = n + 1
+        self.record.learn(x, t)
         tick, dt = self.tick, base.dt
         if tick and 0.0 < dt < tick:
             if dt / tick != self.tick_share:  # (a steady sampling interval: no logarithm per value)

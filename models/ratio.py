@@ -57,9 +57,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from models.anomaly import FEATURES, FLAG_DECADES
+from models.anomaly import FLAG_DECADES, SHARES
 
-_BONFERRONI = math.log10(len(FEATURES) + 1.0)  # the detector's seven surprises and this count
+_BONFERRONI = math.log10(SHARES + 1.0)  # the detector's seven shares of the correction and this count
 _LN10 = math.log(10.0)
 _MAX_RHO = 0.3  # overdispersion cap: beyond it a count says nothing anyway
 _MIN_P = 1e-6

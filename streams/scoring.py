@@ -62,7 +62,8 @@ SILENCE = "reporting"  # the metric name of missing-data alerts
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
-           "count": "rare count for its usual rate", "limit": "limit crossed"}
+           "count": "rare count for its usual rate", "limit": "limit crossed",
+           "record": "value beyond its whole range of the past week"}
 # Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
 # the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
 # so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
@@ -499,6 +500,10 @@ class Scoring:
         >>> Scoring("web").explain("shop-0", "error_rate", v, counts=(9.0, 36.0))  # doctest: +NORMALIZE_WHITESPACE
         'error_rate of shop-0 is 0.25 (9 errors of 36 events), expected 0.004 (usual range 0 to 0.05): a rare count
         for its usual rate, about 1 in 1,000 values on this series.'
+        >>> v = Verdict(0.53, True, 7.2, 2.7, 0.9, 4.5, "record", False)
+        >>> Scoring("iot").explain("s1/machine-3", "vibration", v)  # doctest: +NORMALIZE_WHITESPACE
+        'vibration of s1/machine-3 is 7.2, expected 2.7 (usual range 0.9 to 4.5): a value beyond its whole range of
+        the past week, about 1 in 180 values on this series.'
         >>> v = Verdict(0.6, True, 2140.0, 1850.0, 600.0, 2600.0, "limit", False)
         >>> Scoring("web").explain("shop-0", "latency_p95", v,
         ...                        limit=Limit.parse("> 1500 for 3m"))  # doctest: +NORMALIZE_WHITESPACE
