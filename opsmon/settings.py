@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
 from models.limits import Limits
+from opsmon.limits_file import read_limits_file
 
 
 class Settings(BaseSettings):
@@ -73,6 +74,10 @@ class Settings(BaseSettings):
     # Bounds the business sets, alerting whenever crossed, whatever the series' history (models/limits.py), e.g.
     # {"web:*:latency_p95": "> 1500 for 3m", "iot:*/freezer-*:temperature": "> -15 for 10m critical"}.
     limits: dict[str, str] = {}
+    # A JSON file of more limits in the same form, re-read while the worker runs (checked every
+    # ``limits_poll_seconds``), so a bound can change without a restart; for the same key its rule wins.
+    limits_file: Path | None = None
+    limits_poll_seconds: float = Field(10.0, gt=0.0)
     alertmanager_url: str | None = "http://127.0.0.1:19193"  # empty: no Alertmanager
     # Where the local stack's Alertmanager sends the alerts that page (production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
@@ -124,10 +129,17 @@ class Settings(BaseSettings):
         Limits.parse(value)  # a rule that cannot be read stops the worker at start, with the rule named
         return value
 
+    @field_validator("limits_file")
+    @classmethod
+    def _readable_limits_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_limits_file(value)  # a file that cannot be read stops the worker at start, with its fault named
+        return value
+
     @property
     def parsed_limits(self) -> Limits:
-        """``limits`` as rules, matched by series."""
-        return Limits.parse(self.limits)
+        """``limits`` (and ``limits_file``'s) as rules, matched by series."""
+        return Limits.parse({**self.limits, **(read_limits_file(self.limits_file) if self.limits_file else {})})
 
     @cached_property
     def dlq_topics(self) -> dict[str, str]:

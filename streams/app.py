@@ -28,6 +28,7 @@ import msgspec
 from aiohttp import web
 
 from models.alerting import IncidentTracker
+from opsmon.limits_file import LimitsFile
 from opsmon.settings import Settings
 from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
@@ -152,9 +153,11 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     incidents = _pickled_table(app, "incidents", parts)
     alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
     calendars = Calendars.from_settings(settings)
+    limits_file = LimitsFile(settings.limits_file, settings.limits) if settings.limits_file else None
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
-                                min_trials=settings.rate_min_trials, limits=settings.parsed_limits)
+                                min_trials=settings.rate_min_trials,
+                                limits=limits_file.current if limits_file else settings.parsed_limits)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""
@@ -297,6 +300,22 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         if firing:
             await _deliver_alerts(rt, firing)
 
+    if limits_file is not None:
+        @app.timer(interval=settings.limits_poll_seconds, name="opsmon.limits")
+        async def reload_limits() -> None:
+            failed = limits_file.error
+            new = limits_file.poll()
+            if new is None:
+                if limits_file.error and limits_file.error != failed:
+                    log.error("%s; the limits in force stay", limits_file.error)
+                return
+            scoring_cfg.limits = new  # shared by every source's scoring; each matches its series afresh
+            for p in rt.pipelines.values():
+                for observer in p.observers:
+                    if isinstance(observer, Scoring):
+                        observer.forget_limits()
+            log.info("limits reloaded from %s: %d rules", limits_file.path, len(new.rules))
+
     @app.timer(interval=STATS_EVERY_S, name="opsmon.stats")
     async def write_stats() -> None:
         now_ms = int(time.time() * 1000)
@@ -313,6 +332,9 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         body["sink"] = vars(rt.sink.stats)
         body["alerts"] = {"sent": rt.alerts_sent, "delivered": rt.alerts_delivered,
                           "feedback_applied": rt.feedback_applied, "feedback_to_models": rt.feedback_to_models}
+        if limits_file is not None:
+            body["limits"] = {"rules": len(limits_file.current.rules), "reloads": limits_file.reloads,
+                              "error": limits_file.error}
         body["skipped_by_consumer"] = {name: {"holes": g.holes, "at_resume": g.at_resume, "fetched": g.filled}
                                        for name, g in rt.gaps.items()}
         return self.json(body)

@@ -435,6 +435,10 @@ class Scoring:
             breach = next(((rule, sm.alerts.open_since) for rule in limits if rule.beyond(v.observed)), None)
         return breach
 
+    def forget_limits(self) -> None:
+        """The configured limits changed (``cfg.limits``): each series is matched against them afresh."""
+        self._limits.clear()
+
     def _limits_of(self, entity: str, metric: str) -> tuple[Limit, ...]:
         """The limits configured for this series (matched once per series, then remembered)."""
         if not self.cfg.limits:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 
 import pytest
 from pydantic import ValidationError
 
 from models.limits import Limit, LimitError, Limits, LimitWatch
+from opsmon.limits_file import LimitsFile
 from opsmon.settings import Settings
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent
@@ -225,3 +228,75 @@ def test_late_data_withdraws_a_limit_alert_only_when_the_window_is_back_within_t
         out = Output()
         scoring.on_value("shop", state, T0 + first * 60, {**windows[first], "latency_p95": corrected}, out)
         assert any(a.note.startswith("withdrawn") for a in out.alerts) == withdrawn
+
+
+# ---------------------------------------------------------------------------------------------------- the limits file
+def _write(path, text: str) -> None:
+    path.write_text(text)
+    st = path.stat()  # a new stamp even within the file system's time resolution
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("{not json", "not JSON"),
+    ('["> 1500"]', "write one JSON object of rules"),
+    ('{"web:*:latency_p95": 1500}', "write one JSON object of rules"),
+    ('{"web:*:latency_p95": "above 1500"}', "cannot read limit 'above 1500'"),
+])
+def test_a_limits_file_that_cannot_be_read_stops_the_worker_with_the_file_and_fault_named(
+        tmp_path, text: str, message: str) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text(text)
+    with pytest.raises(ValidationError, match=f"limits file {path}: .*{message}"):
+        Settings(limits_file=path)
+    with pytest.raises(ValidationError, match="cannot read it"):
+        Settings(limits_file=tmp_path / "missing.json")
+
+
+def test_the_limits_file_adds_to_the_settings_and_wins_for_the_same_key(tmp_path) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text(json.dumps({"web:*:latency_p95": "> 900", "iot:*:temperature": "> 8"}))
+    limits = Settings(limits=SLO | {"pos:*:revenue": "< 1"}, limits_file=path).parsed_limits
+    assert [c.text for c in limits.matching("web", "shop", "latency_p95")] == ["> 900"]
+    assert [c.text for c in limits.matching("pos", "store-1", "revenue")] == ["< 1"]
+    assert [c.text for c in limits.matching("iot", "s/d", "temperature")] == ["> 8"]
+
+
+def test_an_edited_limits_file_is_taken_and_a_broken_edit_keeps_the_rules_in_force(tmp_path) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text("{}")
+    watch = LimitsFile(path, base=SLO)
+    assert watch.poll() is None and [r[0] for r in watch.current.rules] == [("web", "*", "latency_p95")]
+    _write(path, json.dumps({"web:*:latency_p95": "> 900 for 1m"}))
+    new = watch.poll()
+    assert new is watch.current and [c.text for c in new.matching("web", "shop", "latency_p95")] == ["> 900 for 1m"]
+    assert watch.poll() is None and watch.reloads == 1
+    _write(path, '{"web:*:latency_p95": "> 9OO"}')
+    assert watch.poll() is None and "cannot read limit '> 9OO'" in watch.error
+    assert watch.current is new  # the rules in force stay
+    path.unlink()
+    assert watch.poll() is None and "cannot read it" in watch.error and watch.current is new
+    _write(path, "{}")
+    assert watch.poll() is not None and watch.error == "" and watch.current.matching("web", "s", "latency_p95")
+
+
+def test_scoring_applies_changed_limits_to_series_it_already_knows() -> None:
+    # A shop whose pages take about 500 ms: the business tightens its service level from 1500 ms to 450 ms.
+    windows = slow_shop(2, 1, [])
+    cfg = ScoringConfig(warmup=100, window_warmup=60, limits=Limits.parse(SLO))
+    scoring, state = Scoring("web", cfg), EntityState(partition=0)
+
+    def minutes(first: int, last: int) -> list[AlertEvent]:
+        alerts = []
+        for m in range(first, last):
+            out = Output()
+            scoring.on_value("shop", state, T0 + m * 60, windows[m], out)
+            alerts += [a for a in out.alerts if a.metric == "latency_p95"]
+        return alerts
+
+    assert minutes(0, 1440 + 600) == []
+    cfg.limits = Limits.parse({"web:*:latency_p95": "> 450 for 2m"})
+    scoring.forget_limits()
+    fired = minutes(1440 + 600, 1440 + 660)
+    assert fired and fired[0].kind == "limit"
+    assert "beyond the limit the business set (> 450 for 2m)" in fired[0].explanation

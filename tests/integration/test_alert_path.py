@@ -8,6 +8,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import msgspec
@@ -204,3 +205,32 @@ def test_info_alerts_stay_on_the_boards_until_they_escalate_and_then_page(
     assert [a["labels"]["severity"] for a in paged] == ["warning"]
     assert eventually(listed, lambda v: v == {"warning": "active"}, timeout=10) == {"warning": "active"}, \
         "its former self is resolved, not left firing until it times out"
+
+
+def test_a_limit_written_to_the_limits_file_pages_without_a_restart(
+        alert_settings: Settings, worker_factory: Callable[..., WorkerProcess], webhook: WebhookReceiver,
+        tmp_path: Path) -> None:
+    # The business sets a fridge's food-safety bound while the worker runs: the next reading beyond it pages.
+    path = tmp_path / "limits.json"
+    path.write_text("{}")
+    s = alert_settings.model_copy(update={"limits_file": path, "limits_poll_seconds": 1.0})
+    entity = "limit-site/fridge-1"
+    t0 = float(int(time.time()) // 3600 * 3600 - 86400)
+    worker = worker_factory(s)
+    last = _publish(s, entity, t0, [5.0 + 0.1 * (i % 3) for i in range(20)])
+    assert eventually(_processed(worker, 20), bool, timeout=60)
+    assert _of(webhook, entity, "firing") == set()
+
+    path.write_text(json.dumps({"iot:limit-site/fridge-*:temperature": "> 4.5"}))
+    assert eventually(lambda: (worker.stats() or {}).get("limits", {}).get("reloads") == 1, bool, timeout=30)
+    _publish(s, entity, last + STEP, [5.2])
+    fired = eventually(lambda: _of(webhook, entity, "firing"), bool, timeout=60)
+    assert len(fired) == 1 and ":temperature:" in next(iter(fired))
+    alert = next(a for a in webhook.alerts("firing") if a["labels"]["entity"] == entity)
+    assert "beyond the limit the business set (> 4.5)" in alert["annotations"]["description"]
+
+    # a broken edit is reported, and the rules in force stay
+    path.write_text('{"iot:limit-site/fridge-*:temperature": "> 4.5",')
+    error = eventually(lambda: (worker.stats() or {}).get("limits", {}).get("error"), bool, timeout=30)
+    assert f"limits file {path}: not JSON" in error
+    assert worker.stats()["limits"]["rules"] == 1
