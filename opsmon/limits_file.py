@@ -57,12 +57,13 @@ class LimitsFile:
         self._seen = self._stamp()
         self.current = Limits.parse({**self.base, **read_limits_file(self.path)})
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self) -> tuple[int, int, int] | None:
+        # (an editor or a config manager that saves by renaming gives a new inode, whatever the clock's resolution)
         try:
             st = self.path.stat()
         except OSError:
             return None
-        return st.st_mtime_ns, st.st_size
+        return st.st_ino, st.st_mtime_ns, st.st_size
 
     def poll(self) -> Limits | None:
         """The new limits if the file changed since it was last read (and reads well), else None."""
