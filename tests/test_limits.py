@@ -9,8 +9,10 @@ import random
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from models.limits import Limit, LimitError, Limits, LimitWatch
+from opsmon.cli import app as cli
 from opsmon.limits_file import LimitsFile
 from opsmon.settings import Settings
 from streams.pipeline import EntityState, Output
@@ -300,3 +302,19 @@ def test_scoring_applies_changed_limits_to_series_it_already_knows() -> None:
     fired = minutes(1440 + 600, 1440 + 660)
     assert fired and fired[0].kind == "limit"
     assert "beyond the limit the business set (> 450 for 2m)" in fired[0].explanation
+
+
+def test_limits_check_reads_a_file_as_the_worker_will_and_shows_what_applies_to_a_series(tmp_path) -> None:
+    path = tmp_path / "limits.json"
+    path.write_text(json.dumps({"iot:*/freezer-*:temperature": "> -12 for 10m critical", "web:*:latency_p95": "> 900"}))
+    env = {"OPSMON_LIMITS": json.dumps(SLO | {"pos:*:revenue": "< 1"})}
+    ok = CliRunner().invoke(cli, ["limits", "check", str(path), "-s", "iot:s1/freezer-2:temperature",
+                                  "-s", "web:shop:latency_p95", "-s", "web:shop:error_rate"], env=env)
+    assert ok.exit_code == 0, ok.output
+    assert "3 rule(s)" in ok.output and "pos:*:revenue" in ok.output
+    assert "iot:s1/freezer-2:temperature: > -12 for 10m critical" in ok.output
+    assert "web:shop:latency_p95: > 900" in ok.output  # the file wins over OPSMON_LIMITS for the same key
+    assert "web:shop:error_rate: no limit" in ok.output
+    path.write_text('{"web:*:latency_p95": "> 9OO"}')
+    bad = CliRunner().invoke(cli, ["limits", "check", str(path)], env=env)
+    assert bad.exit_code == 1 and "cannot read limit '> 9OO'" in bad.output

@@ -47,6 +47,10 @@ from opsmon.cli import bench as _bench  # noqa: E402
 
 app.command()(_bench.bench)
 
+from opsmon.cli import limits as _limits  # noqa: E402
+
+app.add_typer(_limits.app, name="limits")
+
 
 def main() -> None:
     """Console-script entry point."""
