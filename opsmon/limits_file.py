@@ -46,6 +46,11 @@ def read_limits_file(path: str | os.PathLike[str]) -> dict[str, str]:
     return spec
 
 
+def limits_with_file(base: Mapping[str, str], path: str | os.PathLike[str] | None) -> Limits:
+    """The rules of ``base`` (``OPSMON_LIMITS``) and of the file at ``path`` (if any), the file's winning for a key."""
+    return Limits.parse({**base, **(read_limits_file(path) if path is not None else {})})
+
+
 class LimitsFile:
     """The limits in force: ``base`` (``OPSMON_LIMITS``) and the file's rules, re-read when the file changes."""
 
@@ -55,7 +60,7 @@ class LimitsFile:
         self.error = ""  # why the latest version of the file was not taken, if it was not
         self.reloads = 0
         self._seen = self._stamp()
-        self.current = Limits.parse({**self.base, **read_limits_file(self.path)})
+        self.current = limits_with_file(self.base, self.path)
 
     def _stamp(self) -> tuple[int, int, int] | None:
         # (an editor or a config manager that saves by renaming gives a new inode, whatever the clock's resolution)
@@ -72,7 +77,7 @@ class LimitsFile:
             return None
         self._seen = stamp
         try:
-            self.current = Limits.parse({**self.base, **read_limits_file(self.path)})
+            self.current = limits_with_file(self.base, self.path)
         except LimitError as e:
             self.error = str(e)
             return None

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
 from models.limits import Limits
-from opsmon.limits_file import read_limits_file
+from opsmon.limits_file import limits_with_file, read_limits_file
 
 
 class Settings(BaseSettings):
@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     @property
     def parsed_limits(self) -> Limits:
         """``limits`` (and ``limits_file``'s) as rules, matched by series."""
-        return Limits.parse({**self.limits, **(read_limits_file(self.limits_file) if self.limits_file else {})})
+        return limits_with_file(self.limits, self.limits_file)
 
     @cached_property
     def dlq_topics(self) -> dict[str, str]:

@@ -8,8 +8,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from models.limits import SOURCES, LimitError, Limits
-from opsmon.limits_file import read_limits_file
+from models.limits import SOURCES, LimitError
+from opsmon.limits_file import limits_with_file
 from opsmon.settings import Settings
 
 app = typer.Typer(help="Limits the business sets (OPSMON_LIMITS, OPSMON_LIMITS_FILE).", no_args_is_help=True)
@@ -22,8 +22,7 @@ def check(path: Path = typer.Argument(..., help="A JSON file of limits, e.g. the
                                             help="source:entity:metric to show the clauses of (repeatable).")) -> None:
     """Read a limits file with OPSMON_LIMITS, as the worker will; list its rules, or what applies to a series."""
     try:
-        spec = {**Settings().limits, **read_limits_file(path)}
-        limits = Limits.parse(spec)
+        limits = limits_with_file(Settings().limits, path)
     except LimitError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
