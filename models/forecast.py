@@ -1,5 +1,12 @@
 """Online demand forecaster for one (store, sku) series, fed with closed hourly or daily buckets.
 
+``DemandForecaster`` is a River forecaster (``river.time_series.base.Forecaster``): ``learn_one(y, x)``
+learns the total demand ``y`` of one closed bucket, and ``forecast(horizon)`` returns the expected demand
+(the mean, as plain floats) of the next ``horizon`` buckets. Quantiles, the median and the prediction
+interval come from ``forecast_quantiles``. The time of the bucket travels in ``x`` as ``x = {"t": start}``
+(a datetime, a date or epoch seconds); without ``"t"`` a call learns the bucket after the last one, as
+River's own forecasters do. Other keys of ``x`` are ignored.
+
 The model is a seasonal exponential-smoothing model built for small shops' intermittent demand:
 
 - a level (with an optional damped trend) of de-seasonalised demand, updated per bucket with a step
@@ -8,35 +15,47 @@ The model is a seasonal exponential-smoothing model built for small shops' inter
 - a multiplicative seasonal profile kept as per-slot exponentially weighted *means of demand* (no ratios,
   so zeros are harmless), normalised to mean 1: day-of-week for daily buckets; for hourly buckets the full
   hour-of-week profile shrunk towards day-of-week x hour-of-day, which has 7 to 24 times more data per slot;
-- an 80% (by default) prediction interval per horizon from online quantile tracking of the normalised
-  h-step residuals ``(y - mu) / sqrt(mu + 0.1 mu^2)``, so it keeps roughly its nominal coverage as the
-  series changes.
+- quantiles per horizon from online quantile tracking of the normalised h-step residuals
+  ``(y - mu) / sqrt(mu + 0.1 mu^2)``, so the interval keeps roughly its nominal coverage as the series
+  changes.
 
 Forecasts are never negative. Missing buckets between two ``learn_one`` calls are learned as zero sales;
 a bucket at or before the last learned one is ignored, so replaying after a crash never double-counts.
-State is a few hundred floats in plain attributes (pickle it into a Faust table; check ``state_version``).
+State is a few hundred floats in plain attributes; a pickle records the model's state version and River's
+version, and a pickle from another version loads as a fresh forecaster with the same parameters (with a
+warning), never an error.
 
 >>> from datetime import date, timedelta
 >>> f = DemandForecaster(freq="D")
 >>> start = date(2024, 1, 1)  # a Monday
 >>> for i in range(8 * 7):
-...     f.learn_one(start + timedelta(days=i), [2, 2, 2, 2, 6, 9, 0][i % 7])
->>> [round(p.predicted) for p in f.forecast(7)]
+...     f.learn_one([2, 2, 2, 2, 6, 9, 0][i % 7], {"t": start + timedelta(days=i)})
+>>> [round(y) for y in f.forecast(7)]
 [2, 2, 2, 2, 6, 9, 0]
->>> f.forecast(1)[0].start.date(), f.forecast(1)[0].lower <= 2 <= f.forecast(1)[0].upper
-(datetime.date(2024, 2, 26), True)
+>>> f.starts(1)[0].date()
+datetime.date(2024, 2, 26)
+>>> lo, median, hi = f.forecast_quantiles(1)[0]
+>>> lo <= 2 <= hi
+True
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from typing import Literal, NamedTuple
+from typing import Any, Literal
 
-__all__ = ["STATE_VERSION", "DemandForecaster", "Forecast", "Freq", "bucket_index", "bucket_seconds", "season_length"]
+import river
+from river.time_series.base import Forecaster
+
+__all__ = ["STATE_VERSION", "DemandForecaster", "Freq", "bucket_index", "bucket_seconds", "season_length"]
 
 # Bump when the pickled attributes change meaning; a stored state with another version is re-learned.
-STATE_VERSION = 1
+STATE_VERSION = 2
+
+_log = logging.getLogger(__name__)
 
 Freq = Literal["h", "D"]
 
@@ -51,18 +70,6 @@ _EPOCH_WEEKDAY = 3
 # Variance of counts grows like mu + DISPERSION * mu^2 (negative-binomial-like), floored at MU_FLOOR.
 _DISPERSION = 0.1
 _MU_FLOOR = 0.1
-
-
-class Forecast(NamedTuple):
-    """Demand for the bucket starting at ``start``: ``predicted`` is the median (the point forecast,
-    best for absolute errors), ``lower``/``upper`` the prediction interval, ``mean`` the expected demand
-    (add means, not medians, to get demand over several buckets)."""
-
-    start: datetime
-    predicted: float
-    lower: float
-    upper: float
-    mean: float
 
 
 def bucket_index(t: datetime | date | float, freq: Freq) -> int:
@@ -96,25 +103,42 @@ def _noise_scale(mu: float) -> float:
     return math.sqrt(mu + _DISPERSION * mu * mu)
 
 
-class DemandForecaster:
-    """Seasonal exponential smoothing of demand per closed bucket, with per-horizon intervals.
+class DemandForecaster(Forecaster):
+    """Seasonal exponential smoothing of demand per closed bucket, with per-horizon quantiles.
 
-    Parameters: ``alpha`` level step, ``beta`` trend step (0 = no trend), ``phi`` trend damping,
-    ``gamma`` seasonal step per visit of a slot, ``coverage`` of the interval, ``max_horizon`` the
-    furthest horizon with its own residual quantiles (further ones reuse it), ``clip`` the one-step error
-    (in noise scales) beyond which demand counts as an outlier for the level and the profile.
+    Parameters
+    ----------
+    freq
+        Bucket length: ``"D"`` (daily, weekly season of 7) or ``"h"`` (hourly, weekly season of 168).
+    alpha
+        Level step.
+    beta
+        Trend step (0 = no trend).
+    phi
+        Trend damping.
+    gamma
+        Seasonal step per visit of a slot.
+    coverage
+        Coverage of the prediction interval (its ends are the quantiles ``(1 -+ coverage) / 2``).
+    max_horizon
+        Furthest horizon with its own residual quantiles (further ones reuse it); default 28 daily, 48 hourly.
+    clip
+        One-step error (in noise scales) beyond which demand counts as an outlier for the level and profile.
+
+    Examples
+    --------
 
     >>> f = DemandForecaster(freq="h")
     >>> for i in range(24 * 14):
-    ...     f.learn_one(float(i * 3600), 5.0 if 9 <= i % 24 < 18 else 0.0)
-    >>> [round(p.predicted, 1) for p in f.forecast(24)][8:11]
+    ...     f.learn_one(5.0 if 9 <= i % 24 < 18 else 0.0, {"t": float(i * 3600)})
+    >>> [round(y, 1) for y in f.forecast(24)][8:11]
     [0.0, 5.0, 5.0]
+
     """
 
     def __init__(
         self,
         freq: Freq = "D",
-        *,
         alpha: float = 0.05,
         beta: float = 0.0,
         phi: float = 0.9,
@@ -126,17 +150,24 @@ class DemandForecaster:
         if freq not in _PERIOD:
             raise ValueError(f"freq must be 'h' or 'D', not {freq!r}")
         if not 0.0 < coverage < 1.0:
-            raise ValueError("coverage must be between 0 and 1")
-        self.state_version = STATE_VERSION
+            raise ValueError(f"coverage must be between 0 and 1, not {coverage!r}")
+        if max_horizon is not None and max_horizon < 1:
+            raise ValueError(f"max_horizon must be at least 1, not {max_horizon!r}")
         self.freq: Freq = freq
         self.alpha = alpha
         self.beta = beta
         self.phi = phi
         self.gamma = gamma
         self.coverage = coverage
+        self.max_horizon = max_horizon
         self.clip = clip
-        self.period = _PERIOD[freq]
-        self.max_horizon = max_horizon or _DEFAULT_MAX_HORIZON[freq]
+        self._reset()
+
+    def _reset(self) -> None:
+        """Fresh learned state for the current parameters."""
+        self.relearned_from: object = None  # state version of a pickle that had to be re-learned
+        self.period = _PERIOD[self.freq]
+        self._h_max = self.max_horizon or _DEFAULT_MAX_HORIZON[self.freq]
         self.n = 0  # buckets learned
         self.last: int | None = None  # index of the last learned bucket (buckets since the epoch)
         self.level = 0.0
@@ -145,7 +176,7 @@ class DemandForecaster:
         self._m = [0.0] * self.period
         self._visits = [0] * self.period
         # Hourly only: day-of-week (7) and hour-of-day (24) EWMAs for the shrunk hour-of-week profile.
-        hourly = freq == "h"
+        hourly = self.freq == "h"
         self._m_dow = [0.0] * 7 if hourly else []
         self._m_hod = [0.0] * 24 if hourly else []
         self._n_dow = [0] * 7 if hourly else []
@@ -158,35 +189,53 @@ class DemandForecaster:
         self._hod_sum = 0.0
         self._msq = 1.0
         # Origins of the last max_horizon buckets: (level, trend) after learning each, in a ring.
-        self._origin_level = [math.nan] * self.max_horizon
-        self._origin_trend = [0.0] * self.max_horizon
+        self._origin_level = [math.nan] * self._h_max
+        self._origin_trend = [0.0] * self._h_max
         # Tracked horizons, and for each horizon 1..max_horizon the position of the one it uses.
-        grid = [h for h in _HORIZON_GRID[freq] if h < self.max_horizon] + [self.max_horizon]
+        grid = [h for h in _HORIZON_GRID[self.freq] if h < self._h_max] + [self._h_max]
         self._grid = grid
-        self._grid_of = [next(i for i, g in enumerate(grid) if g >= h) for h in range(1, self.max_horizon + 1)]
+        self._grid_of = [next(i for i, g in enumerate(grid) if g >= h) for h in range(1, self._h_max + 1)]
         # Per tracked horizon: quantiles of the normalised residuals (interval ends and median) and the
         # mean absolute residual, which sets their step size.
-        z = _normal_quantile(0.5 + coverage / 2)
+        z = _normal_quantile(0.5 + self.coverage / 2)
         self._q_lo = [-z] * len(grid)
         self._q_hi = [z] * len(grid)
         self._q_mid = [0.0] * len(grid)
         self._z_abs = [0.8] * len(grid)
         self._tz: tzinfo | None = None
 
+    @classmethod
+    def _unit_test_params(cls):  # type: ignore[no-untyped-def]
+        """Parameter sets River's generic checks build the estimator with."""
+        yield {}
+        yield {"freq": "h", "beta": 0.05, "max_horizon": 12}
+
     # ------------------------------------------------------------------ time
 
-    def _index(self, t: datetime | date | float) -> int:
-        """Bucket index of ``t``, remembering the caller's time zone for the forecasts' starts."""
+    def _index(self, x: dict | None) -> int:
+        """Bucket index of ``x["t"]`` (the bucket after the last one without it); remembers the time zone."""
+        t = x.get("t") if x else None
+        if t is None:
+            return 0 if self.last is None else self.last + 1
         if isinstance(t, datetime):
             self._tz = t.tzinfo
-        elif not isinstance(t, date):
+        elif isinstance(t, date):
+            pass
+        elif isinstance(t, int | float):
             self._tz = UTC
+        else:
+            raise TypeError(f"x['t'] must be a datetime, a date or epoch seconds, not {type(t).__name__}")
         return bucket_index(t, self.freq)
 
     def _start(self, index: int) -> datetime:
         """Start of bucket ``index`` as a datetime in the caller's time zone (naive if it gave naive)."""
         start = _EPOCH + timedelta(seconds=index * _BUCKET_SECONDS[self.freq])
         return start.replace(tzinfo=self._tz)
+
+    def starts(self, horizon: int) -> list[datetime]:
+        """Start times of the ``horizon`` buckets that ``forecast(horizon)`` is about."""
+        first = 0 if self.last is None else self.last + 1
+        return [self._start(first + h) for h in range(horizon)]
 
     def _slot(self, index: int) -> int:
         if self.freq == "D":
@@ -256,9 +305,12 @@ class DemandForecaster:
 
     # ------------------------------------------------------------------ learning
 
-    def learn_one(self, bucket_start: datetime | date | float, quantity: float) -> None:
-        """Learn the total demand of one closed bucket (missing buckets before it count as zero)."""
-        index = self._index(bucket_start)
+    def learn_one(self, y: float, x: dict | None = None) -> None:
+        """Learn the total demand ``y`` of the bucket starting at ``x["t"]`` (missing buckets count as zero)."""
+        index = self._index(x)
+        y = float(y)
+        if not math.isfinite(y):
+            raise ValueError(f"demand must be a finite number, not {y!r}")
         if self.last is not None:
             if index <= self.last:
                 return  # late or replayed bucket: already learned
@@ -269,7 +321,7 @@ class DemandForecaster:
                 self._day_sum = 0.0
             for missing in range(first, index):
                 self._learn_index(missing, 0.0)
-        self._learn_index(index, max(float(quantity), 0.0))
+        self._learn_index(index, max(y, 0.0))
 
     def _learn_index(self, index: int, y: float) -> None:
         slot = self._slot(index)
@@ -296,7 +348,7 @@ class DemandForecaster:
         self.last = index
         if self.n % self.period == 0 or self.n <= 24:
             self._refresh()
-        ring = index % self.max_horizon
+        ring = index % self._h_max
         self._origin_level[ring] = self.level
         self._origin_trend[ring] = self.trend
 
@@ -307,7 +359,7 @@ class DemandForecaster:
         for i, h in enumerate(self._grid):
             if h > self.n:
                 break
-            ring = (index - h) % self.max_horizon
+            ring = (index - h) % self._h_max
             level = self._origin_level[ring]
             if level != level:  # NaN: no origin there yet
                 continue
@@ -330,45 +382,70 @@ class DemandForecaster:
 
     # ------------------------------------------------------------------ forecasting
 
-    def forecast(self, horizon: int) -> list[Forecast]:
-        """Forecasts for the ``horizon`` buckets after the last learned one (none before any data)."""
+    def _mu(self, h: int) -> float:
+        """Expected demand ``h`` buckets after the last learned one."""
+        return max(self.level + self.trend_sum(h), 0.0) * self.season(self._slot(self.last + h))
+
+    def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
+        """Expected demand (the mean) of each of the ``horizon`` buckets after the last learned one.
+
+        Means add up over buckets (medians do not): sum them for demand over a lead time. ``xs`` is ignored
+        (the buckets' times follow from the last learned one). Zeros before any data.
+        """
         if self.last is None:
-            return []
-        out: list[Forecast] = []
-        step = timedelta(seconds=_BUCKET_SECONDS[self.freq])
-        start = self._start(self.last)
+            return [0.0] * horizon
+        return [self._mu(h) for h in range(1, horizon + 1)]
+
+    def forecast_quantiles(
+        self, horizon: int, qs: Sequence[float] | None = None, xs: list[dict] | None = None
+    ) -> list[tuple[float, ...]]:
+        """Quantiles ``qs`` of demand for each of the next ``horizon`` buckets, one tuple per bucket.
+
+        ``qs`` defaults to the interval's ends and the median, ``((1 - coverage) / 2, 0.5, (1 + coverage) / 2)``;
+        levels between the tracked ones are interpolated. Quantiles are never negative and never cross.
+        """
+        lo_tau = (1.0 - self.coverage) / 2
+        levels = (lo_tau, 0.5, 1.0 - lo_tau)
+        taus = levels if qs is None else tuple(float(q) for q in qs)
+        if any(not 0.0 < q < 1.0 for q in taus):
+            raise ValueError(f"quantile levels must be between 0 and 1, not {list(taus)}")
+        out: list[tuple[float, ...]] = []
         for h in range(1, horizon + 1):
-            index = self.last + h
-            mu = max(self.level + self.trend_sum(h), 0.0) * self.season(self._slot(index))
-            i = self._grid_of[min(h, self.max_horizon) - 1]
+            mu = self._mu(h) if self.last is not None else 0.0
+            i = self._grid_of[min(h, self._h_max) - 1]
             scale = _noise_scale(mu)
-            lower = max(mu + self._q_lo[i] * scale, 0.0)
-            upper = max(mu + self._q_hi[i] * scale, lower)
-            median = min(max(mu + self._q_mid[i] * scale, lower), upper)
-            out.append(Forecast(start + h * step, median, lower, upper, mu))
+            zs = (self._q_lo[i], self._q_mid[i], self._q_hi[i])
+            values = []
+            for q in taus:
+                z = _interpolate(q, levels, zs)
+                values.append(max(mu + z * scale, 0.0))
+            # Quantile crossing can happen while the trackers settle: sort them.
+            order = sorted(range(len(taus)), key=taus.__getitem__)
+            ys = sorted(values)
+            res = [0.0] * len(taus)
+            for rank, j in enumerate(order):
+                res[j] = ys[rank]
+            out.append(tuple(res))
         return out
 
-    # ------------------------------------------------------------------ priors
+    # ------------------------------------------------------------------ cold start
 
     @classmethod
     def from_prior(cls, prior: DemandForecaster, level: float | None = None) -> DemandForecaster:
-        """A forecaster for a new series that starts from ``prior``'s seasonal profile and intervals.
+        """A forecaster for a new series: ``prior.clone()`` with ``prior``'s seasonal profile and quantiles.
 
         ``prior`` is typically the store's forecaster (all skus summed); ``level`` is the new sku's expected
         demand per bucket (default: the prior's). It then adapts with its own data as usual.
 
         >>> store = DemandForecaster()
         >>> for i in range(28):
-        ...     store.learn_one(float(i * 86400), [10, 10, 10, 10, 20, 30, 10][(i + 3) % 7])
+        ...     store.learn_one([10, 10, 10, 10, 20, 30, 10][(i + 3) % 7], {"t": float(i * 86400)})
         >>> new = DemandForecaster.from_prior(store, level=1.0)
-        >>> new.learn_one(float(28 * 86400), 1.0)
-        >>> round(new.forecast(2)[1].mean, 2)  # a Saturday
+        >>> new.learn_one(1.0, {"t": float(28 * 86400)})
+        >>> round(new.forecast(2)[1], 2)  # a Saturday
         2.1
         """
-        new = cls(
-            prior.freq, alpha=prior.alpha, beta=prior.beta, phi=prior.phi, gamma=prior.gamma,
-            coverage=prior.coverage, max_horizon=prior.max_horizon, clip=prior.clip,
-        )
+        new = prior.clone()
         scale = 1.0 if level is None or prior.level <= 0 else level / prior.level
         new._m = [m * scale for m in prior._m]
         new._m_dow = [m * scale for m in prior._m_dow]
@@ -388,15 +465,41 @@ class DemandForecaster:
         new._tz = prior._tz
         return new
 
-    def __getstate__(self) -> dict[str, object]:
-        return self.__dict__.copy()
+    # ------------------------------------------------------------------ state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        if state.get("state_version") != STATE_VERSION:
-            raise ValueError(
-                f"forecaster state version {state.get('state_version')} != {STATE_VERSION}: re-learn it"
-            )
+    def __getstate__(self) -> dict[str, Any]:
+        return {"state_version": STATE_VERSION, "river_version": river.__version__, **self.__dict__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        version = state.pop("state_version", None)
+        river_version = state.pop("river_version", None)
+        if version != STATE_VERSION or river_version != river.__version__:
+            # What another release learned may mean something else here: learn afresh with the same
+            # parameters rather than stop a worker that restores its tables after an upgrade.
+            _log.warning("forecaster state version %s (river %s), this code reads %s (river %s): learning restarts",
+                         version, river_version, STATE_VERSION, river.__version__)
+            params = {k: state[k] for k in _PARAMS if k in state}
+            try:
+                fresh = DemandForecaster(**params)
+            except (TypeError, ValueError):  # parameters that no longer exist or hold
+                fresh = DemandForecaster(freq=params.get("freq", "D") if params.get("freq") in _PERIOD else "D")
+            state = fresh.__dict__
+            state["relearned_from"] = version
         self.__dict__.update(state)
+
+
+_PARAMS = ("freq", "alpha", "beta", "phi", "gamma", "coverage", "max_horizon", "clip")
+
+
+def _interpolate(q: float, levels: Sequence[float], values: Sequence[float]) -> float:
+    """Piecewise-linear value at level ``q`` through ``(levels, values)``, flat beyond the ends."""
+    if q <= levels[0]:
+        return values[0]
+    for (l0, v0), (l1, v1) in zip(zip(levels, values, strict=True), zip(levels[1:], values[1:], strict=True),
+                                  strict=False):
+        if q <= l1:
+            return v0 + (v1 - v0) * (q - l0) / (l1 - l0)
+    return values[-1]
 
 
 def _normal_quantile(p: float) -> float:

@@ -6,8 +6,8 @@ earlier for that bucket, then learns the bucket, then forecasts the next ``max(h
 forecast ever sees its actual. Two baselines run in the same pass: seasonal naive (``y[t+h-m*ceil(h/m)]``)
 and naive (``y[t]``).
 
-Definitions (per horizon h, method M; the forecaster's point forecast is ``Forecast.predicted``, the
-median, which is the right point for absolute errors; its ``mean`` is what stock projections add up):
+Definitions (per horizon h, method M; the forecaster's point forecast is the median from
+``forecast_quantiles``, which is the right point for absolute errors; its ``mean`` is what stock projections add up):
 
 - A series spans its first to its last row; buckets without rows inside that span are zero sales.
 - The first ``warmup`` buckets of each series are in-sample: they are learned but not scored. Its MASE
@@ -247,8 +247,9 @@ def evaluate(
                         tr.upper.append(hi)
             model = models[k]
             start = time.perf_counter_ns()
-            model.learn_one(float(t * seconds), y)
-            fc = model.forecast(hmax)
+            model.learn_one(y, {"t": float(t * seconds)})
+            means = model.forecast(hmax)
+            bands = model.forecast_quantiles(hmax)
             cost_ns += time.perf_counter_ns() - start
             cost_n += 1
             if t + 1 > last:
@@ -258,11 +259,11 @@ def evaluate(
                 target = t + h
                 if target > last:
                     break
-                f = fc[h - 1]
+                lo, med, hi = bands[h - 1]
                 lag = m * math.ceil(h / m)
                 snaive = hist[-lag + h - 1] if len(hist) >= lag else hist[0]
                 todo = slot.setdefault(target, [])
-                todo.append((0, h, f.predicted, f.lower, f.upper, f.mean))
+                todo.append((0, h, med, lo, hi, means[h - 1]))
                 todo.append((1, h, snaive, math.nan, math.nan, snaive))
                 todo.append((2, h, y, math.nan, math.nan, y))
         if progress is not None:

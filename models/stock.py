@@ -2,7 +2,7 @@
 
 The level comes from counts (``set_level``), deliveries (``add_delivery``) and sales (``record_sale``).
 A count is the truth at its time: sales and deliveries stamped before the last count are already in it
-and are ignored. ``days_to_stockout`` walks the forecaster's expected demand (``Forecast.mean``: means
+and are ignored. ``days_to_stockout`` walks the forecaster's expected demand (``forecast()``: means
 add up, medians do not) from ``now`` until it has eaten the stock; ``at_risk`` says whether that happens
 within a supplier's lead time, i.e. whether an order placed now would arrive too late.
 
@@ -11,7 +11,7 @@ Times are datetimes (wall-clock, as the forecaster reads them) or epoch seconds 
 >>> from models.forecast import DemandForecaster
 >>> f = DemandForecaster()
 >>> for day in range(28):
-...     f.learn_one(float(day * 86400), 4.0)
+...     f.learn_one(4.0, {"t": float(day * 86400)})
 >>> s = StockTracker()
 >>> s.set_level(28 * 86400.0, 30)
 >>> s.record_sale(28 * 86400.0 + 3600, 2)
@@ -87,13 +87,13 @@ class StockTracker:
         first_start = (forecaster.last + 1) * length if forecaster.last is not None else t_now
         horizon = max(0, math.ceil((last_end - first_start) / length))
         used = 0.0
-        for f in forecaster.forecast(horizon):
-            start = _seconds(f.start)
+        for start_at, mean in zip(forecaster.starts(horizon), forecaster.forecast(horizon), strict=True):
+            start = _seconds(start_at)
             end = start + length
             if end <= t_now:
                 continue
             begin = max(start, t_now)
-            demand = f.mean * (end - begin) / length
+            demand = mean * (end - begin) / length
             if used + demand >= stock and demand > 0:
                 # Runs out inside this bucket: interpolate at the bucket's (uniform) demand rate.
                 when = begin + (stock - used) / demand * (end - begin)

@@ -3,7 +3,8 @@
 An observer of the POS pipeline. Final POS windows add their units per SKU to the current day's and hour's
 buckets (in the store's state); when a window of a later bucket arrives, the closed bucket is learned,
 and the forecast for the next buckets (with an interval) and the actual that arrived are written to the
-``forecast`` measurement. Forecasters per SKU live in an auxiliary table keyed ``store/sku``, changelogged
+``forecast`` measurement (``predicted`` is the expected demand, ``median``, ``lower`` and ``upper`` the
+forecaster's quantiles). Forecasters per SKU live in an auxiliary table keyed ``store/sku``, changelogged
 only when their bucket closes (not per batch). SKUs without sales that day learn a zero.
 """
 
@@ -106,18 +107,23 @@ class Demand:
         """Learn a closed bucket and write its actuals and the next forecasts."""
         skus = state.models.get("skus", set()) if kind == "day" else {TOTAL}
         freq, horizon = ("D", self.day_horizon) if kind == "day" else ("h", self.hour_horizon)
+        size = DAY if kind == "day" else HOUR
         for sku in skus:
             key = f"{store}/{sku}@{kind}"
             f = self.aux.get(key) if self.aux is not None else None
             if f is None:
                 f = DemandForecaster(freq=freq, max_horizon=max(horizon, 1))
             actual = units.get(sku, 0.0)
-            f.learn_one(float(start), actual)
+            f.learn_one(actual, {"t": float(start)})
             tags = {"store": store, "sku": sku, "bucket": kind}
             out.lines.append(line("forecast", tags, {"actual": round(actual, 6)}, start * 1000))
-            for fc in f.forecast(horizon):
-                out.lines.append(line("forecast", tags, {"predicted": round(fc.predicted, 4), "lower": round(
-                    fc.lower, 4), "upper": round(fc.upper, 4)}, int(fc.start.timestamp() * 1000)))
+            # predicted is the expected demand (the point forecast); lower/upper the interval around it.
+            means = f.forecast(horizon)
+            bands = f.forecast_quantiles(horizon)
+            for h, (mean, (lo, median, hi)) in enumerate(zip(means, bands, strict=True), start=1):
+                fields = {"predicted": round(mean, 4), "median": round(median, 4), "lower": round(lo, 4),
+                          "upper": round(hi, 4)}
+                out.lines.append(line("forecast", tags, fields, (start + h * size) * 1000))
             if self.aux is not None:
                 self.aux[key] = f
                 out.aux_changed[key] = state.partition

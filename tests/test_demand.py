@@ -40,8 +40,9 @@ def test_each_closed_day_writes_actuals_and_forecasts_per_sku() -> None:
     actual_b = [ln for ln in lines if ln.startswith("forecast,bucket=day,sku=B,store=s actual=")]
     assert [ln.split()[1] for ln in actual_b[:4]] == ["actual=1.0", "actual=0.0", "actual=1.0", "actual=0.0"]
     f = aux["s/A@day"]
-    nxt = f.forecast(1)[0]
-    assert 3.0 <= nxt.predicted <= 5.0 and nxt.lower <= 4.0 <= nxt.upper
+    mean = f.forecast(1)[0]
+    lo, _, hi = f.forecast_quantiles(1)[0]
+    assert 3.0 <= mean <= 5.0 and lo <= 4.0 <= hi
     hourly = [ln for ln in lines if ln.startswith("forecast,bucket=hour,sku=_total,store=s actual=")]
     assert hourly and sum(float(ln.split()[1].split("=")[1]) for ln in hourly) >= 34 * 4
 

@@ -48,8 +48,8 @@ def test_learns_weekly_pattern_and_beats_seasonal_naive() -> None:
         if d >= 28:  # score one-step forecasts made before the actual was learned
             err_model += abs(y - pending)
             err_snaive += abs(y - ys[d - 7])
-        f.learn_one(d * DAY, y)
-        pending = f.forecast(1)[0].predicted
+        f.learn_one(y, {"t": d * DAY})
+        pending = f.forecast(1)[0]
     assert err_model < 0.85 * err_snaive
     # The learned profile has the shape of the true one.
     profile = f.seasonal_profile
@@ -62,10 +62,10 @@ def test_forecast_starts_follow_the_last_bucket_in_the_callers_time_zone() -> No
     f = DemandForecaster("h")
     start = datetime(2024, 3, 4, 9, tzinfo=UTC)
     for i in range(30):
-        f.learn_one(start + timedelta(hours=i), 1.0)
-    fc = f.forecast(3)
-    assert [p.start for p in fc] == [start + timedelta(hours=30 + i) for i in range(3)]
-    assert fc[0].start.tzinfo is UTC
+        f.learn_one(1.0, {"t": start + timedelta(hours=i)})
+    starts = f.starts(3)
+    assert starts == [start + timedelta(hours=30 + i) for i in range(3)]
+    assert starts[0].tzinfo is UTC
 
 
 def test_intervals_cover_about_their_nominal_rate() -> None:
@@ -78,9 +78,9 @@ def test_intervals_cover_about_their_nominal_rate() -> None:
             lo, hi = due.pop(d)
             inside += lo <= y <= hi
             total += 1
-        f.learn_one(d * DAY, y)
-        p = f.forecast(7)[6]  # 7 days ahead
-        due[d + 7] = (p.lower, p.upper)
+        f.learn_one(y, {"t": d * DAY})
+        lo, _, hi = f.forecast_quantiles(7)[6]  # 7 days ahead
+        due[d + 7] = (lo, hi)
     assert 0.72 <= inside / total <= 0.9
 
 
@@ -89,25 +89,25 @@ def test_intermittent_demand_never_gives_negative_forecasts() -> None:
     f = DemandForecaster("D")
     for d in range(300):
         y = float(rng.choice([5, 8])) if rng.random() < 0.05 else 0.0
-        f.learn_one(d * DAY, y)
-        for p in f.forecast(14):
-            assert p.predicted >= 0 and p.lower >= 0 and p.mean >= 0
-            assert p.lower <= p.predicted <= p.upper
-    assert max(p.mean for p in f.forecast(7)) < 2.0  # about 0.3 a day, not the spikes
+        f.learn_one(y, {"t": d * DAY})
+        for mean, (lo, median, hi) in zip(f.forecast(14), f.forecast_quantiles(14), strict=True):
+            assert mean >= 0 and lo >= 0
+            assert lo <= median <= hi
+    assert max(f.forecast(7)) < 2.0  # about 0.3 a day, not the spikes
 
 
 def test_gap_is_learned_as_zero_sales_and_replays_are_ignored() -> None:
     a, b = DemandForecaster("D"), DemandForecaster("D")
     for d in range(20):
-        a.learn_one(d * DAY, 3.0)
-        b.learn_one(d * DAY, 3.0)
-    a.learn_one(25 * DAY, 3.0)  # days 20-24 missing: no sales
+        a.learn_one(3.0, {"t": d * DAY})
+        b.learn_one(3.0, {"t": d * DAY})
+    a.learn_one(3.0, {"t": 25 * DAY})  # days 20-24 missing: no sales
     for d in range(20, 26):
-        b.learn_one(d * DAY, 3.0 if d == 25 else 0.0)
-    assert [p.mean for p in a.forecast(7)] == [p.mean for p in b.forecast(7)]
+        b.learn_one(3.0 if d == 25 else 0.0, {"t": d * DAY})
+    assert a.forecast(7) == b.forecast(7)
     before = a.forecast(7)
-    a.learn_one(25 * DAY, 100.0)  # replayed bucket after a crash
-    a.learn_one(10 * DAY, 100.0)  # late bucket
+    a.learn_one(100.0, {"t": 25 * DAY})  # replayed bucket after a crash
+    a.learn_one(100.0, {"t": 10 * DAY})  # late bucket
     assert a.forecast(7) == before
 
 
@@ -115,37 +115,81 @@ def test_pickle_round_trip_gives_identical_forecasts_and_small_state() -> None:
     for freq, step in (("D", DAY), ("h", 3600.0)):
         f = DemandForecaster(freq)
         for i, y in enumerate(_weekly_series(24 * 7 * 3, base=2.0, seed=4)):
-            f.learn_one(i * step, y)
+            f.learn_one(y, {"t": i * step})
         blob = pickle.dumps(f)
         g = pickle.loads(blob)
         assert g.forecast(24) == f.forecast(24)
-        f.learn_one(10_000 * step, 4.0)
-        g.learn_one(10_000 * step, 4.0)
+        f.learn_one(4.0, {"t": 10_000 * step})
+        g.learn_one(4.0, {"t": 10_000 * step})
         assert g.forecast(24) == f.forecast(24)
         assert len(blob) < 6000
-        assert g.state_version == STATE_VERSION
+        assert g.relearned_from is None
 
 
-def test_state_of_another_version_is_refused() -> None:
+def test_state_of_another_version_is_relearned_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    f = DemandForecaster("D", alpha=0.2, max_horizon=14)
+    for d, y in enumerate(_weekly_series(70, base=5.0, seed=9)):
+        f.learn_one(y, {"t": d * DAY})
+    blob = pickle.dumps(f)
+    assert pickle.loads(blob).n == 70  # same versions: the learned state comes back
+    # The pickle records both versions; change one of them, as an upgrade would.
+    for field_name, other in (("state_version", STATE_VERSION + 1), ("river_version", "0.0.1")):
+        state = f.__getstate__()
+        state[field_name] = other
+        g = DemandForecaster.__new__(DemandForecaster)
+        with caplog.at_level("WARNING", logger="models.forecast"):
+            g.__setstate__(state)
+        assert "learning restarts" in caplog.text
+        assert g.n == 0 and g.last is None and g.forecast(3) == [0.0, 0.0, 0.0]
+        assert (g.alpha, g.max_horizon) == (0.2, 14)  # same parameters
+        g.learn_one(4.0, {"t": 80 * DAY})  # and it learns again
+        assert g.n == 1
+    assert g.relearned_from == STATE_VERSION
+
+
+def test_it_is_a_river_forecaster_that_passes_rivers_checks() -> None:
+    from river import checks, time_series
+
+    for params in DemandForecaster._unit_test_params():
+        model = DemandForecaster(**params)
+        assert isinstance(model, time_series.base.Forecaster)
+        checks.check_estimator(model)
+    f = DemandForecaster("D", alpha=0.2)
+    assert f._get_params()["alpha"] == 0.2 and "alpha=0.2" in repr(f)
+    for d in range(10):
+        f.learn_one(3.0, {"t": d * DAY})
+    g = f.clone()
+    assert g.alpha == 0.2 and g.n == 0 and f.n == 10  # clone: same parameters, nothing learned
+    # Without a time in x, each call learns the bucket after the last one.
+    f.learn_one(3.0)
+    assert f.last == 10
+
+
+def test_bad_input_gets_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="freq must be"):
+        DemandForecaster("W")  # type: ignore[arg-type]
     f = DemandForecaster()
-    f.state_version = STATE_VERSION + 1
-    with pytest.raises(ValueError, match="re-learn"):
-        pickle.loads(pickle.dumps(f))
+    with pytest.raises(ValueError, match="finite"):
+        f.learn_one(math.nan, {"t": 0.0})
+    with pytest.raises(TypeError, match="x\\['t'\\]"):
+        f.learn_one(1.0, {"t": "2024-01-01"})
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        f.forecast_quantiles(1, qs=(0.5, 1.5))
 
 
 def test_new_sku_starts_from_the_store_profile() -> None:
     store = DemandForecaster("D")
     for d, y in enumerate(_weekly_series(10 * 7, base=40.0, seed=5)):
-        store.learn_one(d * DAY, y)
+        store.learn_one(y, {"t": d * DAY})
     new = DemandForecaster.from_prior(store, level=2.0)
-    new.learn_one(70 * DAY, 2.0)
-    week = [p.mean for p in new.forecast(7)]
-    saturday = next(i for i, p in enumerate(new.forecast(7)) if p.start.weekday() == 5)
+    new.learn_one(2.0, {"t": 70 * DAY})
+    week = new.forecast(7)
+    saturday = next(i for i, start in enumerate(new.starts(7)) if start.weekday() == 5)
     assert max(week) == week[saturday]
     assert sum(week) / 7 == pytest.approx(2.0, rel=0.25)
     cold = DemandForecaster("D")
-    cold.learn_one(70 * DAY, 2.0)
-    assert len({round(p.mean, 6) for p in cold.forecast(7)}) == 1  # no profile without a prior
+    cold.learn_one(2.0, {"t": 70 * DAY})
+    assert len({round(y, 6) for y in cold.forecast(7)}) == 1  # no profile without a prior
 
 
 def test_hourly_profile_learns_opening_hours() -> None:
@@ -154,10 +198,10 @@ def test_hourly_profile_learns_opening_hours() -> None:
     for i in range(24 * 7 * 6):
         hour, weekday = i % 24, (i // 24 + 3) % 7
         open_ = 9 <= hour < 18 and weekday != 6
-        f.learn_one(i * 3600.0, float(_poisson(rng, 3.0)) if open_ else 0.0)
-    fc = f.forecast(24 * 7)
-    closed = [p.mean for p in fc if not (9 <= p.start.hour < 18) or p.start.weekday() == 6]
-    opened = [p.mean for p in fc if 9 <= p.start.hour < 18 and p.start.weekday() != 6]
+        f.learn_one(float(_poisson(rng, 3.0)) if open_ else 0.0, {"t": i * 3600.0})
+    fc = list(zip(f.starts(24 * 7), f.forecast(24 * 7), strict=True))
+    closed = [y for start, y in fc if not (9 <= start.hour < 18) or start.weekday() == 6]
+    opened = [y for start, y in fc if 9 <= start.hour < 18 and start.weekday() != 6]
     assert max(closed) < 0.3
     assert sum(opened) / len(opened) == pytest.approx(3.0, rel=0.2)
 
@@ -165,7 +209,7 @@ def test_hourly_profile_learns_opening_hours() -> None:
 def _flat_forecaster(per_day: float, days: int = 28) -> DemandForecaster:
     f = DemandForecaster("D")
     for d in range(days):
-        f.learn_one(d * DAY, per_day)
+        f.learn_one(per_day, {"t": d * DAY})
     return f
 
 
