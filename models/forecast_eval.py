@@ -1,35 +1,38 @@
-"""Offline evaluation of ``DemandForecaster`` by strictly online replay, and a synthetic retail data set.
+"""Evaluation of demand forecasters by the M5 rules on rolling origins, and a synthetic retail data set.
 
-``evaluate`` replays bucketed history in time order through one ``DemandForecaster`` per key (the same
-class and calls the stream uses). At every bucket of every series it first scores the forecasts made
-earlier for that bucket, then learns the bucket, then forecasts the next ``max(horizons)`` buckets; so no
-forecast ever sees its actual. Two baselines run in the same pass: seasonal naive (``y[t+h-m*ceil(h/m)]``)
-and naive (``y[t]``).
+``evaluate`` scores forecasters on bucketed sales history (key -> bucket index -> quantity):
 
-Definitions (per horizon h, method M; the forecaster's point forecast is the median from
-``forecast_quantiles``, which is the right point for absolute errors; its ``mean`` is what stock projections add up):
+- Every series starts at its first non-zero sale and ends at the last bucket of the data set (days without
+  a row are zero sales, so a withdrawn item keeps being scored on its zeros).
+- Origins are the same calendar buckets for every series: every ``origin_every`` buckets, the last one
+  ``max(horizons)`` buckets before the end, ``origins`` of them. At an origin a method has seen the series
+  up to and including that bucket and forecasts the next ``max(horizons)``; no forecast sees its actual.
+- A series is scored at an origin once it has ``min_history`` buckets since its first sale. The scales are
+  recomputed at every origin from the history so far (M5): ``s1 = mean |y_t - y_{t-1}|`` for MASE and the
+  pinball loss, ``s2 = mean (y_t - y_{t-1})^2`` for RMSSE. A series-origin whose scale is 0 (a flat
+  history) cannot be scored: it is counted and reported, never silently dropped.
+- Per method and horizon h, per series over its origins: ``RMSSE = sqrt(mean e^2 / s2)``, ``MASE = mean |e| / s1``,
+  scaled pinball loss ``SPL_q = mean pinball_q / s1`` at q = 0.1, 0.5, 0.9, and coverage of the 80% interval
+  [q0.1, q0.9]; each is then averaged over series, every series weighing the same (M5 weighs by dollar
+  sales; we have no prices). The point forecast is the method's mean; forecasts below 0 are raised to 0
+  for every method (demand is never negative).
 
-- A series spans its first to its last row; buckets without rows inside that span are zero sales.
-- The first ``warmup`` buckets of each series are in-sample: they are learned but not scored. Its MASE
-  scale is the in-sample MAE of the seasonal naive forecast, ``mean_{t=m+1..warmup} |y_t - y_{t-m}|``
-  (Hyndman & Koehler 2006, seasonal version, m = 7 daily / 168 hourly). Series whose scale is 0 (no
-  sales or a flat profile in the warm-up) have no MASE and are counted apart.
-- ``MASE_h(M) = mean over series of [ mean over origins of |y_{t+h} - F^M_{t+h|t}| / scale ]`` (M4 style:
-  each series weighs the same), over origins whose target is after the warm-up.
-- ``sMAPE_h(M) = mean over series of [ mean over origins of 200 |y - F| / (|y| + |F|) ]`` with 0/0 taken
-  as 0 (a correctly forecast zero is no error), so it stays defined on intermittent series.
-- Coverage is the share of scored targets inside the forecaster's interval.
+Methods: ``opsmon`` (``DemandForecaster`` fed online, one ``learn_one`` per bucket, exactly as the
+stream does), the built-in seasonal naive, optionally River's ``HoltWinters`` and ``SNARIMAX`` fed the same
+way (``compare``), and optionally statsforecast's anchors re-fitted on the whole history at every origin,
+as an analyst would (``anchors``; needs the ``eval`` extra). Each reports its cost in CPU time:
+microseconds per online update, or milliseconds per fit-and-forecast.
 
 ``simulate_retail_sales`` writes the synthetic benchmark: long-tail sku popularity, store and sku weekly
 profiles, yearly seasonality, trend, product launches and withdrawals, promotions with a post-promotion
 dip, stock-outs, closing days and negative-binomial noise. It is synthetic: figures on it say how the
 method behaves on data of that shape, not on any real shop.
 
->>> rows = simulate_retail_sales(stores=1, skus=3, days=70, seed=1)
+>>> rows = simulate_retail_sales(stores=1, skus=3, days=120, seed=1)
 >>> series = bucketize(rows, freq="D")
->>> result = evaluate(series, freq="D", horizons=[1, 7], warmup=28)
->>> sorted(result.scores), result.horizons
-(['forecaster', 'naive', 'seasonal_naive'], [1, 7])
+>>> result = evaluate(series, horizons=[1, 7], origins=4)
+>>> [m.name for m in result.methods], result.horizons
+(['opsmon', 'seasonal_naive'], [1, 7])
 """
 
 from __future__ import annotations
@@ -42,69 +45,77 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from models.forecast import DemandForecaster, Freq, bucket_index, bucket_seconds, season_length
 
 __all__ = [
+    "QUANTILES",
+    "EvalInputError",
     "EvalResult",
+    "MethodResult",
     "Scores",
     "bucketize",
     "evaluate",
-    "plot_series",
+    "plot_scores",
     "read_csv",
     "simulate_retail_sales",
     "write_csv",
 ]
 
-METHODS = ("forecaster", "seasonal_naive", "naive")
+QUANTILES = (0.1, 0.5, 0.9)
+ANCHORS = ("SeasonalNaive", "AutoETS", "CrostonOptimized", "TSB", "ADIDA", "IMAPA")
 Key = tuple[str, ...]
 Row = tuple[object, Key, float]
+# One method's forecast at one origin: means per horizon 1..H, and quantiles per horizon (or None).
+Fc = tuple[Sequence[float], Sequence[Sequence[float]] | None]
 
 
 class EvalInputError(ValueError):
-    """The input file or its columns cannot be evaluated."""
+    """The input file, its columns or the evaluation's options cannot be evaluated."""
 
 
 @dataclass(frozen=True, slots=True)
 class Scores:
-    """Errors of one method at one horizon."""
+    """Errors of one method at one horizon, averaged over the scored series."""
 
+    rmsse: float
     mase: float
-    smape: float
-    coverage: float | None
-    series: int  # series with a MASE (non-zero scale)
+    spl: dict[float, float] | None  # scaled pinball loss per quantile level (None: no quantiles)
+    coverage: float | None  # share of actuals inside [q0.1, q0.9]
+    series: int  # series with at least one scored origin
 
 
 @dataclass(slots=True)
-class Trace:
-    """What one series looked like: actual and the forecaster's h-step forecast per bucket."""
+class MethodResult:
+    """Scores per horizon of one method, and its cost."""
 
-    key: Key
-    horizon: int
-    index: list[int] = field(default_factory=list)
-    actual: list[float] = field(default_factory=list)
-    predicted: list[float] = field(default_factory=list)
-    mean: list[float] = field(default_factory=list)
-    lower: list[float] = field(default_factory=list)
-    upper: list[float] = field(default_factory=list)
+    name: str
+    kind: str  # "online" (one update per bucket) or "refit" (fitted anew at each origin)
+    scores: dict[int, Scores]
+    cost_us: float  # microseconds per update (online) or per fit+forecast (refit)
 
 
 @dataclass(slots=True)
 class EvalResult:
-    """Per-method, per-horizon scores of one replay, plus cost figures of the forecaster."""
+    """Scores of every method on the same series, origins and horizons."""
 
     freq: Freq
     horizons: list[int]
     season: int
-    warmup: int
-    scores: dict[str, dict[int, Scores]]
+    origins: list[int]
+    methods: list[MethodResult]
     series: int
-    series_without_scale: int
-    buckets: int
-    us_per_bucket: float  # learn_one + forecast(max horizon), microseconds
+    series_scored: int
+    series_unscored: int  # series with no scored origin (too short or no scale at any origin)
+    origins_without_scale: int  # series-origins skipped because the history's scale was 0
+    targets: int  # scored (series, origin) pairs
     state_bytes_median: int
     state_bytes_max: int
-    traces: list[Trace]
+
+    def method(self, name: str) -> MethodResult:
+        """The result of the method called ``name``."""
+        return next(m for m in self.methods if m.name == name)
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -163,17 +174,139 @@ def write_csv(path: Path, rows: Iterable[Row], columns: Sequence[str]) -> None:
             out.writerow([stamp, *key, f"{value:g}"])
 
 
-# ---------------------------------------------------------------------------------------------- replay
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+class _Online:
+    """A forecaster fed one bucket at a time, forecasting at the origins."""
+
+    def __init__(self, name: str, make: Callable[[], Any], quantiles: bool) -> None:
+        self.name = name
+        self.make = make
+        self.quantiles = quantiles
+
+
+def _opsmon(freq: Freq, hmax: int) -> _Online:
+    return _Online("opsmon", lambda: DemandForecaster(freq, max_horizon=hmax), quantiles=True)
+
+
+def _river_methods(m: int) -> list[_Online]:
+    """River's usual forecasters, with settings for daily data and a weekly season."""
+    from river import time_series
+
+    return [
+        _Online("river.HoltWinters", lambda: time_series.HoltWinters(
+            alpha=0.1, beta=0.01, gamma=0.1, seasonality=m, multiplicative=False), quantiles=False),
+        _Online("river.SNARIMAX", lambda: time_series.SNARIMAX(p=1, d=0, q=1, m=m, sp=1, sd=1, sq=1),
+                quantiles=False),
+    ]
+
+
+def _anchor_models(m: int) -> dict[str, Any]:
+    """statsforecast's models as an analyst would configure them for daily demand with a weekly season."""
+    try:
+        from statsforecast.models import ADIDA, IMAPA, TSB, AutoETS, CrostonOptimized, SeasonalNaive
+    except ImportError as exc:
+        raise EvalInputError("--anchors needs statsforecast: pip install 'opsmon[eval]'") from exc
+    return {
+        "SeasonalNaive": SeasonalNaive(season_length=m),
+        "AutoETS": AutoETS(season_length=m),
+        "CrostonOptimized": CrostonOptimized(),
+        "TSB": TSB(alpha_d=0.2, alpha_p=0.2),
+        "ADIDA": ADIDA(),
+        "IMAPA": IMAPA(),
+    }
+
+
+def _anchor_forecast(model: Any, history: Sequence[float], hmax: int, with_interval: bool) -> Fc:
+    """Fit ``model`` on ``history`` and forecast ``hmax`` buckets (with the 80% interval if it has one)."""
+    import numpy as np
+
+    y = np.asarray(history, dtype=float)
+    if with_interval:
+        out = model.forecast(y=y, h=hmax, level=[80])
+        mean = [float(v) for v in out["mean"]]
+        qs = [(float(lo), mu, float(hi)) for lo, mu, hi in zip(out["lo-80"], mean, out["hi-80"], strict=True)]
+        return mean, qs
+    out = model.forecast(y=y, h=hmax)
+    return [float(v) for v in out["mean"]], None
+
+
+def _seasonal_naive(history: Sequence[float], hmax: int, m: int) -> list[float]:
+    n = len(history)
+    return [history[n - m + (h - 1) % m] if n >= m else history[-1] for h in range(1, hmax + 1)]
+
+
+# ---------------------------------------------------------------------------------------------- scoring
 
 
 @dataclass(slots=True)
 class _Acc:
     """Running sums of one (series, method, horizon)."""
 
-    abs_err: float = 0.0
-    smape: float = 0.0
+    sq: float = 0.0
+    abs: float = 0.0
+    pin: list[float] = field(default_factory=lambda: [0.0] * len(QUANTILES))
     covered: int = 0
     n: int = 0
+
+
+def _pinball(y: float, q: float, tau: float) -> float:
+    return tau * (y - q) if y >= q else (1.0 - tau) * (q - y)
+
+
+def _score(ys: Sequence[float], fc: Fc, hs: Sequence[int], s1: float, s2: float,
+           accs: list[_Acc]) -> None:
+    means, qs = fc
+    for i, h in enumerate(hs):
+        y = ys[i]
+        mu = max(means[h - 1], 0.0)
+        e = y - mu
+        a = accs[i]
+        a.sq += e * e / s2
+        a.abs += abs(e) / s1
+        if qs is not None:
+            row = [max(v, 0.0) for v in qs[h - 1]]
+            for j, tau in enumerate(QUANTILES):
+                a.pin[j] += _pinball(y, row[j], tau) / s1
+            a.covered += row[0] <= y <= row[-1]
+        a.n += 1
+
+
+def _aggregate(per_series: list[list[_Acc]], hs: Sequence[int], quantiles: bool) -> dict[int, Scores]:
+    out: dict[int, Scores] = {}
+    for i, h in enumerate(hs):
+        rows = [accs[i] for accs in per_series if accs[i].n]
+        k = len(rows)
+        nan = math.nan
+        spl = {tau: sum(a.pin[j] / a.n for a in rows) / k if k else nan for j, tau in enumerate(QUANTILES)}
+        covered = sum(a.covered for a in rows)
+        total = sum(a.n for a in rows)
+        out[h] = Scores(
+            rmsse=sum(math.sqrt(a.sq / a.n) for a in rows) / k if k else nan,
+            mase=sum(a.abs / a.n for a in rows) / k if k else nan,
+            spl=spl if quantiles else None,
+            coverage=covered / total if quantiles and total else None,
+            series=k,
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+def _span(series: dict[Key, dict[int, float]], end: int) -> dict[Key, list[float]]:
+    """Each series from its first non-zero sale to ``end``, zero-filled (none if it never sold)."""
+    out: dict[Key, list[float]] = {}
+    for k, buckets in series.items():
+        sold = [i for i, v in buckets.items() if v > 0]
+        if not sold:
+            continue
+        first = min(sold)
+        out[k] = [max(buckets.get(i, 0.0), 0.0) for i in range(first, end + 1)]
+    return out
 
 
 def evaluate(
@@ -181,189 +314,161 @@ def evaluate(
     *,
     freq: Freq = "D",
     horizons: Sequence[int] = (1, 7, 14),
-    warmup: int | None = None,
-    season: int | None = None,
-    plots: int = 4,
-    plot_last: int = 120,
-    make_forecaster: Callable[[], DemandForecaster] | None = None,
+    origins: int = 8,
+    origin_every: int = 7,
+    min_history: int = 28,
+    compare: bool = False,
+    anchors: bool = False,
+    make_forecaster: Callable[[], Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
-    """Replay ``series`` (key -> bucket index -> value) online and score the forecaster and baselines."""
+    """Score opsmon's forecaster (and optionally River's and statsforecast's) on the same rolling origins."""
     if not series:
         raise EvalInputError("no series to evaluate")
     hs = sorted({int(h) for h in horizons})
-    if hs[0] < 1:
+    if not hs or hs[0] < 1:
         raise EvalInputError("horizons must be >= 1")
-    m = season or season_length(freq)
-    warm = warmup if warmup is not None else 8 * m if freq == "D" else 2 * m
-    hmax = hs[-1]
-    new = make_forecaster or (lambda: DemandForecaster(freq, max_horizon=max(hmax, 1)))
+    if origins < 1 or origin_every < 1 or min_history < 2:
+        raise EvalInputError("need origins >= 1, origin_every >= 1 and min_history >= 2")
+    m = season_length(freq)
     seconds = bucket_seconds(freq)
+    hmax = hs[-1]
+    end = max(max(b) for b in series.values() if b)
+    first_sale = {k: min((i for i, v in b.items() if v > 0), default=None) for k, b in series.items()}
+    ys = _span(series, end)
+    origin_list = sorted(end - hmax - j * origin_every for j in range(origins))
+    start0 = min(i for i in first_sale.values() if i is not None) if ys else end
+    if origin_list[0] < start0:
+        raise EvalInputError(f"{origins} origins {origin_every} buckets apart, plus the horizon {hmax}, "
+                             f"do not fit in the data ({end - start0 + 1} buckets): use fewer origins")
 
-    keys = sorted(series)
-    span = {k: (min(series[k]), max(series[k])) for k in keys}
-    t0 = min(s for s, _ in span.values())
-    t1 = max(e for _, e in span.values())
-    models = {k: new() for k in keys}
-    history: dict[Key, list[float]] = {k: [] for k in keys}  # whole series, for baselines and scale
-    # Pending forecasts per key: target index -> list of (method, h, predicted, lower, upper, mean).
-    pending: dict[Key, dict[int, list[tuple[int, int, float, float, float, float]]]] = {k: {} for k in keys}
-    acc = {k: [[_Acc() for _ in hs] for _ in METHODS] for k in keys}
-    h_pos = {h: i for i, h in enumerate(hs)}
-    traced = _pick_traced(series, plots)
-    traces = {k: Trace(k, hs[0]) for k in traced}
-    cost_ns = 0
-    cost_n = 0
+    online = [_opsmon(freq, hmax)]
+    if make_forecaster is not None:
+        online[0] = _Online("opsmon", make_forecaster, quantiles=True)
+    if compare:
+        online += _river_methods(m)
+    refit = _anchor_models(m) if anchors else {}
+    names = [o.name for o in online] + ["seasonal_naive"] + list(refit)
+    quantile_methods = {"opsmon", "SeasonalNaive", "AutoETS"}
+    keys = sorted(ys)
+    accs = {name: [[_Acc() for _ in hs] for _ in keys] for name in names}
+    cost = {name: [0, 0] for name in names}  # CPU nanoseconds, calls (CPU time: the machine may be shared)
+    compiled: set[str] = set()
+    no_scale = 0
+    targets = 0
+    sizes: list[int] = []
+    scored_series: set[Key] = set()
 
-    steps = t1 - t0 + 1
-    for step, t in enumerate(range(t0, t1 + 1)):
-        for k in keys:
-            first, last = span[k]
-            if t < first or t > last:
+    for si, k in enumerate(keys):
+        y = ys[k]
+        first = first_sale[k]
+        assert first is not None
+        # Origins (as positions in y) where this series has enough history and the targets exist.
+        due: list[tuple[int, float, float]] = []
+        for o in origin_list:
+            pos = o - first
+            if pos + 1 < min_history:
                 continue
-            y = series[k].get(t, 0.0)
-            hist = history[k]
-            hist.append(y)
-            age = t - first  # 0-based position in the series
-            due = pending[k].pop(t, ())
-            if age >= warm:
-                for method, h, pred, lo, hi, _ in due:
-                    a = acc[k][method][h_pos[h]]
-                    err = abs(y - pred)
-                    a.abs_err += err
-                    denom = abs(y) + abs(pred)
-                    a.smape += 200.0 * err / denom if denom > 0 else 0.0
-                    a.covered += lo <= y <= hi
-                    a.n += 1
-            if k in traces:
-                for method, h, pred, lo, hi, mean in due:
-                    if method == 0 and h == hs[0]:
-                        tr = traces[k]
-                        tr.index.append(t)
-                        tr.actual.append(y)
-                        tr.predicted.append(pred)
-                        tr.mean.append(mean)
-                        tr.lower.append(lo)
-                        tr.upper.append(hi)
-            model = models[k]
-            start = time.perf_counter_ns()
-            model.learn_one(y, {"t": float(t * seconds)})
-            means = model.forecast(hmax)
-            bands = model.forecast_quantiles(hmax)
-            cost_ns += time.perf_counter_ns() - start
-            cost_n += 1
-            if t + 1 > last:
-                continue  # nothing left to score for this series
-            slot = pending[k]
-            for h in hs:
-                target = t + h
-                if target > last:
-                    break
-                lo, med, hi = bands[h - 1]
-                lag = m * math.ceil(h / m)
-                snaive = hist[-lag + h - 1] if len(hist) >= lag else hist[0]
-                todo = slot.setdefault(target, [])
-                todo.append((0, h, med, lo, hi, means[h - 1]))
-                todo.append((1, h, snaive, math.nan, math.nan, snaive))
-                todo.append((2, h, y, math.nan, math.nan, y))
+            hist = y[: pos + 1]
+            diffs = [b - a for a, b in zip(hist, hist[1:], strict=False)]
+            s1 = sum(abs(d) for d in diffs) / len(diffs)
+            s2 = sum(d * d for d in diffs) / len(diffs)
+            if s1 <= 0.0:
+                no_scale += 1
+                continue
+            due.append((pos, s1, s2))
+        if due:
+            scored_series.add(k)
+            targets += len(due)
+        due_at = {pos: (s1, s2) for pos, s1, s2 in due}
+        last_due = due[-1][0] if due else -1
+        for method in online:
+            model = method.make()
+            ns = calls = 0
+            for pos in range(last_due + 1):
+                # opsmon reads the bucket's time from x; River's forecasters would take it as a feature.
+                x = {"t": float((first + pos) * seconds)} if method.name == "opsmon" else None
+                t0 = time.process_time_ns()
+                model.learn_one(y[pos], x)
+                ns += time.process_time_ns() - t0
+                calls += 1
+                if pos in due_at:
+                    s1, s2 = due_at[pos]
+                    means = list(model.forecast(hmax))
+                    qs = model.forecast_quantiles(hmax, QUANTILES) if method.quantiles else None
+                    actual = [y[pos + h] for h in hs]
+                    _score(actual, (means, qs), hs, s1, s2, accs[method.name][si])
+            cost[method.name][0] += ns
+            cost[method.name][1] += calls
+            if method.name == "opsmon" and calls:
+                sizes.append(len(pickle.dumps(model)))
+        for pos, s1, s2 in due:
+            hist = y[: pos + 1]
+            actual = [y[pos + h] for h in hs]
+            _score(actual, (_seasonal_naive(hist, hmax, m), None), hs, s1, s2,
+                   accs["seasonal_naive"][si])
+            for name, model in refit.items():
+                t0 = time.process_time_ns()
+                fc = _anchor_forecast(model, hist, hmax, name in quantile_methods)
+                if name in compiled:  # the first call compiles statsforecast's numba code: not a fit's cost
+                    cost[name][0] += time.process_time_ns() - t0
+                    cost[name][1] += 1
+                compiled.add(name)
+                _score(actual, fc, hs, s1, s2, accs[name][si])
         if progress is not None:
-            progress(step + 1, steps)
+            progress(si + 1, len(keys))
 
-    scales = {k: _seasonal_naive_scale(history[k][:warm], m) for k in keys}
-    scores = _aggregate(acc, scales, hs)
-    sizes = sorted(len(pickle.dumps(mod)) for mod in models.values())
-    for tr in traces.values():
-        for values in (tr.index, tr.actual, tr.predicted, tr.mean, tr.lower, tr.upper):
-            del values[:-plot_last]
+    methods = []
+    for name in names:
+        kind = "refit" if name in refit else "online"
+        ns, calls = cost[name]
+        methods.append(MethodResult(
+            name=name, kind=kind, scores=_aggregate(accs[name], hs, name in quantile_methods),
+            cost_us=ns / calls / 1000.0 if calls else math.nan,
+        ))
+    sizes.sort()
     return EvalResult(
-        freq=freq, horizons=hs, season=m, warmup=warm, scores=scores, series=len(keys),
-        series_without_scale=sum(1 for s in scales.values() if not s > 0), buckets=cost_n,
-        us_per_bucket=cost_ns / max(cost_n, 1) / 1000.0,
-        state_bytes_median=sizes[len(sizes) // 2], state_bytes_max=sizes[-1],
-        traces=[traces[k] for k in traced],
+        freq=freq, horizons=hs, season=m, origins=origin_list, methods=methods, series=len(series),
+        series_scored=len(scored_series), series_unscored=len(series) - len(scored_series),
+        origins_without_scale=no_scale, targets=targets,
+        state_bytes_median=sizes[len(sizes) // 2] if sizes else 0, state_bytes_max=sizes[-1] if sizes else 0,
     )
-
-
-def _seasonal_naive_scale(values: Sequence[float], m: int) -> float:
-    """In-sample MAE of the seasonal naive forecast: ``mean |y_t - y_{t-m}|`` (0 if too short)."""
-    diffs = [abs(values[i] - values[i - m]) for i in range(m, len(values))]
-    return sum(diffs) / len(diffs) if diffs else 0.0
-
-
-def _aggregate(acc: dict[Key, list[list[_Acc]]], scales: dict[Key, float], hs: list[int]
-               ) -> dict[str, dict[int, Scores]]:
-    """Average per-series MASE and sMAPE over series, per method and horizon."""
-    out: dict[str, dict[int, Scores]] = {}
-    for mi, method in enumerate(METHODS):
-        per_h: dict[int, Scores] = {}
-        for hi, h in enumerate(hs):
-            mases: list[float] = []
-            smapes: list[float] = []
-            covered = n = 0
-            for k, per_method in acc.items():
-                a = per_method[mi][hi]
-                if not a.n:
-                    continue
-                smapes.append(a.smape / a.n)
-                covered += a.covered
-                n += a.n
-                if scales[k] > 0:
-                    mases.append(a.abs_err / a.n / scales[k])
-            per_h[h] = Scores(
-                mase=sum(mases) / len(mases) if mases else math.nan,
-                smape=sum(smapes) / len(smapes) if smapes else math.nan,
-                coverage=covered / n if method == "forecaster" and n else None,
-                series=len(mases),
-            )
-        out[method] = per_h
-    return out
-
-
-def _pick_traced(series: dict[Key, dict[int, float]], count: int) -> list[Key]:
-    """A few keys to plot: from the busiest series down to a typical (median-volume) one."""
-    if count <= 0:
-        return []
-    by_volume = sorted(series, key=lambda k: -sum(series[k].values()))
-    n = len(by_volume)
-    picks = [by_volume[min(n - 1, round(i * (n // 2) / max(count - 1, 1)))] for i in range(count)]
-    return list(dict.fromkeys(picks))
 
 
 # ---------------------------------------------------------------------------------------------- plot
 
 
-def plot_series(result: EvalResult, path: Path) -> Path:
-    """Write a PNG of forecast vs actual, with the interval, for the traced series."""
+def plot_scores(result: EvalResult, path: Path, title: str = "") -> Path:
+    """Write a PNG of RMSSE per horizon and scaled pinball loss at q=0.1/0.9 per method."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    traces = [t for t in result.traces if t.index]
-    rows = max(len(traces), 1)
-    fig, axes = plt.subplots(rows, 1, figsize=(11, 2.6 * rows), squeeze=False)
-    seconds = bucket_seconds(result.freq)
-    for ax, tr in zip(axes[:, 0], traces, strict=False):
-        x = [datetime(1970, 1, 1) + timedelta(seconds=i * seconds) for i in tr.index]
-        ax.fill_between(x, tr.lower, tr.upper, step="mid", alpha=0.25, color="tab:blue",
-                        label=f"{round(100 * _coverage_nominal())}% interval")
-        ax.step(x, tr.actual, where="mid", color="black", lw=1.0, label="actual")
-        ax.plot(x, tr.predicted, color="tab:blue", lw=1.4, label=f"forecast (median), {tr.horizon} ahead")
-        ax.plot(x, tr.mean, color="tab:orange", lw=0.9, ls="--", label="expected demand (mean)")
-        ax.set_title(" / ".join(tr.key) or "series", fontsize=10, loc="left")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-    if traces:
-        axes[0, 0].legend(loc="upper left", fontsize=8, ncols=4)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.2))
+    hs = result.horizons
+    width = 0.8 / max(len(result.methods), 1)
+    for i, mres in enumerate(result.methods):
+        xs = [j + i * width for j in range(len(hs))]
+        ax1.bar(xs, [mres.scores[h].rmsse for h in hs], width, label=mres.name)
+        if mres.scores[hs[0]].spl is not None:
+            for tau, marker in ((0.1, "v"), (0.9, "^")):
+                ax2.plot([str(h) for h in hs], [mres.scores[h].spl[tau] for h in hs],  # type: ignore[index]
+                         marker=marker, label=f"{mres.name} q={tau}")
+    ax1.set_xticks([j + 0.4 - width / 2 for j in range(len(hs))], [f"h={h}" for h in hs])
+    ax1.set_ylabel("RMSSE (lower is better)")
+    ax1.legend(fontsize=7)
+    ax1.grid(axis="y", alpha=0.3)
+    ax2.set_xlabel("horizon")
+    ax2.set_ylabel("scaled pinball loss")
+    ax2.legend(fontsize=7)
+    ax2.grid(alpha=0.3)
+    fig.suptitle(title or f"{result.series_scored} series, {len(result.origins)} rolling origins", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def _coverage_nominal() -> float:
-    return DemandForecaster().coverage
 
 
 # ---------------------------------------------------------------------------------------------- synthetic data

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from models.forecast import STATE_VERSION, DemandForecaster
-from models.forecast_eval import bucketize, evaluate, read_csv
+from models.forecast_eval import ANCHORS, EvalInputError, bucketize, evaluate, read_csv
 from models.stock import StockTracker
 from opsmon.cli.eval_forecast import forecast as forecast_command
 
@@ -250,23 +250,74 @@ def test_stock_survives_pickle() -> None:
     assert pickle.loads(pickle.dumps(s)).level == 5
 
 
-def test_evaluate_is_strictly_online_and_beats_seasonal_naive() -> None:
-    series = bucketize(read_csv(DATA / "retail_small.csv", "date", ["store", "sku"], "quantity"), "D")
-    result = evaluate(series, freq="D", horizons=[1, 7], warmup=28, plots=2)
-    fc, sn = result.scores["forecaster"], result.scores["seasonal_naive"]
-    assert fc[1].mase < sn[1].mase and fc[7].mase < sn[7].mase
-    assert result.series == 6 and len(result.traces) == 2
-    # Naive and seasonal naive coincide at horizon 7 (both forecast y[t]).
-    assert result.scores["naive"][7].mase == pytest.approx(sn[7].mase)
+class _Constant:
+    """A forecaster that always says ``c`` (quantiles c-1, c, c+1): errors are easy to work out by hand."""
+
+    def __init__(self, c: float) -> None:
+        self.c = c
+
+    def learn_one(self, y: float, x: dict | None = None) -> None:
+        pass
+
+    def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
+        return [self.c] * horizon
+
+    def forecast_quantiles(self, horizon: int, qs: object = None, xs: object = None) -> list[tuple[float, ...]]:
+        return [(self.c - 1, self.c, self.c + 1)] * horizon
+
+
+def test_evaluate_scales_each_origin_by_the_history_so_far() -> None:
+    # Sales start on day 3; y alternates 0, 2 so |y_t - y_t-1| = 2 and (y_t - y_t-1)^2 = 4 at every origin.
+    ys = [0.0, 0.0, 0.0] + [2.0 if i % 2 == 0 else 0.0 for i in range(40)]
+    series = {("a",): dict(enumerate(ys))}
+    result = evaluate(series, horizons=[1, 2], origins=3, origin_every=2, min_history=10,
+                      make_forecaster=lambda: _Constant(1.0))
+    s = result.method("opsmon").scores
+    # Every error is 1 against the constant 1: RMSSE = sqrt(1/4), MASE = 1/2.
+    assert s[1].rmsse == pytest.approx(0.5) and s[1].mase == pytest.approx(0.5)
+    # The h=1 targets (days 37, 39, 41) all sold 2: pinball at q=0.1 of the lower quantile 0 is 0.1 * 2,
+    # at q=0.9 of the upper quantile 2 it is 0; scaled by 2.
+    assert s[1].spl is not None and s[1].spl[0.1] == pytest.approx(0.1) and s[1].spl[0.9] == 0.0
+    assert s[1].coverage == 1.0  # 0 and 2 are inside [0, 2]
+    assert result.series_scored == 1 and result.targets == 3
+
+
+def test_evaluate_counts_series_it_cannot_score() -> None:
+    series = {
+        ("flat",): {t: 3.0 for t in range(100)},  # a flat history has no scale
+        ("never",): {t: 0.0 for t in range(100)},  # never sold
+        ("late",): {95: 1.0},  # first sale too late for any origin
+        ("ok",): {t: float(t % 7) for t in range(100)},
+    }
+    result = evaluate(series, horizons=[1, 7], origins=4)
+    assert result.series == 4 and result.series_scored == 1 and result.series_unscored == 3
+    assert result.origins_without_scale == 4  # the flat series at each of the 4 origins
+    with pytest.raises(EvalInputError, match="fewer origins"):
+        evaluate(series, horizons=[1], origins=50)
 
 
 def test_evaluate_never_lets_a_forecast_see_its_actual() -> None:
     # White noise cannot be forecast: an honest replay stays near the noise floor, a leaky one reaches 0.
     rng = random.Random(8)
-    series = {("a",): {t: float(rng.randint(0, 20)) for t in range(400)}}
-    result = evaluate(series, freq="D", horizons=[1, 7], warmup=56, plots=0)
-    assert result.scores["forecaster"][1].mase > 0.6
-    assert result.scores["forecaster"][7].mase > 0.6
+    series = {("a",): {t: float(rng.randint(1, 20)) for t in range(400)}}
+    result = evaluate(series, horizons=[1, 7], origins=40)
+    assert result.method("opsmon").scores[1].rmsse > 0.5
+    assert result.method("opsmon").scores[7].rmsse > 0.5
+
+
+def test_evaluate_runs_rivers_forecasters_and_statsforecasts_anchors() -> None:
+    series = bucketize(read_csv(DATA / "retail_small.csv", "date", ["store", "sku"], "quantity"), "D")
+    result = evaluate(series, horizons=[1, 7], origins=3, compare=True, anchors=True)
+    names = [m.name for m in result.methods]
+    assert names == ["opsmon", "river.HoltWinters", "river.SNARIMAX", "seasonal_naive", *ANCHORS]
+    for m in result.methods:
+        assert all(math.isfinite(m.scores[h].rmsse) for h in (1, 7)), m.name
+    # statsforecast's seasonal naive is the built-in one, fitted anew: the same forecasts.
+    assert result.method("SeasonalNaive").scores[7].rmsse == pytest.approx(
+        result.method("seasonal_naive").scores[7].rmsse)
+    assert result.method("AutoETS").scores[1].spl is not None and result.method("TSB").scores[1].spl is None
+    assert result.method("AutoETS").kind == "refit" and result.method("opsmon").kind == "online"
+    assert result.series_scored == 6
 
 
 def test_eval_forecast_command_prints_table_and_writes_png(tmp_path: Path) -> None:
@@ -275,11 +326,13 @@ def test_eval_forecast_command_prints_table_and_writes_png(tmp_path: Path) -> No
     out = tmp_path / "out"
     result = CliRunner().invoke(app, [
         "--csv", str(DATA / "retail_small.csv"), "--time-col", "date", "--key-cols", "store,sku",
-        "--value-col", "quantity", "--freq", "D", "--horizons", "1,7", "--warmup", "28", "--out", str(out),
+        "--value-col", "quantity", "--freq", "D", "--horizons", "1,7", "--origins", "4", "--compare",
+        "--out", str(out),
     ], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "MASE fc" in result.output and "sMAPE sn" in result.output
-    png = out / "forecast_vs_actual.png"
+    assert "RMSSE" in result.output and "SPL q=0.1" in result.output and "river.HoltWinters" in result.output
+    assert "6 scored, 0 never scored" in result.output
+    png = out / "forecast_scores.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert (out / "scores.json").exists()
 
@@ -297,4 +350,4 @@ def test_eval_forecast_is_registered_in_the_opsmon_cli() -> None:
     from opsmon.cli import app
 
     result = CliRunner().invoke(app, ["eval", "forecast", "--help"])
-    assert result.exit_code == 0 and "--key-cols" in result.output
+    assert result.exit_code == 0 and "--anchors" in result.output
