@@ -2,40 +2,46 @@
 
 ``DemandForecaster`` is a River forecaster (``river.time_series.base.Forecaster``): ``learn_one(y, x)``
 learns the total demand ``y`` of one closed bucket, and ``forecast(horizon)`` returns the expected demand
-(the mean, as plain floats) of the next ``horizon`` buckets. Quantiles, the median and the prediction
-interval come from ``forecast_quantiles``. The time of the bucket travels in ``x`` as ``x = {"t": start}``
-(a datetime, a date or epoch seconds); without ``"t"`` a call learns the bucket after the last one, as
-River's own forecasters do. Other keys of ``x`` are ignored.
+(the mean, as plain floats) of the next ``horizon`` buckets. Quantiles (the median, the interval's ends,
+any level) come from ``forecast_quantiles``, and quantiles of the total over several buckets (a lead time)
+from ``total_quantiles``. The time of the bucket travels in ``x`` as ``x = {"t": start}`` (a datetime, a
+date or epoch seconds); without ``"t"`` a call learns the bucket after the last one, as River's own
+forecasters do. Other keys of ``x`` are ignored.
 
-The model is a seasonal exponential-smoothing model built for small shops' intermittent demand:
+How it works, for demand that may be intermittent (most days without a sale):
 
-- a level (with an optional damped trend) of de-seasonalised demand, updated per bucket with a step
-  weighted by the bucket's seasonal index, so closed or near-empty slots (night hours, Sundays) barely
-  move it, and with the one-step error clipped so a promotion spike does not drag it up for weeks;
 - a multiplicative seasonal profile kept as per-slot exponentially weighted *means of demand* (no ratios,
   so zeros are harmless), normalised to mean 1: day-of-week for daily buckets; for hourly buckets the full
   hour-of-week profile shrunk towards day-of-week x hour-of-day, which has 7 to 24 times more data per slot;
-- quantiles per horizon from online quantile tracking of the normalised h-step residuals
-  ``(y - mu) / sqrt(mu + 0.1 mu^2)``, so the interval keeps roughly its nominal coverage as the series
-  changes.
+- a small bank of levels of de-seasonalised demand, one per smoothing rate in ``alphas`` (slow ones for
+  sparse, stable items; fast ones for series whose level moves). A level is an exponentially weighted mean
+  of demand *including its zeros*, so it is TSB's expected demand (probability of a sale x its size)
+  without splitting it in two. Each level's h-step forecasts are scored online, per horizon, by their
+  discounted squared error, and the mean forecast at horizon h weighs the levels by the inverse of it:
+  the series picks its own smoothing, per horizon, as it goes (no batch fitting);
+- the distribution of demand in a bucket is a negative binomial with that mean and a dispersion ``k``
+  learned per horizon from the h-step errors (variance ``mu + k mu^2``): Poisson-like for a slow seller,
+  whose low quantiles are then exactly 0 when a day without a sale is likely, and proportional to the
+  mean for a busy series, where the error of the level dominates. Quantiles of a lead time's total add
+  the means and treat the level's error as shared by all its buckets.
 
-Forecasts are never negative. Missing buckets between two ``learn_one`` calls are learned as zero sales;
-a bucket at or before the last learned one is ignored, so replaying after a crash never double-counts.
-State is a few hundred floats in plain attributes; a pickle records the model's state version and River's
-version, and a pickle from another version loads as a fresh forecaster with the same parameters (with a
-warning), never an error.
+The point forecast is the mean (best for squared errors and the one to add over buckets). Forecasts are
+never negative. Missing buckets between two ``learn_one`` calls are learned as zero sales; a bucket at or
+before the last learned one is ignored, so replaying after a crash never double-counts. State is a few
+hundred floats in plain attributes; a pickle records the model's state version and River's version, and a
+pickle from another version loads as a fresh forecaster with the same parameters (with a warning).
 
 >>> from datetime import date, timedelta
 >>> f = DemandForecaster(freq="D")
 >>> start = date(2024, 1, 1)  # a Monday
 >>> for i in range(8 * 7):
-...     f.learn_one([2, 2, 2, 2, 6, 9, 0][i % 7], {"t": start + timedelta(days=i)})
->>> [round(y) for y in f.forecast(7)]
-[2, 2, 2, 2, 6, 9, 0]
+...     f.learn_one([20, 20, 20, 20, 60, 90, 0][i % 7], {"t": start + timedelta(days=i)})
+>>> [round(y) for y in f.forecast(7)]  # the weekday profile is shrunk a little towards a flat week
+[19, 19, 19, 19, 55, 82, 1]
 >>> f.starts(1)[0].date()
 datetime.date(2024, 2, 26)
 >>> lo, median, hi = f.forecast_quantiles(1)[0]
->>> lo <= 2 <= hi
+>>> lo <= 20 <= hi
 True
 """
 
@@ -53,7 +59,7 @@ from river.time_series.base import Forecaster
 __all__ = ["STATE_VERSION", "DemandForecaster", "Freq", "bucket_index", "bucket_seconds", "season_length"]
 
 # Bump when the pickled attributes change meaning; a stored state with another version is re-learned.
-STATE_VERSION = 2
+STATE_VERSION = 3
 
 _log = logging.getLogger(__name__)
 
@@ -63,13 +69,21 @@ _EPOCH = datetime(1970, 1, 1)
 _BUCKET_SECONDS = {"h": 3600, "D": 86400}
 _PERIOD = {"h": 168, "D": 7}
 _DEFAULT_MAX_HORIZON = {"h": 48, "D": 28}
-# Horizons whose residual quantiles are tracked; a horizon in between uses the next tracked one.
-_HORIZON_GRID = {"D": (1, 2, 3, 4, 5, 6, 7, 10, 14, 21, 28), "h": (1, 2, 3, 4, 6, 8, 12, 18, 24, 36, 48)}
+# Horizons whose errors are tracked; a horizon in between uses the next tracked one.
+_HORIZON_GRID = {"D": (1, 2, 3, 5, 7, 10, 14, 21, 28), "h": (1, 2, 4, 8, 12, 24, 36, 48)}
 # 1970-01-01 was a Thursday: day index 0 is weekday 3 (Monday = 0).
 _EPOCH_WEEKDAY = 3
-# Variance of counts grows like mu + DISPERSION * mu^2 (negative-binomial-like), floored at MU_FLOOR.
-_DISPERSION = 0.1
-_MU_FLOOR = 0.1
+# Memory of the error statistics that weigh the levels and set the dispersion: about 1 / (1 - 0.97) = 33
+# origins, so a series settles in about a month of daily buckets and follows a change within two.
+_ERR_DISCOUNT = 0.97
+# A weekday's index rests on about (mean demand x weeks of memory) units; with fewer than this many it is
+# shrunk half-way to a flat week (Poisson noise of the index, 1 / units, equals a typical weekly swing of 0.1).
+_SHRINK_UNITS = 10.0
+# The level's step uses the de-seasonalised error (y / s - level), as multiplicative Holt-Winters does; the
+# index is floored so a closed or nearly empty slot (a Sunday, a night hour) cannot swing the level.
+_MIN_SEASON_FOR_LEVEL = 0.2
+_K_PRIOR = 0.1  # dispersion before any error has been seen (and its weight, in buckets)
+_K_PRIOR_WEIGHT = 10.0
 
 
 def bucket_index(t: datetime | date | float, freq: Freq) -> int:
@@ -97,33 +111,25 @@ def season_length(freq: Freq) -> int:
     return _PERIOD[freq]
 
 
-def _noise_scale(mu: float) -> float:
-    """Normaliser of residuals: about the standard deviation of counts with mean ``mu``."""
-    mu = max(mu, _MU_FLOOR)
-    return math.sqrt(mu + _DISPERSION * mu * mu)
-
 
 class DemandForecaster(Forecaster):
-    """Seasonal exponential smoothing of demand per closed bucket, with per-horizon quantiles.
+    """Seasonal demand forecaster: a bank of exponentially smoothed levels weighed per horizon, NB quantiles.
 
     Parameters
     ----------
     freq
         Bucket length: ``"D"`` (daily, weekly season of 7) or ``"h"`` (hourly, weekly season of 168).
-    alpha
-        Level step.
-    beta
-        Trend step (0 = no trend).
-    phi
-        Trend damping.
+    alphas
+        Smoothing rates of the bank of levels, from slow to fast.
     gamma
         Seasonal step per visit of a slot.
     coverage
-        Coverage of the prediction interval (its ends are the quantiles ``(1 -+ coverage) / 2``).
+        Coverage of the default prediction interval (its ends are the quantiles ``(1 -+ coverage) / 2``).
     max_horizon
-        Furthest horizon with its own residual quantiles (further ones reuse it); default 28 daily, 48 hourly.
+        Furthest horizon with its own error statistics (further ones reuse it); default 28 daily, 48 hourly.
     clip
-        One-step error (in noise scales) beyond which demand counts as an outlier for the level and profile.
+        Excess, in standard deviations of the predicted distribution, beyond which demand is clipped for the
+        levels and the profile (a promotion should neither lift the next weeks nor reshape the week).
 
     Examples
     --------
@@ -139,24 +145,24 @@ class DemandForecaster(Forecaster):
     def __init__(
         self,
         freq: Freq = "D",
-        alpha: float = 0.05,
-        beta: float = 0.0,
-        phi: float = 0.9,
-        gamma: float = 0.1,
+        alphas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4),
+        gamma: float = 0.05,
         coverage: float = 0.8,
         max_horizon: int | None = None,
-        clip: float = 3.0,
+        clip: float = 2.5,
     ) -> None:
         if freq not in _PERIOD:
             raise ValueError(f"freq must be 'h' or 'D', not {freq!r}")
+        if not alphas or any(not 0.0 < a <= 1.0 for a in alphas):
+            raise ValueError(f"alphas must be rates in (0, 1], not {alphas!r}")
+        if not 0.0 < gamma <= 1.0:
+            raise ValueError(f"gamma must be in (0, 1], not {gamma!r}")
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be between 0 and 1, not {coverage!r}")
         if max_horizon is not None and max_horizon < 1:
             raise ValueError(f"max_horizon must be at least 1, not {max_horizon!r}")
         self.freq: Freq = freq
-        self.alpha = alpha
-        self.beta = beta
-        self.phi = phi
+        self.alphas = tuple(alphas)
         self.gamma = gamma
         self.coverage = coverage
         self.max_horizon = max_horizon
@@ -170,8 +176,8 @@ class DemandForecaster(Forecaster):
         self._h_max = self.max_horizon or _DEFAULT_MAX_HORIZON[self.freq]
         self.n = 0  # buckets learned
         self.last: int | None = None  # index of the last learned bucket (buckets since the epoch)
-        self.level = 0.0
-        self.trend = 0.0
+        k = len(self.alphas)
+        self.levels = [0.0] * k
         # Seasonal profile: per-slot EWMA of demand and the number of visits (capped) per slot.
         self._m = [0.0] * self.period
         self._visits = [0] * self.period
@@ -188,27 +194,26 @@ class DemandForecaster(Forecaster):
         self._dow_sum = 0.0
         self._hod_sum = 0.0
         self._msq = 1.0
-        # Origins of the last max_horizon buckets: (level, trend) after learning each, in a ring.
-        self._origin_level = [math.nan] * self._h_max
-        self._origin_trend = [0.0] * self._h_max
+        self._prior_units = 0.0  # units behind a profile inherited from a prior forecaster
+        # The levels after each of the last max_horizon buckets, in a ring: the origins of h-step forecasts.
+        self._origins = [math.nan] * (self._h_max * k)
         # Tracked horizons, and for each horizon 1..max_horizon the position of the one it uses.
         grid = [h for h in _HORIZON_GRID[self.freq] if h < self._h_max] + [self._h_max]
         self._grid = grid
         self._grid_of = [next(i for i, g in enumerate(grid) if g >= h) for h in range(1, self._h_max + 1)]
-        # Per tracked horizon: quantiles of the normalised residuals (interval ends and median) and the
-        # mean absolute residual, which sets their step size.
-        z = _normal_quantile(0.5 + self.coverage / 2)
-        self._q_lo = [-z] * len(grid)
-        self._q_hi = [z] * len(grid)
-        self._q_mid = [0.0] * len(grid)
-        self._z_abs = [0.8] * len(grid)
+        # Per tracked horizon: discounted squared error of each level (flat, horizon-major), and for the
+        # dispersion the discounted sums of squared error, mean and squared mean of the combined forecast.
+        self._sq_err = [0.0] * (len(grid) * k)
+        self._e2 = [0.0] * len(grid)
+        self._mu1 = [0.0] * len(grid)
+        self._mu2 = [0.0] * len(grid)
         self._tz: tzinfo | None = None
 
     @classmethod
     def _unit_test_params(cls):  # type: ignore[no-untyped-def]
         """Parameter sets River's generic checks build the estimator with."""
         yield {}
-        yield {"freq": "h", "beta": 0.05, "max_horizon": 12}
+        yield {"freq": "h", "alphas": (0.1, 0.3), "max_horizon": 12}
 
     # ------------------------------------------------------------------ time
 
@@ -251,7 +256,12 @@ class DemandForecaster(Forecaster):
         mean = self._m_sum / self._n_visited
         full = self._m[slot] / mean
         if self.freq == "D":
-            return full
+            # Shrink towards a flat week by how many units the slot's mean rests on: for a slow seller
+            # the weekday means are mostly noise.
+            # A profile inherited from a prior (``from_prior``) rests on the prior's units, not this series'.
+            units = mean * min(self._visits[slot], 1.0 / self.gamma) + self._prior_units
+            w = units / (units + _SHRINK_UNITS)
+            return w * full + (1.0 - w)
         hod = self._m_hod[slot % 24] * 24 / self._hod_sum
         # Before a whole day has closed there is no day-of-week profile yet.
         dow = self._m_dow[slot // 24] * 7 / self._dow_sum if self._n_dow[slot // 24] else 1.0
@@ -323,68 +333,82 @@ class DemandForecaster(Forecaster):
                 self._learn_index(missing, 0.0)
         self._learn_index(index, max(y, 0.0))
 
+    def _weights(self, g: int) -> list[float]:
+        """Weights of the levels at tracked horizon ``g``: inverse discounted squared error, summing to 1."""
+        k = len(self.alphas)
+        errs = self._sq_err[g * k:(g + 1) * k]
+        best = min(errs)
+        if best <= 0.0:  # nothing scored yet, or a perfect level: equal weights among the best
+            tops = [1.0 if e <= best else 0.0 for e in errs]
+            total = sum(tops)
+            return [w / total for w in tops]
+        inv = [best / e for e in errs]
+        total = sum(inv)
+        return [w / total for w in inv]
+
+    def _dispersion(self, g: int) -> float:
+        """NB dispersion ``k`` at tracked horizon ``g``: excess of the squared error over Poisson, per mu^2."""
+        excess = self._e2[g] - self._mu1[g] + _K_PRIOR * _K_PRIOR_WEIGHT
+        return max(excess / (self._mu2[g] + _K_PRIOR_WEIGHT), 1e-4)
+
     def _learn_index(self, index: int, y: float) -> None:
         slot = self._slot(index)
         s = self.season(slot)
-        base = max(self.level + self.phi * self.trend, 0.0)
-        mu = base * s
+        k = len(self.alphas)
         if self.n > 0:
-            self._track_residuals(index, y, s)
-        # Clip the error for the level and profile so one promotion does not lift the next weeks.
+            self._track_errors(index, y, s)
+        # Clip a spike (a promotion, a bulk order) for the levels and the profile: it should neither lift
+        # the next weeks nor reshape the week. The bound is in standard deviations of the predicted
+        # distribution, at least one unit, so a slow seller's ordinary sale of a few units is never clipped.
+        mu = sum(w * lv for w, lv in zip(self._weights(0), self.levels, strict=True)) * s
         y_fit = y
         if self.n >= self.period:
-            # 1.25 x mean absolute deviation is about one standard deviation.
-            bound = self.clip * self._z_abs[0] * 1.25 * _noise_scale(mu)
-            y_fit = min(max(y, mu - bound), mu + bound)
-        err = y_fit - mu
-        a = max(self.alpha, 1.0 / (self.n + 1))
-        level = base + a * err * s / max(self._msq, 1e-6)
-        level = max(level, 0.0)
-        if self.beta > 0.0 and self.n > 0:
-            self.trend = self.phi * self.trend + self.beta * (level - base)
-        self.level = level
+            sd = math.sqrt(mu + self._dispersion(0) * mu * mu)
+            y_fit = min(y, mu + self.clip * max(sd, 1.0))
+        # A level steps by its rate while young at least 1/(n+1): a running mean until the rate takes over.
+        gain = 1.0 / max(s, _MIN_SEASON_FOR_LEVEL)
+        floor = 1.0 / (self.n + 1)
+        for j, a in enumerate(self.alphas):
+            lv = self.levels[j]
+            self.levels[j] = max(lv + max(a, floor) * (y_fit - lv * s) * gain, 0.0)
         self._learn_season(slot, y_fit)
         self.n += 1
         self.last = index
         if self.n % self.period == 0 or self.n <= 24:
             self._refresh()
-        ring = index % self._h_max
-        self._origin_level[ring] = self.level
-        self._origin_trend[ring] = self.trend
+        ring = (index % self._h_max) * k
+        self._origins[ring:ring + k] = self.levels
 
-    def _track_residuals(self, index: int, y: float, s: float) -> None:
-        """Update each tracked horizon's residual quantiles with its forecast made for ``index``."""
-        lo_tau = (1.0 - self.coverage) / 2
-        hi_tau = 1.0 - lo_tau
-        for i, h in enumerate(self._grid):
+    def _track_errors(self, index: int, y: float, s: float) -> None:
+        """Score each level's forecast made h buckets ago for ``index``, per tracked horizon."""
+        k = len(self.alphas)
+        d = _ERR_DISCOUNT
+        for g, h in enumerate(self._grid):
             if h > self.n:
                 break
-            ring = (index - h) % self._h_max
-            level = self._origin_level[ring]
-            if level != level:  # NaN: no origin there yet
+            ring = ((index - h) % self._h_max) * k
+            origin = self._origins[ring:ring + k]
+            if origin[0] != origin[0]:  # NaN: no origin there yet
                 continue
             # The profile moved at most one visit per slot since then: use today's index for this slot.
-            mu = max(level + self.trend_sum(h, self._origin_trend[ring]), 0.0) * s
-            z = (y - mu) / _noise_scale(mu)
-            self._z_abs[i] += 0.02 * (abs(z) - self._z_abs[i])
-            step = 0.05 * self._z_abs[i]
-            self._q_lo[i] += step * (lo_tau - (z <= self._q_lo[i]))
-            self._q_hi[i] += step * (hi_tau - (z <= self._q_hi[i]))
-            self._q_mid[i] += step * (0.5 - (z <= self._q_mid[i]))
-
-    def trend_sum(self, h: int, trend: float | None = None) -> float:
-        """Damped trend added ``h`` buckets ahead: ``trend * (phi + ... + phi^h)``."""
-        b = self.trend if trend is None else trend
-        if b == 0.0:
-            return 0.0
-        p = self.phi
-        return b * (p * (1 - p**h) / (1 - p) if p != 1.0 else float(h))
+            base = g * k
+            mu = 0.0
+            for j, (w, lv) in enumerate(zip(self._weights(g), origin, strict=True)):
+                e = y - lv * s
+                self._sq_err[base + j] = d * self._sq_err[base + j] + e * e
+                mu += w * lv * s
+            e = y - mu
+            self._e2[g] = d * self._e2[g] + e * e
+            self._mu1[g] = d * self._mu1[g] + mu
+            self._mu2[g] = d * self._mu2[g] + mu * mu
 
     # ------------------------------------------------------------------ forecasting
 
-    def _mu(self, h: int) -> float:
+    def _mean(self, h: int) -> float:
         """Expected demand ``h`` buckets after the last learned one."""
-        return max(self.level + self.trend_sum(h), 0.0) * self.season(self._slot(self.last + h))
+        g = self._grid_of[min(h, self._h_max) - 1]
+        base = sum(w * lv for w, lv in zip(self._weights(g), self.levels, strict=True))
+        return base * self.season(self._slot(self.last + h)) if self.last is not None else 0.0
 
     def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
         """Expected demand (the mean) of each of the ``horizon`` buckets after the last learned one.
@@ -394,45 +418,54 @@ class DemandForecaster(Forecaster):
         """
         if self.last is None:
             return [0.0] * horizon
-        return [self._mu(h) for h in range(1, horizon + 1)]
+        return [self._mean(h) for h in range(1, horizon + 1)]
+
+    def _levels(self, qs: Sequence[float] | None) -> tuple[float, ...]:
+        if qs is None:
+            lo = (1.0 - self.coverage) / 2
+            return (lo, 0.5, 1.0 - lo)
+        taus = tuple(float(q) for q in qs)
+        if any(not 0.0 < q < 1.0 for q in taus):
+            raise ValueError(f"quantile levels must be between 0 and 1, not {list(taus)}")
+        return taus
 
     def forecast_quantiles(
         self, horizon: int, qs: Sequence[float] | None = None, xs: list[dict] | None = None
     ) -> list[tuple[float, ...]]:
-        """Quantiles ``qs`` of demand for each of the next ``horizon`` buckets, one tuple per bucket.
+        """Quantiles ``qs`` of demand in each of the next ``horizon`` buckets, one tuple per bucket.
 
-        ``qs`` defaults to the interval's ends and the median, ``((1 - coverage) / 2, 0.5, (1 + coverage) / 2)``;
-        levels between the tracked ones are interpolated. Quantiles are never negative and never cross.
+        ``qs`` defaults to the interval's ends and the median, ``((1 - coverage) / 2, 0.5, (1 + coverage) / 2)``.
+        Quantiles are whole units for small counts and 0 when a bucket without a sale is likely enough.
         """
-        lo_tau = (1.0 - self.coverage) / 2
-        levels = (lo_tau, 0.5, 1.0 - lo_tau)
-        taus = levels if qs is None else tuple(float(q) for q in qs)
-        if any(not 0.0 < q < 1.0 for q in taus):
-            raise ValueError(f"quantile levels must be between 0 and 1, not {list(taus)}")
-        out: list[tuple[float, ...]] = []
+        taus = self._levels(qs)
+        out = []
         for h in range(1, horizon + 1):
-            mu = self._mu(h) if self.last is not None else 0.0
-            i = self._grid_of[min(h, self._h_max) - 1]
-            scale = _noise_scale(mu)
-            zs = (self._q_lo[i], self._q_mid[i], self._q_hi[i])
-            values = []
-            for q in taus:
-                z = _interpolate(q, levels, zs)
-                values.append(max(mu + z * scale, 0.0))
-            # Quantile crossing can happen while the trackers settle: sort them.
-            order = sorted(range(len(taus)), key=taus.__getitem__)
-            ys = sorted(values)
-            res = [0.0] * len(taus)
-            for rank, j in enumerate(order):
-                res[j] = ys[rank]
-            out.append(tuple(res))
+            mu = self._mean(h) if self.last is not None else 0.0
+            k = self._dispersion(self._grid_of[min(h, self._h_max) - 1])
+            out.append(_nb_quantiles(mu, mu + k * mu * mu, taus))
         return out
+
+    def total_quantiles(self, horizon: int, qs: Sequence[float] | None = None) -> tuple[float, ...]:
+        """Quantiles ``qs`` of the total demand of the next ``horizon`` buckets (e.g. over a lead time).
+
+        The mean is the sum of the means. The variance adds the buckets' Poisson parts and treats the excess
+        (mostly the error of the level) as shared by all buckets, so it grows like the square of the horizon.
+        """
+        taus = self._levels(qs)
+        if self.last is None or horizon < 1:
+            return tuple(0.0 for _ in taus)
+        total = shared = 0.0
+        for h in range(1, horizon + 1):
+            mu = self._mean(h)
+            total += mu
+            shared += math.sqrt(self._dispersion(self._grid_of[min(h, self._h_max) - 1])) * mu
+        return _nb_quantiles(total, total + shared * shared, taus)
 
     # ------------------------------------------------------------------ cold start
 
     @classmethod
     def from_prior(cls, prior: DemandForecaster, level: float | None = None) -> DemandForecaster:
-        """A forecaster for a new series: ``prior.clone()`` with ``prior``'s seasonal profile and quantiles.
+        """A forecaster for a new series: ``prior.clone()`` with ``prior``'s seasonal profile and dispersion.
 
         ``prior`` is typically the store's forecaster (all skus summed); ``level`` is the new sku's expected
         demand per bucket (default: the prior's). It then adapts with its own data as usual.
@@ -443,10 +476,11 @@ class DemandForecaster(Forecaster):
         >>> new = DemandForecaster.from_prior(store, level=1.0)
         >>> new.learn_one(1.0, {"t": float(28 * 86400)})
         >>> round(new.forecast(2)[1], 2)  # a Saturday
-        2.1
+        2.03
         """
         new = prior.clone()
-        scale = 1.0 if level is None or prior.level <= 0 else level / prior.level
+        prior_level = sum(prior.levels) / len(prior.levels)
+        scale = 1.0 if level is None or prior_level <= 0 else level / prior_level
         new._m = [m * scale for m in prior._m]
         new._m_dow = [m * scale for m in prior._m_dow]
         new._m_hod = [m * scale for m in prior._m_hod]
@@ -454,12 +488,12 @@ class DemandForecaster(Forecaster):
         new._visits = [min(v, 1) for v in prior._visits]
         new._n_dow = [min(v, 1) for v in prior._n_dow]
         new._n_hod = [min(v, 1) for v in prior._n_hod]
+        if prior._n_visited:
+            prior_mean = prior._m_sum / prior._n_visited
+            weeks = min(sum(prior._visits) / prior._n_visited, 1.0 / prior.gamma)
+            new._prior_units = prior_mean * weeks + prior._prior_units
         new._refresh()
-        new._q_lo = list(prior._q_lo)
-        new._q_hi = list(prior._q_hi)
-        new._q_mid = list(prior._q_mid)
-        new._z_abs = list(prior._z_abs)
-        new.level = prior.level * scale
+        new.levels = [prior_level * scale] * len(new.alphas)
         # The prior level weighs like one season of data in the new series' early running mean.
         new.n = min(prior.n, new.period)
         new._tz = prior._tz
@@ -488,18 +522,48 @@ class DemandForecaster(Forecaster):
         self.__dict__.update(state)
 
 
-_PARAMS = ("freq", "alpha", "beta", "phi", "gamma", "coverage", "max_horizon", "clip")
+_PARAMS = ("freq", "alphas", "gamma", "coverage", "max_horizon", "clip")
 
 
-def _interpolate(q: float, levels: Sequence[float], values: Sequence[float]) -> float:
-    """Piecewise-linear value at level ``q`` through ``(levels, values)``, flat beyond the ends."""
-    if q <= levels[0]:
-        return values[0]
-    for (l0, v0), (l1, v1) in zip(zip(levels, values, strict=True), zip(levels[1:], values[1:], strict=True),
-                                  strict=False):
-        if q <= l1:
-            return v0 + (v1 - v0) * (q - l0) / (l1 - l0)
-    return values[-1]
+def _nb_quantiles(mean: float, var: float, taus: Sequence[float]) -> tuple[float, ...]:
+    """Quantiles at ``taus`` of a count with this mean and variance (negative binomial, Poisson if var <= mean).
+
+    Exact (whole units) for small means; for large ones the gamma distribution with the same two moments
+    (Wilson-Hilferty), where the count's discreteness no longer matters.
+    """
+    if mean <= 1e-12:
+        return tuple(0.0 for _ in taus)
+    var = max(var, mean)
+    if mean > 40.0:
+        shape = mean * mean / var
+        theta = var / mean
+        c = 1.0 / (9.0 * shape)
+        return tuple(max(shape * theta * (1.0 - c + _normal_quantile(q) * math.sqrt(c)) ** 3, 0.0) for q in taus)
+    # Walk the pmf: P(0) and the ratio P(n+1)/P(n), for NB(r, p) with mean r(1-p)/p, or Poisson.
+    if var > mean * (1.0 + 1e-9):
+        p = mean / var
+        r = mean * p / (1.0 - p)
+        pmf = math.exp(r * math.log(p))
+
+        def ratio(n: int) -> float:
+            return (n + r) / (n + 1) * (1.0 - p)
+    else:
+        pmf = math.exp(-mean)
+
+        def ratio(n: int) -> float:
+            return mean / (n + 1)
+    order = sorted(range(len(taus)), key=taus.__getitem__)
+    out = [0.0] * len(taus)
+    cdf = pmf
+    n = 0
+    limit = int(mean + 40.0 * math.sqrt(var)) + 50
+    for j in order:
+        while cdf < taus[j] and n < limit:
+            pmf *= ratio(n)
+            n += 1
+            cdf += pmf
+        out[j] = float(n)
+    return tuple(out)
 
 
 def _normal_quantile(p: float) -> float:

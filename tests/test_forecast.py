@@ -127,7 +127,7 @@ def test_pickle_round_trip_gives_identical_forecasts_and_small_state() -> None:
 
 
 def test_state_of_another_version_is_relearned_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    f = DemandForecaster("D", alpha=0.2, max_horizon=14)
+    f = DemandForecaster("D", alphas=(0.1, 0.3), max_horizon=14)
     for d, y in enumerate(_weekly_series(70, base=5.0, seed=9)):
         f.learn_one(y, {"t": d * DAY})
     blob = pickle.dumps(f)
@@ -141,7 +141,7 @@ def test_state_of_another_version_is_relearned_with_a_warning(caplog: pytest.Log
             g.__setstate__(state)
         assert "learning restarts" in caplog.text
         assert g.n == 0 and g.last is None and g.forecast(3) == [0.0, 0.0, 0.0]
-        assert (g.alpha, g.max_horizon) == (0.2, 14)  # same parameters
+        assert (g.alphas, g.max_horizon) == ((0.1, 0.3), 14)  # same parameters
         g.learn_one(4.0, {"t": 80 * DAY})  # and it learns again
         assert g.n == 1
     assert g.relearned_from == STATE_VERSION
@@ -154,12 +154,12 @@ def test_it_is_a_river_forecaster_that_passes_rivers_checks() -> None:
         model = DemandForecaster(**params)
         assert isinstance(model, time_series.base.Forecaster)
         checks.check_estimator(model)
-    f = DemandForecaster("D", alpha=0.2)
-    assert f._get_params()["alpha"] == 0.2 and "alpha=0.2" in repr(f)
+    f = DemandForecaster("D", gamma=0.2)
+    assert f._get_params()["gamma"] == 0.2 and "gamma=0.2" in repr(f)
     for d in range(10):
         f.learn_one(3.0, {"t": d * DAY})
     g = f.clone()
-    assert g.alpha == 0.2 and g.n == 0 and f.n == 10  # clone: same parameters, nothing learned
+    assert g.gamma == 0.2 and g.n == 0 and f.n == 10  # clone: same parameters, nothing learned
     # Without a time in x, each call learns the bucket after the last one.
     f.learn_one(3.0)
     assert f.last == 10
