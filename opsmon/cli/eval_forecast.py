@@ -101,7 +101,10 @@ def forecast(
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+    if value is None or not math.isfinite(value):
+        return "-"
+    # A method that diverged (errors a million times the scale) is named as such, not printed in full.
+    return f"{value:.{digits}f}" if abs(value) < 1e6 else "diverged"
 
 
 def _table(result: EvalResult) -> Table:
