@@ -128,8 +128,8 @@ class DemandForecaster(Forecaster):
     max_horizon
         Furthest horizon with its own error statistics (further ones reuse it); default 28 daily, 48 hourly.
     clip
-        Excess, in standard deviations of the predicted distribution, beyond which demand is clipped for the
-        levels and the profile (a promotion should neither lift the next weeks nor reshape the week).
+        Quantile of the predicted distribution beyond which demand is clipped for the levels and the profile
+        (a promotion should neither lift the next weeks nor reshape the week).
 
     Examples
     --------
@@ -149,7 +149,7 @@ class DemandForecaster(Forecaster):
         gamma: float = 0.05,
         coverage: float = 0.8,
         max_horizon: int | None = None,
-        clip: float = 2.5,
+        clip: float = 0.999,
     ) -> None:
         if freq not in _PERIOD:
             raise ValueError(f"freq must be 'h' or 'D', not {freq!r}")
@@ -161,6 +161,8 @@ class DemandForecaster(Forecaster):
             raise ValueError(f"coverage must be between 0 and 1, not {coverage!r}")
         if max_horizon is not None and max_horizon < 1:
             raise ValueError(f"max_horizon must be at least 1, not {max_horizon!r}")
+        if not 0.5 < clip < 1.0:
+            raise ValueError(f"clip is a quantile level between 0.5 and 1, not {clip!r}")
         self.freq: Freq = freq
         self.alphas = tuple(alphas)
         self.gamma = gamma
@@ -358,13 +360,14 @@ class DemandForecaster(Forecaster):
         if self.n > 0:
             self._track_errors(index, y, s)
         # Clip a spike (a promotion, a bulk order) for the levels and the profile: it should neither lift
-        # the next weeks nor reshape the week. The bound is in standard deviations of the predicted
-        # distribution, at least one unit, so a slow seller's ordinary sale of a few units is never clipped.
+        # the next weeks nor reshape the week. The bound is a far quantile of the predicted distribution
+        # (at least one unit), not a number of standard deviations: a slow seller's sales are skewed, and
+        # clipping its ordinary sale of a few units would bias its mean down.
         mu = sum(w * lv for w, lv in zip(self._weights(0), self.levels, strict=True)) * s
         y_fit = y
         if self.n >= self.period:
-            sd = math.sqrt(mu + self._dispersion(0) * mu * mu)
-            y_fit = min(y, mu + self.clip * max(sd, 1.0))
+            var = mu + self._dispersion(0) * mu * mu
+            y_fit = min(y, max(_nb_quantiles(mu, var, (self.clip,))[0], 1.0))
         # A level steps by its rate while young at least 1/(n+1): a running mean until the rate takes over.
         gain = 1.0 / max(s, _MIN_SEASON_FOR_LEVEL)
         floor = 1.0 / (self.n + 1)

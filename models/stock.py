@@ -4,7 +4,9 @@ The level comes from counts (``set_level``), deliveries (``add_delivery``) and s
 A count is the truth at its time: sales and deliveries stamped before the last count are already in it
 and are ignored. ``days_to_stockout`` walks the forecaster's expected demand (``forecast()``: means
 add up, medians do not) from ``now`` until it has eaten the stock; ``at_risk`` says whether that happens
-within a supplier's lead time, i.e. whether an order placed now would arrive too late.
+within a supplier's lead time at the expected demand. ``reorder_point`` is the stock that covers the lead
+time's demand with a chosen probability, from the forecaster's quantiles of the lead time's total: stock
+below it is a stock-out risk even when the expected demand would not use it up.
 
 Times are datetimes (wall-clock, as the forecaster reads them) or epoch seconds (UTC).
 
@@ -19,6 +21,8 @@ Times are datetimes (wall-clock, as the forecaster reads them) or epoch seconds 
 28.0
 >>> round(s.days_to_stockout(28 * 86400.0, f), 1), s.at_risk(lead_time_days=5), s.at_risk(lead_time_days=10)
 (7.0, False, True)
+>>> s.reorder_point(f, lead_time_days=5, service_level=0.9) > 5 * 4  # more than the mean: a margin
+True
 """
 
 from __future__ import annotations
@@ -104,6 +108,19 @@ class StockTracker:
                 break
         self.days_left = math.inf
         return math.inf
+
+    def reorder_point(self, forecaster: DemandForecaster, lead_time_days: float, service_level: float = 0.9) -> float:
+        """Stock that covers the demand of the next ``lead_time_days`` with probability ``service_level``.
+
+        The ``service_level`` quantile of the lead time's total demand (``DemandForecaster.total_quantiles``):
+        an order placed when stock falls below it arrives before a stock-out, ``service_level`` of the time.
+        """
+        if not 0.0 < service_level < 1.0:
+            raise ValueError(f"service_level must be between 0 and 1, not {service_level!r}")
+        if lead_time_days < 0:
+            raise ValueError(f"lead_time_days must not be negative, not {lead_time_days!r}")
+        buckets = math.ceil(lead_time_days * 86400.0 / bucket_seconds(forecaster.freq))
+        return forecaster.total_quantiles(buckets, (service_level,))[0]
 
     def at_risk(self, lead_time_days: float, safety_days: float = 0.0) -> bool:
         """Whether stock runs out before an order placed now (arriving in ``lead_time_days``) lands.

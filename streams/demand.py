@@ -58,11 +58,12 @@ class Demand:
     """Keeps per-SKU daily and per-store hourly forecasters current as POS windows close."""
 
     def __init__(self, aux: dict | None = None, day_horizon: int = 7, hour_horizon: int = 24,
-                 lead_time_days: float = 2.0) -> None:
+                 lead_time_days: float = 2.0, service_level: float = 0.9) -> None:
         self.aux = aux  # set by the pipeline owner to the auxiliary state mapping
         self.day_horizon = day_horizon
         self.hour_horizon = hour_horizon
         self.lead_time_days = lead_time_days
+        self.service_level = service_level
 
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
         """A final POS window: fold its units into the open buckets, closing the buckets it has moved past."""
@@ -137,8 +138,11 @@ class Demand:
         if st is None or not st.tracker.known:
             return
         days = st.tracker.days_to_stockout(now, f)
-        at_risk = st.tracker.at_risk(self.lead_time_days)
+        # At risk: stock below what covers the lead time's demand service_level of the time (the same
+        # quantiles as the forecast's interval), not only below its expected demand.
+        reorder = st.tracker.reorder_point(f, self.lead_time_days, self.service_level)
+        at_risk = st.tracker.level < reorder
         out.lines.append(line("stock_risk", {"store": store, "sku": sku}, {
             "stock": round(st.tracker.level, 6), "days_to_stockout": round(days, 3) if math.isfinite(days) else 999.0,
-            "at_risk": 1.0 if at_risk else 0.0}, int(now * 1000)))
+            "reorder_point": round(reorder, 4), "at_risk": 1.0 if at_risk else 0.0}, int(now * 1000)))
         out.counts["stock_at_risk"] += int(at_risk)

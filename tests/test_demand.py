@@ -52,8 +52,10 @@ def test_stock_counts_and_sales_give_days_to_stockout_and_risk() -> None:
     lines = _run_days(33, aux, stock_at={30: 14.0})
     risk = [ln for ln in lines if ln.startswith("stock_risk,sku=A,store=s ")]
     # Counted 14 at the start of day 30. A day closes when the next day's first sale (09:00) is final, so
-    # each estimate already counts that sale: 13 left (3.25 days at 4 a day), then 9, then 5: within the
-    # 2-day lead time, at risk.
-    assert [ln.split()[1] for ln in risk] == ["stock=13.0,days_to_stockout=3.25,at_risk=0.0",
-                                              "stock=9.0,days_to_stockout=2.25,at_risk=0.0",
-                                              "stock=5.0,days_to_stockout=1.25,at_risk=1.0"]
+    # each estimate already counts that sale: 13 left (3.25 days at 4 a day), then 9, then 5. The reorder
+    # point is the 90% quantile of the 2-day lead time's demand: 8 expected, 12 with its Poisson margin, so
+    # 9 left is already a risk although the expected demand would not use it up.
+    assert [ln.split()[1] for ln in risk] == [
+        "stock=13.0,days_to_stockout=3.25,reorder_point=12.0,at_risk=0.0",
+        "stock=9.0,days_to_stockout=2.25,reorder_point=12.0,at_risk=1.0",
+        "stock=5.0,days_to_stockout=1.25,reorder_point=12.0,at_risk=1.0"]

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.forecast import STATE_VERSION, DemandForecaster
+from models.forecast import STATE_VERSION, DemandForecaster, _nb_quantiles
 from models.forecast_eval import ANCHORS, EvalInputError, bucketize, evaluate, read_csv
 from models.stock import StockTracker
 from opsmon.cli.eval_forecast import forecast as forecast_command
@@ -351,3 +351,66 @@ def test_eval_forecast_is_registered_in_the_opsmon_cli() -> None:
 
     result = CliRunner().invoke(app, ["eval", "forecast", "--help"])
     assert result.exit_code == 0 and "--anchors" in result.output
+
+
+def test_intermittent_item_gets_its_mean_and_zero_low_quantiles() -> None:
+    # Sells on 20% of days, 1 to 5 units when it does: expected demand 0.2 x 3 = 0.6 a day.
+    rng = random.Random(11)
+    f = DemandForecaster("D")
+    forecasts: list[float] = []
+    actuals: list[float] = []
+    pending = 0.0
+    for d in range(600):
+        y = float(rng.randint(1, 5)) if rng.random() < 0.2 else 0.0
+        if d > 200:
+            actuals.append(y)
+            forecasts.append(pending)
+        f.learn_one(y, {"t": d * DAY})
+        pending = f.forecast(1)[0]
+    # On average the forecast is the mean (not the median, which is 0): its errors have no bias.
+    assert sum(forecasts) / len(forecasts) == pytest.approx(sum(actuals) / len(actuals), rel=0.1)
+    for lo, median, hi in f.forecast_quantiles(7, qs=(0.1, 0.5, 0.9)):
+        assert lo == 0.0 and median == 0.0  # most days sell nothing
+        assert 1.0 <= hi <= 5.0 and hi == int(hi)  # whole units
+
+
+def test_negative_binomial_quantiles_match_the_distribution() -> None:
+    def nb_cdf(n: int, mean: float, var: float) -> float:
+        p = mean / var
+        r = mean * p / (1 - p)
+        return sum(math.exp(math.lgamma(k + r) - math.lgamma(r) - math.lgamma(k + 1) + r * math.log(p)
+                            + k * math.log(1 - p)) for k in range(n + 1))
+
+    for mean, var in ((0.3, 0.5), (2.0, 5.0), (12.0, 60.0), (30.0, 100.0)):
+        for tau, q in zip((0.1, 0.5, 0.9), _nb_quantiles(mean, var, (0.1, 0.5, 0.9)), strict=True):
+            n = int(q)
+            assert nb_cdf(n, mean, var) >= tau and (n == 0 or nb_cdf(n - 1, mean, var) < tau)
+    # Large counts: the gamma approximation is close to the normal one when the shape is large.
+    lo, hi = _nb_quantiles(1000.0, 1000.0, (0.1, 0.9))
+    assert lo == pytest.approx(1000 - 1.2816 * math.sqrt(1000), abs=1.5)
+    assert hi == pytest.approx(1000 + 1.2816 * math.sqrt(1000), abs=1.5)
+    assert _nb_quantiles(0.0, 0.0, (0.5, 0.9)) == (0.0, 0.0)
+
+
+def test_bank_of_levels_follows_a_step_change_faster_than_its_slowest_level() -> None:
+    rng = random.Random(12)
+    f = DemandForecaster("D")
+    for d in range(300):
+        f.learn_one(float(_poisson(rng, 5.0 if d < 270 else 15.0)), {"t": d * DAY})
+    assert sum(f.forecast(7)) / 7 == pytest.approx(15.0, rel=0.2)
+    slowest = f.levels[0]  # the alpha=0.02 level on its own is still far behind
+    assert slowest < 11.0
+    weights = f._weights(0)
+    assert weights[-1] > weights[0]  # the fast levels carry the one-step forecast now
+
+
+def test_lead_time_total_adds_means_and_widens_with_shared_level_error() -> None:
+    f = DemandForecaster("D")
+    for d, y in enumerate(_weekly_series(200, base=6.0, seed=13)):
+        f.learn_one(y, {"t": d * DAY})
+    lo, mid, hi = f.total_quantiles(5, (0.1, 0.5, 0.9))
+    total = sum(f.forecast(5))
+    per_bucket_hi = sum(q[2] for q in f.forecast_quantiles(5, (0.1, 0.5, 0.9)))
+    assert lo < total < hi and abs(mid - total) < 0.1 * total
+    assert hi <= per_bucket_hi + 1.0  # no wider than if every bucket were at its own 90% quantile
+    assert f.total_quantiles(0, (0.9,)) == (0.0,)
