@@ -19,6 +19,9 @@ How it works, for demand that may be intermittent (most days without a sale):
   without splitting it in two. Each level's h-step forecasts are scored online, per horizon, by their
   discounted squared error, and the mean forecast at horizon h weighs the levels by the inverse of it:
   the series picks its own smoothing, per horizon, as it goes (no batch fitting);
+- a short-term persistence term: the last one-step deviation from that forecast, decayed by its lag-1
+  autocorrelation (learned online, 0 to 0.9) per bucket ahead. Weather, a promotion's days or a
+  stock-out last more than a day; for an item whose surprises do not last it learns about 0;
 - the distribution of demand in a bucket is a negative binomial with that mean and a dispersion ``k``
   learned per horizon from the h-step errors (variance ``mu + k mu^2``): Poisson-like for a slow seller,
   whose low quantiles are then exactly 0 when a day without a sale is likely, and proportional to the
@@ -37,7 +40,7 @@ pickle from another version loads as a fresh forecaster with the same parameters
 >>> for i in range(8 * 7):
 ...     f.learn_one([20, 20, 20, 20, 60, 90, 0][i % 7], {"t": start + timedelta(days=i)})
 >>> [round(y) for y in f.forecast(7)]  # the weekday profile is shrunk a little towards a flat week
-[19, 19, 19, 19, 55, 82, 1]
+[18, 19, 19, 19, 55, 82, 1]
 >>> f.starts(1)[0].date()
 datetime.date(2024, 2, 26)
 >>> lo, median, hi = f.forecast_quantiles(1)[0]
@@ -82,6 +85,8 @@ _SHRINK_UNITS = 10.0
 # The level's step uses the de-seasonalised error (y / s - level), as multiplicative Holt-Winters does; the
 # index is floored so a closed or nearly empty slot (a Sunday, a night hour) cannot swing the level.
 _MIN_SEASON_FOR_LEVEL = 0.2
+# Memory of the deviations' autocorrelation, a stable property of a series: about 100 buckets.
+_AR_DISCOUNT = 0.99
 _K_PRIOR = 0.1  # dispersion before any error has been seen (and its weight, in buckets)
 _K_PRIOR_WEIGHT = 10.0
 
@@ -209,6 +214,12 @@ class DemandForecaster(Forecaster):
         self._e2 = [0.0] * len(grid)
         self._mu1 = [0.0] * len(grid)
         self._mu2 = [0.0] * len(grid)
+        # Short-term persistence of the one-step deviation (weather, a promotion's days, a stock-out):
+        # the last deviation, its slot's index, and discounted sums for its lag-1 regression coefficient.
+        self._dev = 0.0
+        self._dev_season = 1.0
+        self._ar_num = 0.0
+        self._ar_den = 0.0
         self._tz: tzinfo | None = None
 
     @classmethod
@@ -364,6 +375,12 @@ class DemandForecaster(Forecaster):
         # (at least one unit), not a number of standard deviations: a slow seller's sales are skewed, and
         # clipping its ordinary sale of a few units would bias its mean down.
         mu = sum(w * lv for w, lv in zip(self._weights(0), self.levels, strict=True)) * s
+        if self.n >= self.period:
+            dev = y - mu
+            self._ar_num = _AR_DISCOUNT * self._ar_num + dev * self._dev
+            self._ar_den = _AR_DISCOUNT * self._ar_den + self._dev * self._dev
+            self._dev = dev
+            self._dev_season = s
         y_fit = y
         if self.n >= self.period:
             var = mu + self._dispersion(0) * mu * mu
@@ -411,7 +428,22 @@ class DemandForecaster(Forecaster):
         """Expected demand ``h`` buckets after the last learned one."""
         g = self._grid_of[min(h, self._h_max) - 1]
         base = sum(w * lv for w, lv in zip(self._weights(g), self.levels, strict=True))
-        return base * self.season(self._slot(self.last + h)) if self.last is not None else 0.0
+        if self.last is None:
+            return 0.0
+        s = self.season(self._slot(self.last + h))
+        phi = self.persistence
+        if phi <= 0.0:
+            return base * s
+        # The last deviation decays by phi a bucket, scaled to the target slot's share of the week.
+        carry = phi**h * self._dev * min(s / max(self._dev_season, _MIN_SEASON_FOR_LEVEL), 5.0)
+        return max(base * s + carry, 0.0)
+
+    @property
+    def persistence(self) -> float:
+        """Lag-1 autocorrelation of the one-step deviations (0 to 0.9): how much of today's surprise lasts."""
+        if self._ar_den <= 0.0:
+            return 0.0
+        return min(max(self._ar_num / self._ar_den, 0.0), 0.9)
 
     def forecast(self, horizon: int, xs: list[dict] | None = None) -> list[float]:
         """Expected demand (the mean) of each of the ``horizon`` buckets after the last learned one.
