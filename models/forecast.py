@@ -13,8 +13,8 @@ How it works, for demand that may be intermittent (most days without a sale):
 - a multiplicative seasonal profile kept as per-slot exponentially weighted *means of demand* (no ratios,
   so zeros are harmless), normalised to mean 1: day-of-week for daily buckets; for hourly buckets the full
   hour-of-week profile shrunk towards day-of-week x hour-of-day, which has 7 to 24 times more data per slot;
-- a small bank of levels of de-seasonalised demand, one per smoothing rate in ``alphas`` (slow ones for
-  sparse, stable items; fast ones for series whose level moves). A level is an exponentially weighted mean
+- a small bank of levels of de-seasonalised demand, one per smoothing rate in ``alphas`` (the slowest for
+  sparse, stable items; the fastest for series whose level drifts). A level is an exponentially weighted mean
   of demand *including its zeros*, so it is TSB's expected demand (probability of a sale x its size)
   without splitting it in two. Each level's h-step forecasts are scored online, per horizon, by their
   discounted squared error, and the mean forecast at horizon h weighs the levels by the inverse of it:
@@ -125,7 +125,8 @@ class DemandForecaster(Forecaster):
     freq
         Bucket length: ``"D"`` (daily, weekly season of 7) or ``"h"`` (hourly, weekly season of 168).
     alphas
-        Smoothing rates of the bank of levels, from slow to fast.
+        Smoothing rates of the bank of levels, from slow to fast. The levels follow drift only: what lasts a
+        few buckets (a promotion, the weather) is the persistence term's.
     gamma
         Seasonal step per visit of a slot.
     coverage
@@ -150,7 +151,7 @@ class DemandForecaster(Forecaster):
     def __init__(
         self,
         freq: Freq = "D",
-        alphas: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4),
+        alphas: tuple[float, ...] = (0.02, 0.05, 0.1),
         gamma: float = 0.05,
         coverage: float = 0.8,
         max_horizon: int | None = None,
@@ -511,7 +512,7 @@ class DemandForecaster(Forecaster):
         >>> new = DemandForecaster.from_prior(store, level=1.0)
         >>> new.learn_one(1.0, {"t": float(28 * 86400)})
         >>> round(new.forecast(2)[1], 2)  # a Saturday
-        2.03
+        1.99
         """
         new = prior.clone()
         prior_level = sum(prior.levels) / len(prior.levels)
