@@ -38,4 +38,5 @@ def check(path: Path = typer.Argument(..., help="A JSON file of limits, e.g. the
         if len(parts) != 3 or parts[0] not in SOURCES:
             raise typer.BadParameter(f"{name!r} is not source:entity:metric (source one of {', '.join(SOURCES)})")
         found = limits.matching(*parts)
-        console.print(f"{name}: " + ("; ".join(c.text for c in found) if found else "no limit"))
+        console.print(f"{name}: " + ("; ".join(c.text for c in found) if found else "no limit"), markup=False,
+                      soft_wrap=True)
