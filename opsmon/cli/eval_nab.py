@@ -2,7 +2,9 @@
 
 Only wiring: reading the corpus, one pass per file through the production detector (the class and
 threshold the stream uses), NAB's results files, a table of scores (``--details``: where each file's
-score comes from), a summary JSON and a PNG. The scoring rules live in ``models.nab``.
+score comes from), a summary JSON and a PNG. The scoring rules live in ``models.nab``. With ``--loco``: every
+setting of a small grid run once over the corpus, then leave one category out (``models.nab_holdout``): held-out
+scores per category next to the in-sample ones, a JSON report and a PNG.
 """
 
 from __future__ import annotations
@@ -270,6 +272,7 @@ def nab(
 LOCO_THRESHOLDS = (0.5, 0.45, 0.55, 0.6)
 LOCO_PARAMS: dict[str, tuple[float, ...]] = {"min_effect": (2.5, 3.5), "refractory": (150, 300)}
 LOCO_GRIDS = ("detector", "threshold")
+_INT_PARAMS = ("warmup", "refractory", "hold", "max_bins")  # constructor arguments that count values
 
 
 def loco_grid(kind: str, production_threshold: float) -> list[holdout.Setting]:
@@ -290,9 +293,6 @@ def run_flags(stamps: list[datetime], values: list[float], setting: holdout.Sett
     det = SeriesDetector(**kwargs)
     return [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()).is_anomaly
             for ts, x in zip(stamps, values, strict=True)]
-
-
-_INT_PARAMS = ("warmup", "refractory", "hold", "max_bins")
 
 
 def loco_scores(series: dict[str, tuple[list[datetime], list[float]]],
@@ -319,6 +319,10 @@ def _cell(s: scorer.CorpusScore) -> str:
     return f"{s.normalised:.1f}" if s.perfect != s.null else f"raw {s.detector.raw:+.2f}"
 
 
+def _found(s: scorer.CorpusScore) -> str:
+    return f"{s.detector.tp} / {s.detector.fp}"
+
+
 def _short(profile: str) -> str:
     return {"standard": "std", "reward_low_FP_rate": "low-FP", "reward_low_FN_rate": "low-FN"}.get(profile, profile)
 
@@ -335,10 +339,10 @@ def loco_table(cats: list[str], files: dict[str, int], in_sample: dict[str, dict
     table.add_column("windows", justify="right")
     for p in profiles:
         table.add_column(f"in {_short(p)}", justify="right")
-    table.add_column("in FP", justify="right")
+    table.add_column("in found / FP", justify="right")
     for p in profiles:
         table.add_column(f"out {_short(p)}", justify="right")
-    table.add_column("out FP", justify="right")
+    table.add_column("out found / FP", justify="right")
     table.add_column("chosen without it")
     by_cat = {f.category: f for f in folds}
     for c in cats + ["total"]:
@@ -346,8 +350,7 @@ def loco_table(cats: list[str], files: dict[str, int], in_sample: dict[str, dict
         outs = held_total if c == "total" else by_cat[c].scores
         n = sum(files.values()) if c == "total" else files[c]
         table.add_row(c, str(n), str(ins[profiles[0]].detector.windows), *(_cell(ins[p]) for p in profiles),
-                      str(ins[profiles[0]].detector.fp), *(_cell(outs[p]) for p in profiles),
-                      str(outs[profiles[0]].detector.fp),
+                      _found(ins[profiles[0]]), *(_cell(outs[p]) for p in profiles), _found(outs[profiles[0]]),
                       "" if c == "total" else holdout.describe(by_cat[c].setting),
                       style="bold" if c == "total" else None)
     return table
