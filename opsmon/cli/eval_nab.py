@@ -343,7 +343,7 @@ def loco_table(cats: list[str], files: dict[str, int], in_sample: dict[str, dict
     for p in profiles:
         table.add_column(f"out {_short(p)}", justify="right")
     table.add_column("out found / FP", justify="right")
-    table.add_column("chosen without it")
+    table.add_column("chosen without it", no_wrap=True)
     by_cat = {f.category: f for f in folds}
     for c in cats + ["total"]:
         ins = {p: in_sample[p][c] for p in profiles}
@@ -397,8 +397,8 @@ def plot_loco(cats: list[str], in_sample: dict[str, dict[str, scorer.CorpusScore
 
 def nab_loco(data: Path, labels: Path, out: Path, threshold: float, grid_kind: str, plots: int) -> None:
     """``opsmon eval nab --loco``: leave-one-category-out scores next to the in-sample ones."""
-    # the table has a dozen columns: at least 170 wide, so a narrow terminal wraps lines instead of eliding numbers
-    console = Console(width=max(Console().width, 170))
+    # the table has a dozen columns: at least 200 wide, so a narrow terminal wraps lines instead of eliding numbers
+    console = Console(width=max(Console().width, 200))
     grid = loco_grid(grid_kind, threshold)
     production = grid[0]  # the production value of every parameter comes first
     try:
