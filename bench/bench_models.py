@@ -58,15 +58,15 @@ def opsmon_process(xs: list[float]) -> tuple[Callable[[], None], object]:
 
 
 def opsmon_split(xs: list[float]) -> tuple[Callable[[], None], object]:
-    """``score_one`` then ``learn_one``, River style (features computed twice)."""
+    """``score_one`` then ``learn_one``, River's signature (a dict per value; features computed twice)."""
     det = SeriesDetector()
 
     def go() -> None:
         s, learn = det.score_one, det.learn_one
-        for i, x in enumerate(xs):
-            t = i * STEP
-            s(x, t)
-            learn(x, t)
+        for i, y in enumerate(xs):
+            x = {"t": i * STEP}
+            s(x, y)
+            learn(x, y)
     return go, det
 
 
@@ -168,7 +168,7 @@ def main() -> None:
     minutes = till(min(args.n, 20_160))  # two weeks of per-minute windows
     rows: list[tuple[str, Callable[[Any], tuple[Callable[[], None], object]], Any, int]] = [
         ("opsmon SeriesDetector.process_one", opsmon_process, xs, len(xs)),
-        ("opsmon score_one + learn_one", opsmon_split, xs, len(xs)),
+        ("opsmon score_one(x, y) + learn_one(x, y)", opsmon_split, xs, len(xs)),
         ("opsmon, a till's per-minute windows", opsmon_minutes, minutes, len(minutes)),
         ("river QuantileFilter(GaussianScorer)", river_quantile_gauss, xs, len(xs)),
         ("river HalfSpaceTrees", river_hst, slow, len(slow)),

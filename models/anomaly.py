@@ -1,8 +1,11 @@
 """Online anomaly detector for one numeric series (a sensor, a till's takings, a page's traffic).
 
-``SeriesDetector`` scores each value as it arrives and then learns from it, in River's idiom
-(``score_one`` / ``learn_one``, or both at once with ``process_one``), with O(1) work per value and a
-small, bounded, picklable state that can live in a Faust table.
+``SeriesDetector`` is a River supervised-style anomaly detector (``river.base.SupervisedAnomalyDetector``, as
+``river.anomaly.GaussianScorer`` is): the value is ``y`` and its time travels in ``x`` (``x = {"t": epoch seconds}``,
+or ``{}`` for a series without time), so ``score_one(x, y)`` / ``learn_one(x, y)``, ``clone()``, ``repr`` and
+``river.checks`` work as for any River estimator. The stream calls ``process_one`` (score, decide and learn in one
+pass, without a dict per value). O(1) work per value and a small, bounded, picklable state that can live in a
+Faust table.
 
 How a value is judged
 ---------------------
@@ -67,10 +70,13 @@ decay, soon take it as normal.
 
 from __future__ import annotations
 
-import copy
+import inspect
 import logging
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import river
+from river import base
 
 from models.record import RecordRange
 from models.seasonal import SeasonalBaseline
@@ -87,6 +93,7 @@ _log = logging.getLogger(__name__)
 # episode judged against the others. 4: the worst surprise of the open event (escalation). 5: the level's
 # two sides calibrated apart.
 STATE_VERSION = 5
+RIVER_VERSION = river.__version__
 
 # Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
 # and the production threshold agree on this bar (1.5 or 2.5 both score lower on NAB); a lower one
@@ -128,10 +135,6 @@ RECUR_MIN = 2
 _RECUR_TOL = 1.0 / 96.0  # of the period
 _RECUR_KEEP = 32
 
-# constructor arguments, kept as attributes of the same name
-_SETTINGS = ("threshold", "warmup", "refractory", "escalate", "period", "max_bins", "slow_alpha", "shift_alpha",
-             "season_gamma", "flat_alpha", "horizon", "tail_q", "tail_rate", "cluster_level",
-             "cluster_alpha", "min_effect", "clip", "hold", "week", "calendar", "tick", "side", "floor")
 
 
 class Verdict(NamedTuple):
@@ -150,8 +153,13 @@ class Verdict(NamedTuple):
 _tuple_new = tuple.__new__  # builds a Verdict (as its own __new__ does)
 
 
-class SeriesDetector:
+class SeriesDetector(base.SupervisedAnomalyDetector):
     """Online anomaly detector for one series; see the module docstring for the method.
+
+    River's supervised-style signature: the value is ``y``, its time is ``x["t"]`` (epoch seconds; absent or
+    ``None`` for a series without time) and, optionally, ``x["pattern_t"]`` (see ``process_one``). The value is
+    ``y`` rather than a feature because a series has exactly one: a dict of features would invite a second one
+    that this model would silently ignore. ``score_one`` returns the calibrated score (0.5: one in a hundred).
 
     Parameters
     ----------
@@ -219,6 +227,14 @@ class SeriesDetector:
     >>> v = det.process_one(27.0, t=300.0 * 288 * 3)
     >>> v.is_anomaly, v.reason, v.lower < 20 < v.upper
     (True, 'level', True)
+
+    In River's idiom (the same model, scored then learned; ``clone()`` gives a fresh one with the same settings):
+
+    >>> det.score_one({"t": 300.0 * 288 * 3 + 300}, 27.0) >= 0.5
+    True
+    >>> fresh = det.clone(new_params={"threshold": 0.7})
+    >>> fresh.n, fresh.threshold, fresh.warmup
+    (0, 0.7, 150)
     """
 
     def __init__(self, threshold: float = 0.5, warmup: int = 150, refractory: int = 150,
@@ -262,7 +278,7 @@ class SeriesDetector:
         self.cal = SurpriseCalibrator(_NCAL, tail_q, tail_rate, horizon, sustained=(_FAST,), signed=_LEVEL)
         self.n = 0  # values learned
         self.n_mature = 0  # values learned since the model could judge surprises (see _learn)
-        self.anchor = True  # next value (re)starts the level: first value, or after from_prior
+        self.anchor = True  # next value (re)starts the level: first value, or after ``sibling``
         self.t_last: float | None = None
         self.last = 0.0  # previous deseasonalised value
         self.last_x = 0.0
@@ -287,7 +303,7 @@ class SeriesDetector:
     # ------------------------------------------------------------------ public API
     @property
     def warmed_up(self) -> bool:
-        """True once the detector may flag (and is worth copying with ``from_prior``)."""
+        """True once the detector may flag (and is worth copying with ``sibling``)."""
         return self.n_mature >= self.warmup
 
     @property
@@ -297,22 +313,30 @@ class SeriesDetector:
             return "values"
         return "minutes" if self.tick == 60.0 else f"periods of {self.tick:g} s"
 
-    def score_one(self, x: float, t: float | None = None) -> float:
-        """Calibrated surprise of ``x`` (at time ``t``, epoch seconds) in [0, 1], without learning it."""
-        if self.anchor or not math.isfinite(x):
-            return 0.0
-        return self._score(self._features(x, t))[0]
+    def score_one(self, x: dict, y: float) -> float:
+        """Calibrated surprise in [0, 1] of the value ``y`` at time ``x.get("t")``, without learning it."""
+        return self.score_value(float(y), _time(x, "t"), _time(x, "pattern_t"))
 
-    def learn_one(self, x: float, t: float | None = None) -> None:
-        """Update the model with ``x``; returns None, as River's ``learn_one`` does."""
-        if not math.isfinite(x):  # a NaN would poison every average for good
+    def learn_one(self, x: dict, y: float) -> None:
+        """Update the model with the value ``y`` at time ``x.get("t")``; returns None, as River's does."""
+        self.learn_value(float(y), _time(x, "t"), _time(x, "pattern_t"))
+
+    def score_value(self, y: float, t: float | None = None, pattern_t: float | None = None) -> float:
+        """``score_one`` without the dict: what the stream calls (a late window re-scored)."""
+        if self.anchor or not math.isfinite(y):
+            return 0.0
+        return self._score(self._features(y, t, pattern_t))[0]
+
+    def learn_value(self, y: float, t: float | None = None, pattern_t: float | None = None) -> None:
+        """``learn_one`` without the dict."""
+        if not math.isfinite(y):  # a NaN would poison every average for good
             return
         if self.anchor:
-            self._start(x, t)
+            self._start(y, t)
             return
-        feats = self._features(x, t)
+        feats = self._features(y, t, pattern_t)
         _, _, notable, rare = self._score(feats)
-        self._learn(x, t, feats, notable, rare)
+        self._learn(y, t, feats, notable, rare)
 
     def process_one(self, x: float, t: float | None = None, is_open: bool = True,
                     pattern_t: float | None = None) -> Verdict:
@@ -407,19 +431,17 @@ class SeriesDetector:
         self.recent = [e for e in self.recent if e[0] != self.event_t]  # nor is it a daily routine
         return True
 
-    @classmethod
-    def from_prior(cls, prior: SeriesDetector) -> SeriesDetector:
-        """A new series' detector that starts from another (warmed-up) detector of its group.
+    def sibling(self) -> SeriesDetector:
+        """A new series' detector that starts from this (warmed-up) one, of the same group: ``clone()`` plus state.
 
         The profile, weekly correction, scales, surprise history and settings (threshold, calendar)
         are copied; the level restarts at the new series' first value, the week's range (records) starts
-        empty, and warm-up is skipped when the prior had finished it. A prior still warming up has nothing
-        reliable to share: the new detector then starts from scratch with the prior's settings. The prior
-        itself is not changed.
+        empty, and warm-up is skipped when this one had finished it. A detector still warming up has nothing
+        reliable to share: the new one is then a plain ``clone()``. This one is not changed.
         """
-        if not prior.warmed_up:
-            return cls(**{name: getattr(prior, name) for name in _SETTINGS})
-        new = copy.deepcopy(prior)
+        if not self.warmed_up:
+            return self.clone()
+        new = self.clone(include_attributes=True)  # the settings, and a deep copy of what was learned
         new.anchor = True
         new.quiet = 0
         new.worst = 0.0
@@ -438,17 +460,20 @@ class SeriesDetector:
         return new
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"state_version": STATE_VERSION, **self.__dict__}
+        # river's version is recorded for the record (a support question, a relearn policy to come): this model's
+        # state holds only plain Python, so a river upgrade alone does not make it unreadable
+        return {"state_version": STATE_VERSION, "river_version": RIVER_VERSION, **self.__dict__}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         version = state.pop("state_version", None)
+        state.pop("river_version", None)
         if version != STATE_VERSION:
             # What an older release learned means something else here: learn afresh, with the same
             # settings, rather than stop a worker that restores its tables after an upgrade.
             _log.warning("detector state version %s, this code reads %s: learning restarts", version,
                          STATE_VERSION)
             try:
-                state = SeriesDetector(**{k: state[k] for k in _SETTINGS if k in state}).__dict__
+                state = SeriesDetector(**{k: state[k] for k in _PARAMS if k in state}).__dict__
             except (TypeError, ValueError):  # settings that no longer exist or hold
                 state = SeriesDetector().__dict__
             self.relearned_from = version
@@ -456,6 +481,12 @@ class SeriesDetector:
         self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "event_t": None,
                               "confirmed": False, "recent": [], "side": 0, "floor": -math.inf,
                               "record": RecordRange(), **state})
+
+    @classmethod
+    def _unit_test_params(cls):
+        """Settings for River's generic checks: the default, and a series without time or week."""
+        yield {}
+        yield {"period": None, "week": None, "warmup": 30}
 
     # ------------------------------------------------------------------ internals
     def _end_event(self) -> None:
@@ -681,3 +712,16 @@ class SeriesDetector:
             self.tick_share, self.tick_decades = 1.0, 0.0
         if formed:  # the profile has just been formed: the previous value is deseasonalised anew
             self.last = x - base.lam * base.locate(t)[1]
+
+
+_PARAMS = tuple(inspect.signature(SeriesDetector).parameters)  # constructor arguments (an old state's settings)
+
+
+def _time(x: dict, key: str) -> float | None:
+    """A time from a River feature dict (epoch seconds), None when absent; a clear error when not a number."""
+    t = x.get(key) if x else None
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, int | float):
+        raise TypeError(f"x[{key!r}] must be epoch seconds (a number), not {type(t).__name__}")
+    return float(t)

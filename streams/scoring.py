@@ -341,7 +341,7 @@ class Scoring:
             sm = state.models.get("series", {}).get(metric)
             if sm is None or sm.alerts.open_since != start:
                 continue
-            score = sm.detector.score_one(x, start)
+            score = sm.detector.score_value(x, start)
             if sm.counts is not None and fields is not None and metric in POOLED:  # and its count (see COUNTED)
                 score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in POOLED[metric])))
             if sm.kind == "limit" and any(rule.beyond(x) for rule in self._limits_of(entity, metric)):
@@ -360,7 +360,7 @@ class Scoring:
         side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
         if sm is None:
             prior = self.priors.get((group_of(self.source, entity), metric))
-            det = SeriesDetector.from_prior(prior) if prior is not None else SeriesDetector(
+            det = prior.sibling() if prior is not None else SeriesDetector(
                 threshold=self.cfg.threshold, warmup=warmup, side=side, floor=floor)
             sm = series[metric] = SeriesModel(det)
         elif sm.detector is not None:

@@ -633,7 +633,7 @@ def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     assert prior.warmed_up
     xs = [x + 3.0 for x in seasonal(DAY, seed=6, start=DAY * 10)]  # a sister device, 3 degrees warmer
     xs[40] += 10 * SIGMA
-    from_group = run(xs, SeriesDetector.from_prior(prior), start=DAY * 10)
+    from_group = run(xs, prior.sibling(), start=DAY * 10)
     from_scratch = run(xs, SeriesDetector(), start=DAY * 10)
     assert flags(from_group) == [40]
     assert flags(from_scratch) == [] and from_scratch[40].warming_up
@@ -644,7 +644,7 @@ def test_prior_that_is_still_warming_up_only_shares_what_it_has() -> None:
     young = SeriesDetector()
     run(seasonal(20, seed=9), young)
     assert not young.warmed_up
-    vs = run(seasonal(DAY * 2, seed=10, start=DAY), SeriesDetector.from_prior(young), start=DAY)
+    vs = run(seasonal(DAY * 2, seed=10, start=DAY), young.sibling(), start=DAY)
     assert vs[10].warming_up and flags(vs) == []
 
 
@@ -677,15 +677,15 @@ def test_state_of_another_version_restarts_learning_with_its_settings() -> None:
 def test_score_one_does_not_learn_and_learn_one_returns_none() -> None:
     det = trained(days=2)
     before = pickle.dumps(det)
-    s = det.score_one(40.0, DAY * 2 * STEP)
+    s = det.score_one({"t": DAY * 2 * STEP}, 40.0)
     assert 0.0 <= s <= 1.0 and s > 0.5
     assert pickle.dumps(det) == before
-    assert det.learn_one(20.0, DAY * 2 * STEP) is None
+    assert det.learn_one({"t": DAY * 2 * STEP}, 20.0) is None
     assert pickle.dumps(det) != before
     young = SeriesDetector()
-    young.learn_one(20.0, 0.0)
+    young.learn_one({"t": 0.0}, 20.0)
     before = pickle.dumps(young)
-    young.score_one(21.0, STEP)  # not even the cadence is learned from a score
+    young.score_one({"t": STEP}, 21.0)  # not even the cadence is learned from a score
     assert pickle.dumps(young) == before
 
 
@@ -694,8 +694,8 @@ def test_score_then_learn_equals_process_one() -> None:
     xs = seasonal(200, seed=8, start=DAY * 2)
     for i, x in enumerate(xs):
         t = (DAY * 2 + i) * STEP
-        s = a.score_one(x, t)
-        a.learn_one(x, t)
+        s = a.score_one({"t": t}, x)
+        a.learn_one({"t": t}, x)
         assert s == b.process_one(x, t).score
 
 
@@ -704,8 +704,8 @@ def test_non_finite_values_are_neither_scored_nor_learned() -> None:
     for bad in (math.nan, math.inf, -math.inf):
         v = b.process_one(bad, DAY * 2 * STEP)
         assert v.reason == "invalid" and not v.is_anomaly
-        b.learn_one(bad, DAY * 2 * STEP)
-        assert b.score_one(bad, DAY * 2 * STEP) == 0.0
+        b.learn_one({"t": DAY * 2 * STEP}, bad)
+        assert b.score_one({"t": DAY * 2 * STEP}, bad) == 0.0
     assert pickle.dumps(a) == pickle.dumps(b)
 
 
@@ -779,3 +779,26 @@ def test_subnormal_then_ordinary_values_give_finite_scores() -> None:
     stuck = SeriesDetector(period=None, warmup=0)  # steps shrink to exactly zero after subnormal ones
     verdicts = [stuck.process_one(x) for x in [5e-324, 0.0] * 30 + [0.0] * 40]
     assert all(math.isfinite(v.score) for v in verdicts)
+
+
+def test_the_detector_is_a_river_estimator_that_passes_rivers_checks() -> None:
+    from river import base, checks
+
+    det = SeriesDetector()
+    assert isinstance(det, base.SupervisedAnomalyDetector) and isinstance(det, base.Estimator)
+    checks.check_estimator(det)
+    assert det.clone(new_params={"warmup": 7})._get_params()["warmup"] == 7
+
+
+def test_a_sibling_is_a_clone_plus_the_learned_state() -> None:
+    prior = trained(days=3)
+    new = prior.sibling()
+    assert new._get_params() == prior._get_params() and new.warmed_up and new.anchor
+    assert new.base.bins == prior.base.bins and new.base is not prior.base  # copied, not shared
+    young = SeriesDetector(threshold=0.7)
+    assert young.sibling().n == 0 and young.sibling().threshold == 0.7
+
+
+def test_time_in_x_must_be_a_number() -> None:
+    with pytest.raises(TypeError, match=r"x\['t'\] must be epoch seconds"):
+        SeriesDetector().learn_one({"t": "2026-01-01"}, 1.0)
