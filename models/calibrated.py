@@ -16,9 +16,9 @@ adds the event policy: one flag per event (``refractory`` unremarkable values be
 escalates by ``escalate`` decades.
 
 >>> import random
->>> from river import anomaly, preprocessing
+>>> from river import anomaly
 >>> rng = random.Random(1)
->>> det = AlertFilter(CalibratedDetector(preprocessing.StandardScaler() | anomaly.LODA(seed=7)))
+>>> det = AlertFilter(CalibratedDetector(anomaly.StandardAbsoluteDeviation()))
 >>> flags = [det.process_one(rng.gauss(10, 1), 60.0 * i).is_anomaly for i in range(3000)]
 >>> sum(flags) < 30  # on noise, flags open at most about once in a hundred values (p = 1/100)
 True
@@ -67,7 +67,8 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
     model
         The River anomaly detector (or pipeline ending in one); default: a ``MinMaxScaler`` then ``HalfSpaceTrees``.
     grace
-        Values learned before anything is scored (the raw model and its calibration settle).
+        Values learned before anything is scored: for the first quarter the raw model settles (its scores are not
+        counted), for the rest the calibrator learns the tail of its raw scores.
     horizon, tail_q, tail_rate
         The calibrator's memory in values, the quantile above which the raw scores' tail is modelled, and the
         step of its tracking (``models.surprise.SurpriseCalibrator``).
@@ -78,7 +79,7 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         rebuilt from it rather than unpickled.
     """
 
-    def __init__(self, model: Any = None, grace: int = 100, horizon: float = 2000.0, tail_q: float = 0.9,
+    def __init__(self, model: Any = None, grace: int = 200, horizon: float = 2000.0, tail_q: float = 0.9,
                  tail_rate: float = 0.005, side: int = 0, spec: str = "") -> None:
         if side not in (-1, 0, 1):
             raise ValueError("side must be -1, 0 or 1")
@@ -126,10 +127,11 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         if math.isfinite(raw):
             if raw < self.low:
                 self.low = raw
-            if self.n == self.grace:
+            settled = self.grace // 4
+            if self.n == settled:
                 self.cal.restart()  # the raw scores of a model still settling do not describe its tail
             z = raw - self.low
-            self.cal.learn([z if z > 0.0 else 0.0], count=self.n >= self.grace)
+            self.cal.learn([z if z > 0.0 else 0.0], count=self.n >= settled)
         if self._supervised_model:
             self.model.learn_one({}, y)
         else:
@@ -184,7 +186,7 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         from river import anomaly
 
         yield {}
-        yield {"model": anomaly.GaussianScorer(), "grace": 10}
+        yield {"model": anomaly.GaussianScorer(), "grace": 20}
 
 
 def _rebuild(state: dict[str, Any]) -> Any:

@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 
 from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
+from models.calibrated import REASON as MODEL_REASON
+from models.calibrated import AlertFilter, CalibratedDetector
 from models.limits import Limit, Limits, LimitWatch
 from models.ratio import CountTail
+from models.river_spec import OPSMON, ModelSpecs
 from models.silence import SilenceWatch
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
@@ -63,7 +66,8 @@ REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "s
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
            "count": "rare count for its usual rate", "limit": "limit crossed",
-           "record": "value beyond its whole range of the past week"}
+           "record": "value beyond its whole range of the past week",
+           MODEL_REASON: "rare score from its configured model"}
 # Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
 # the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
 # so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
@@ -103,13 +107,16 @@ class ScoringConfig:
     min_trials: float = 10.0  # a ratio (see POOLED) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
     limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
+    models: ModelSpecs | None = None  # the River model of each series (models.river_spec); None: opsmon's own
 
 
 @dataclass
 class SeriesModel:
     """What is learned about one metric of one entity."""
 
-    detector: SeriesDetector | None  # None for the missing-data series, which only needs its alert state
+    # opsmon's detector, or a configured River model behind its calibration and decision (models.calibrated);
+    # None for the missing-data series, which only needs its alert state
+    detector: SeriesDetector | AlertFilter | None
     alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
     last_written: float = -1e18
     last_verdict: Verdict | None = None
@@ -358,12 +365,27 @@ class Scoring:
         sm = series.get(metric)
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
         side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
-        if sm is None:
+        spec = self.cfg.models.matching(self.source, entity, metric) if self.cfg.models else None
+        if spec is not None and spec.preset != OPSMON:
+            if sm is None or not isinstance(sm.detector, AlertFilter) or sm.detector.spec != spec.text:
+                # a River model (or another one than the state holds: the configuration changed) learns afresh
+                det = AlertFilter(CalibratedDetector(spec.make(), side=side, spec=spec.text),
+                                  threshold=self.cfg.threshold)
+                if sm is None:
+                    sm = series[metric] = SeriesModel(det)
+                else:
+                    sm.detector = det
+            return sm
+        back = sm is not None and isinstance(sm.detector, AlertFilter)  # configured back to opsmon's own detector
+        if sm is None or back:
             prior = self.priors.get((group_of(self.source, entity), metric))
             det = prior.sibling() if prior is not None else SeriesDetector(
                 threshold=self.cfg.threshold, warmup=warmup, side=side, floor=floor)
-            sm = series[metric] = SeriesModel(det)
-        elif sm.detector is not None:
+            if sm is None:
+                sm = series[metric] = SeriesModel(det)
+            else:
+                sm.detector = det
+        elif isinstance(sm.detector, SeriesDetector):
             if sm.detector.warmed_up:
                 self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
             if sm.detector.side != side:
