@@ -11,12 +11,11 @@ It has ``SeriesDetector``'s signature (River's supervised style: the value is ``
 unsupervised River model sees the value as the one feature ``{"value": y}``; a supervised one
 (``GaussianScorer``) gets it as ``y``.
 
-``AlertFilter`` decides (River's ``AnomalyFilter``): ``classify(score)`` is ``score >= threshold``; ``process_one``
-adds the event policy: one flag per event (``refractory`` unremarkable values before the next), unless the event
-escalates by ``escalate`` decades.
+``models.alert_filter.AlertFilter`` decides on its scores as on ``SeriesDetector``'s (threshold, events, escalation).
 
 >>> import random
 >>> from river import anomaly
+>>> from models.alert_filter import AlertFilter
 >>> rng = random.Random(1)
 >>> det = AlertFilter(CalibratedDetector(anomaly.StandardAbsoluteDeviation()))
 >>> flags = [det.process_one(rng.gauss(10, 1), 60.0 * i).is_anomaly for i in range(3000)]
@@ -37,7 +36,7 @@ from typing import Any
 import river
 from river import base
 
-from models.anomaly import FLAG_DECADES, Verdict
+from models.anomaly import FLAG_DECADES
 from models.surprise import SurpriseCalibrator
 
 _log = logging.getLogger(__name__)
@@ -152,12 +151,44 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         if math.isfinite(y):
             self._learn(y, self._raw(y))
 
-    def process_value(self, y: float) -> float:
-        """Score then learn ``y`` with one call of the River model: what the stream calls."""
+    def score_value(self, y: float, t: float | None = None, pattern_t: float | None = None) -> float:
+        """``score_one`` without the dict (a late window re-scored)."""
+        return self.score_one({}, y)
+
+    def learn_value(self, y: float, t: float | None = None, pattern_t: float | None = None) -> None:
+        """``learn_one`` without the dict."""
+        self.learn_one({}, y)
+
+    # ------------------------------------------------------------------ what the decision (AlertFilter) calls
+    starting = False  # every value is judged (the model has no level to restart)
+    settled = False  # no daily recurrences: a River model has no time-of-day profile
+    recurrence_period = None
+    rarity_unit = "values"
+
+    def is_closed(self, t: float | None) -> bool:
+        """A River model has no calendar of its own (the stream's ``is_open`` says when a series is shut)."""
+        return False
+
+    def assess(self, y: float, t: float | None, pattern_t: float | None = None) -> tuple:
+        """(score, reason, raw score, expected) of ``y``, with one call of the River model; ``absorb`` learns it."""
         raw = self._raw(y)
         score = self._calibrated(y, raw)
-        self._learn(y, raw)
-        return score
+        return score, REASON, raw, self.level
+
+    def absorb(self, y: float, t: float | None, assessed: tuple, threshold: float) -> tuple[float, float, float]:
+        """Learn ``y`` as ``assess`` judged it; (expected, lower, upper): the recent level, no band (NaN)."""
+        self._learn(y, assessed[2])
+        return assessed[3], math.nan, math.nan
+
+    def open_event(self) -> None:
+        """Nothing to record: a River model keeps no history of events."""
+
+    def close_event(self, confirmed: bool) -> None:
+        """Nothing to close."""
+
+    def unlearn_event(self) -> None:
+        """No event's record is kept: a confirmation changes nothing (None)."""
+        return None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -197,98 +228,3 @@ def _rebuild(state: dict[str, Any]) -> Any:
 
         return parse_expression(DETECTOR_PRESETS.get(spec, spec), DETECTOR_CLASSES, "stored model")
     return pickle.loads(state["model"]).clone()
-
-
-class AlertFilter(base.AnomalyFilter):
-    """The decision on a calibrated score: River's ``classify`` (the threshold), and events for the stream.
-
-    Parameters
-    ----------
-    anomaly_detector
-        A calibrated detector (``CalibratedDetector``): its scores mean the same rarity on every series.
-    threshold
-        Score at which a value is anomalous (0.5: one in a hundred).
-    refractory
-        Unremarkable values after a flag before a new flag is raised (one alert per event).
-    escalate
-        Within an event, a score this many decades rarer than the event's worst so far is flagged again.
-    protect_anomaly_detector
-        As in River: an anomalous value is not learned (by ``learn_one``; ``process_one`` always learns, as
-        ``SeriesDetector`` holds its own baseline against outliers).
-    """
-
-    def __init__(self, anomaly_detector: CalibratedDetector, threshold: float = 0.5, refractory: int = 150,
-                 escalate: float = 1.0, protect_anomaly_detector: bool = False) -> None:
-        super().__init__(anomaly_detector, protect_anomaly_detector)
-        if not 0.0 < threshold <= 1.0:
-            raise ValueError("threshold must be in (0, 1]")
-        self.threshold = threshold
-        self.refractory = refractory
-        self.escalate = escalate
-        self.quiet = 0  # unremarkable values to go before a new flag
-        self.worst = 0.0  # rarity (decades) of the open event's worst score
-
-    def classify(self, score: float) -> bool:
-        """Whether a calibrated score is anomalous."""
-        return score >= self.threshold
-
-    def learn_one(self, *args: Any, **learn_kwargs: Any) -> None:
-        """Update the detector (unless ``protect_anomaly_detector`` and the value is anomalous)."""
-        if not self.protect_anomaly_detector or not self.classify(self.score_one(*args)):
-            self.anomaly_detector.learn_one(*args, **learn_kwargs)
-
-    # ---------------------------------------------------------------- the stream's interface (as SeriesDetector's)
-    @property
-    def warmed_up(self) -> bool:
-        """True once the detector's scores are calibrated."""
-        return self.anomaly_detector.warmed_up
-
-    @property
-    def n(self) -> int:
-        """Values learned."""
-        return self.anomaly_detector.n
-
-    @property
-    def spec(self) -> str:
-        """The expression of the model (``models.river_spec``)."""
-        return self.anomaly_detector.spec
-
-    rarity_unit = "values"
-
-    def score_value(self, y: float, t: float | None = None, pattern_t: float | None = None) -> float:
-        """Calibrated score of ``y`` without learning it (a late window re-scored)."""
-        return self.anomaly_detector.score_one({}, y)
-
-    def confirm(self, start: float) -> bool:
-        """People confirmed an alert: a River model has no incident memory to adjust (False)."""
-        return False
-
-    def process_one(self, y: float, t: float | None = None, is_open: bool = True,
-                    pattern_t: float | None = None) -> Verdict:
-        """Score ``y``, decide, then learn it; closed hours and non-finite values are neither scored nor learned."""
-        det = self.anomaly_detector
-        warming = not det.warmed_up
-        if not is_open:
-            return Verdict(0.0, False, y, math.nan, math.nan, math.nan, "closed", warming)
-        if not math.isfinite(y):
-            return Verdict(0.0, False, y, math.nan, math.nan, math.nan, "invalid", warming)
-        expected = det.level
-        score = det.process_value(y)
-        th = self.threshold
-        flag = False
-        if score >= th or self.quiet:
-            decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
-            flag = score >= th and not warming and (self.quiet == 0 or decades >= self.worst + self.escalate)
-            if self.quiet:
-                if score < th:
-                    self.quiet -= 1
-                if decades > self.worst:
-                    self.worst = decades
-            if flag:
-                self.quiet, self.worst = self.refractory, decades
-        return Verdict(score, flag, y, expected, math.nan, math.nan, REASON if score >= 0.5 * th else "", warming)
-
-    @classmethod
-    def _unit_test_params(cls):
-        """A filter over the default calibrated detector."""
-        yield {"anomaly_detector": CalibratedDetector()}

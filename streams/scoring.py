@@ -20,10 +20,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from models.alert_filter import AlertFilter
 from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
 from models.calibrated import REASON as MODEL_REASON
-from models.calibrated import AlertFilter, CalibratedDetector
+from models.calibrated import CalibratedDetector
 from models.limits import Limit, Limits, LimitWatch
 from models.ratio import CountTail
 from models.river_spec import OPSMON, ModelSpecs
@@ -114,9 +115,9 @@ class ScoringConfig:
 class SeriesModel:
     """What is learned about one metric of one entity."""
 
-    # opsmon's detector, or a configured River model behind its calibration and decision (models.calibrated);
+    # the decision (models.alert_filter) on opsmon's detector or on a configured River model (models.calibrated);
     # None for the missing-data series, which only needs its alert state
-    detector: SeriesDetector | AlertFilter | None
+    detector: AlertFilter | None
     alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
     last_written: float = -1e18
     last_verdict: Verdict | None = None
@@ -365,31 +366,32 @@ class Scoring:
         sm = series.get(metric)
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
         side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
+        det = sm.detector if sm is not None else None
+        if isinstance(det, SeriesDetector):  # a state from before the decision had its own home: it wraps the detector
+            det = sm.detector = AlertFilter(det, threshold=self.cfg.threshold)  # type: ignore[union-attr]
+        if sm is not None and det is None:
+            return sm  # the missing-data series: no model
         spec = self.cfg.models.matching(self.source, entity, metric) if self.cfg.models else None
-        if spec is not None and spec.preset != OPSMON:
-            if sm is None or not isinstance(sm.detector, AlertFilter) or sm.detector.spec != spec.text:
-                # a River model (or another one than the state holds: the configuration changed) learns afresh
-                det = AlertFilter(CalibratedDetector(spec.make(), side=side, spec=spec.text),
-                                  threshold=self.cfg.threshold)
-                if sm is None:
-                    sm = series[metric] = SeriesModel(det)
-                else:
-                    sm.detector = det
-            return sm
-        back = sm is not None and isinstance(sm.detector, AlertFilter)  # configured back to opsmon's own detector
-        if sm is None or back:
-            prior = self.priors.get((group_of(self.source, entity), metric))
-            det = prior.sibling() if prior is not None else SeriesDetector(
-                threshold=self.cfg.threshold, warmup=warmup, side=side, floor=floor)
+        want = spec.text if spec is not None and spec.preset != OPSMON else OPSMON
+        if det is None or det.spec != want:  # a new series, or the configuration changed: its model learns afresh
+            if spec is None or want == OPSMON:
+                prior = self.priors.get((group_of(self.source, entity), metric))
+                inner: SeriesDetector | CalibratedDetector = (
+                    prior.sibling() if prior is not None else SeriesDetector(warmup=warmup, side=side, floor=floor))
+            else:
+                inner = CalibratedDetector(spec.make(), side=side, spec=spec.text)
+            det = AlertFilter(inner, threshold=self.cfg.threshold)
             if sm is None:
                 sm = series[metric] = SeriesModel(det)
             else:
                 sm.detector = det
-        elif isinstance(sm.detector, SeriesDetector):
-            if sm.detector.warmed_up:
-                self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
-            if sm.detector.side != side:
-                sm.detector.side, sm.detector.floor = side, floor
+        else:
+            inner = det.anomaly_detector
+            if isinstance(inner, SeriesDetector):
+                if inner.warmed_up:
+                    self.priors.setdefault((group_of(self.source, entity), metric), inner)
+                if inner.side != side:
+                    inner.side, inner.floor = side, floor
         return sm
 
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from models import nab
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
 from opsmon.cli import eval_nab
 
@@ -159,7 +160,7 @@ def test_eval_nab_writes_nab_results_that_match_the_detector(tmp_path: Path) -> 
         stamps_, values = eval_nab.read_series(tmp_path / "data" / key)
         assert len(rows) == len(values)
         # the same detector, run again, flags exactly the rows scored >= 0.5
-        det = SeriesDetector()
+        det = AlertFilter(SeriesDetector())
         flagged = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()).is_anomaly
                    for ts, x in zip(stamps_, values, strict=True)]
         assert [float(r["anomaly_score"]) >= 0.5 for r in rows] == flagged

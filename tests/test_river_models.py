@@ -10,8 +10,9 @@ import random
 import pytest
 from river import anomaly, base, checks, compose, preprocessing, time_series
 
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
-from models.calibrated import AlertFilter, CalibratedDetector
+from models.calibrated import CalibratedDetector
 from models.river_spec import OPSMON, ModelSpecs, SpecError, forecaster_for
 
 
@@ -66,7 +67,7 @@ def test_river_model_state_pickles_and_another_river_version_relearns(caplog) ->
 def test_series_detector_state_records_both_versions_and_an_old_one_relearns(caplog) -> None:
     det = SeriesDetector(period=None, warmup=30)
     for i in range(200):
-        det.process_one(10.0 + (i % 5) * 0.1)
+        det.learn_one({}, 10.0 + (i % 5) * 0.1)
     state = det.__getstate__()
     assert state["river_version"] and state["state_version"]
     state["state_version"] -= 1

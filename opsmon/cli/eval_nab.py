@@ -25,8 +25,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from models import nab as scorer
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector, Verdict
-from models.calibrated import AlertFilter, CalibratedDetector
+from models.calibrated import CalibratedDetector
 from models.river_spec import DETECTOR_CLASSES, DETECTOR_PRESETS, OPSMON, SpecError, check_detector, parse_expression
 
 DETECTOR = "opsmon"
@@ -79,10 +80,10 @@ def corpus_files(data: Path, windows: dict[str, list[tuple[datetime, datetime]]]
     return keys
 
 
-def detector_factory(model: str, threshold: float) -> Callable[[], SeriesDetector | AlertFilter]:
+def detector_factory(model: str, threshold: float) -> Callable[[], AlertFilter]:
     """Fresh detectors for ``model`` (``opsmon``, a preset or a River expression), deciding as the stream does."""
     if model.strip() == OPSMON:
-        return lambda: SeriesDetector(threshold=threshold)
+        return lambda: AlertFilter(SeriesDetector(), threshold=threshold)
     expr = DETECTOR_PRESETS.get(model.strip(), model)
     check_detector(parse_expression(expr, DETECTOR_CLASSES, "--model"), "--model")  # SpecError before any work
 
@@ -94,9 +95,9 @@ def detector_factory(model: str, threshold: float) -> Callable[[], SeriesDetecto
 
 def run_file(key: str, stamps: list[datetime], values: list[float],
              windows: list[tuple[datetime, datetime]], threshold: float,
-             make: Callable[[], SeriesDetector | AlertFilter] | None = None) -> FileRun:
+             make: Callable[[], AlertFilter] | None = None) -> FileRun:
     """One pass of a fresh detector (the production one unless ``make`` says) over a series, in time order."""
-    det = make() if make is not None else SeriesDetector(threshold=threshold)
+    det = make() if make is not None else AlertFilter(SeriesDetector(), threshold=threshold)
     # NAB timestamps carry no zone: read them as UTC so time-of-day is the file's own.
     verdicts = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()) for ts, x in zip(stamps, values, strict=True)]
     return FileRun(key, stamps, values, verdicts, windows, threshold)
@@ -285,7 +286,7 @@ def nab(
         raise typer.Exit(1)
 
 
-def _run_corpus(console: Console, make: Callable[[], SeriesDetector | AlertFilter], keys: list[str],
+def _run_corpus(console: Console, make: Callable[[], AlertFilter], keys: list[str],
                 series: dict[str, tuple[list[datetime], list[float]]],
                 windows: dict[str, list[tuple[datetime, datetime]]], threshold: float, out: Path,
                 detector: str | None) -> tuple[list[FileRun], float]:
@@ -309,7 +310,7 @@ def _run_corpus(console: Console, make: Callable[[], SeriesDetector | AlertFilte
     return runs, spent
 
 
-def _compare(console: Console, makers: dict[str, Callable[[], SeriesDetector | AlertFilter]], keys: list[str],
+def _compare(console: Console, makers: dict[str, Callable[[], AlertFilter]], keys: list[str],
              series: dict[str, tuple[list[datetime], list[float]]],
              windows: dict[str, list[tuple[datetime, datetime]]], threshold: float, out: Path) -> None:
     """``--compare``: each model over the corpus, one row each (scores, windows found, false positives, cost)."""
