@@ -16,9 +16,10 @@ is a one-in-a-hundred rarity on its series. ``AlertFilter`` (River's ``AnomalyFi
 - people confirm an alert (``confirm``): the detector takes the event's evidence back out, so a fault that recurs
   until fixed keeps alerting, and the event does not make the same time tomorrow a routine.
 
-The detector tells the filter what it needs through a few methods (``starting``, ``is_closed``, ``assess``,
-``absorb``, ``open_event``, ``close_event``, ``unlearn_event``, ``recurrence_period``, ``settled``): it scores and
-learns, the filter decides.
+The detector tells the filter what it needs through a few attributes and methods (``anchor``: the next value only
+starts it; ``calendar``: when its series is shut; ``assess`` and ``absorb``: score, then learn; ``open_event``,
+``close_event``, ``unlearn_event``: an event's evidence; ``recurrence_period``, ``settled``, ``warmed_up``): it scores
+and learns, the filter decides.
 
 >>> from models.anomaly import SeriesDetector
 >>> det = AlertFilter(SeriesDetector(period=None, warmup=50))
@@ -127,11 +128,12 @@ class AlertFilter(base.AnomalyFilter):
         """
         det = self.anomaly_detector
         warming = not det.warmed_up
-        if not is_open or det.is_closed(t):
+        cal = det.calendar  # (read here rather than through a method: this runs for every value)
+        if not is_open or (cal is not None and t is not None and not cal.is_open(t)):
             return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "closed", warming)
         if not math.isfinite(x):  # a NaN would poison every average for good: neither scored nor learned
             return Verdict(0.0, False, x, math.nan, math.nan, math.nan, "invalid", warming)
-        if det.starting:  # the first value (re)starts the detector's level: nothing to judge it against
+        if det.anchor:  # the first value (re)starts the detector's level: nothing to judge it against
             det.learn_value(x, t)
             return Verdict(0.0, False, x, x, x, x, "", warming)
         assessed = det.assess(x, t, pattern_t)

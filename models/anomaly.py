@@ -304,11 +304,6 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
 
     # ------------------------------------------------------------------ what the decision (AlertFilter) calls
     @property
-    def starting(self) -> bool:
-        """True when the next value only (re)starts the level: nothing to judge it against yet."""
-        return self.anchor
-
-    @property
     def settled(self) -> bool:
         """True once enough values were learned for an event seen while warming up to be remembered."""
         return self.n >= _SETTLE
@@ -317,10 +312,6 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
     def recurrence_period(self) -> float | None:
         """The daily period events may recur with, once the time-of-day profile exists (None otherwise)."""
         return self.period if self.period and self.base.bins else None
-
-    def is_closed(self, t: float | None) -> bool:
-        """Whether the detector's calendar says the series is closed at ``t`` (its values are then not judged)."""
-        return self.calendar is not None and t is not None and not self.calendar.is_open(t)
 
     def assess(self, y: float, t: float | None, pattern_t: float | None = None) -> tuple:
         """(score, reason, ...) of ``y`` at ``t`` (judged by the daily pattern at ``pattern_t``): ``absorb`` learns it.

@@ -160,14 +160,11 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         self.learn_one({}, y)
 
     # ------------------------------------------------------------------ what the decision (AlertFilter) calls
-    starting = False  # every value is judged (the model has no level to restart)
+    anchor = False  # every value is judged (the model has no level to restart)
+    calendar = None  # no calendar of its own: the stream's ``is_open`` says when a series is shut
     settled = False  # no daily recurrences: a River model has no time-of-day profile
     recurrence_period = None
     rarity_unit = "values"
-
-    def is_closed(self, t: float | None) -> bool:
-        """A River model has no calendar of its own (the stream's ``is_open`` says when a series is shut)."""
-        return False
 
     def assess(self, y: float, t: float | None, pattern_t: float | None = None) -> tuple:
         """(score, reason, raw score, expected) of ``y``, with one call of the River model; ``absorb`` learns it."""
