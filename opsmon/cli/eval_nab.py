@@ -334,7 +334,8 @@ def _compare(console: Console, makers: dict[str, Callable[[], AlertFilter]], key
     for name, r in rows.items():
         table.add_row(name, *(f"{r['scores'][p]:.1f}" for p in profiles), f"{r['tp']} / {r['windows']}",
                       str(r["fp"]), f"{r['us_per_value']:.1f}", style="bold" if name == OPSMON else None)
-    console.print(table)
+    # a wide table: piped to a file or a log, it keeps each expression on one line rather than folding it at 80
+    (console if console.is_terminal else Console(width=max(console.width, 200))).print(table)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "compare.json"
     path.write_text(json.dumps({"threshold": threshold, "values": n, "models": rows}, indent=2))
