@@ -37,6 +37,7 @@ False
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from river import base
@@ -107,7 +108,8 @@ class AlertFilter(base.AnomalyFilter):
     @property
     def spec(self) -> str:
         """The configured expression of a River model (``models.river_spec``); ``opsmon`` for opsmon's detector."""
-        return getattr(self.anomaly_detector, "spec", "") or "opsmon"
+        spec = getattr(self.anomaly_detector, "spec", None)  # opsmon's detector has none
+        return "opsmon" if spec is None else spec
 
     @property
     def rarity_unit(self) -> str:
@@ -211,7 +213,7 @@ class AlertFilter(base.AnomalyFilter):
         return recurs
 
     @classmethod
-    def _unit_test_params(cls):
+    def _unit_test_params(cls) -> Iterator[dict[str, Any]]:
         """A filter over opsmon's detector, and over a calibrated River model."""
         from models.anomaly import SeriesDetector
         from models.calibrated import CalibratedDetector

@@ -63,6 +63,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import river
@@ -423,7 +424,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
                               "record": RecordRange(), **state})
 
     @classmethod
-    def _unit_test_params(cls):
+    def _unit_test_params(cls) -> Iterator[dict[str, Any]]:
         """Settings for River's generic checks: the default, and a series without time or week."""
         yield {}
         yield {"period": None, "week": None, "warmup": 30}

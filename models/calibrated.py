@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import pickle
+from collections.abc import Iterator
 from typing import Any
 
 import river
@@ -196,20 +197,27 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         version, river_version = state.pop("state_version", None), state.pop("river_version", None)
-        if (version, river_version) != (STATE_VERSION, RIVER_VERSION):
+        model = None
+        if (version, river_version) == (STATE_VERSION, RIVER_VERSION):
+            try:
+                model = pickle.loads(state["model"])
+            except Exception:  # noqa: BLE001 - any unreadable model relearns: a worker restoring its tables must start
+                _log.warning("River model state unreadable: learning restarts", exc_info=True)
+        else:
             _log.warning("River model state from opsmon state %s / river %s, this code has %s / %s: learning "
                          "restarts", version, river_version, STATE_VERSION, RIVER_VERSION)
+        if model is None:
             fresh = CalibratedDetector(_rebuild(state), **{k: state[k] for k in
                                                            ("grace", "horizon", "tail_q", "tail_rate", "side", "spec")
                                                            if k in state})
             self.__dict__.update(fresh.__dict__)
             self.relearned_from = (version, river_version)
             return
-        state["model"] = pickle.loads(state["model"])
+        state["model"] = model
         self.__dict__.update(state)
 
     @classmethod
-    def _unit_test_params(cls):
+    def _unit_test_params(cls) -> Iterator[dict[str, Any]]:
         """A scaled HalfSpaceTrees (the default) and a GaussianScorer (supervised: the value as ``y``)."""
         from river import anomaly
 
@@ -224,4 +232,8 @@ def _rebuild(state: dict[str, Any]) -> Any:
         from models.river_spec import DETECTOR_CLASSES, DETECTOR_PRESETS, parse_expression
 
         return parse_expression(DETECTOR_PRESETS.get(spec, spec), DETECTOR_CLASSES, "stored model")
-    return pickle.loads(state["model"]).clone()
+    try:
+        return pickle.loads(state["model"]).clone()
+    except Exception:  # noqa: BLE001 - a model built by hand, unreadable now: the default rather than no worker
+        _log.warning("River model without an expression cannot be rebuilt: the default model takes over")
+        return _default_model()

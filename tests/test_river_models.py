@@ -62,6 +62,14 @@ def test_river_model_state_pickles_and_another_river_version_relearns(caplog) ->
     state["model"] = b"not a pickle"
     old.__setstate__(dict(state))
     assert old.n == 0
+    current = det.anomaly_detector.__getstate__()
+    current["model"] = b"not a pickle either"  # the current versions, yet unreadable
+    again = CalibratedDetector.__new__(CalibratedDetector)
+    again.__setstate__(current)
+    assert again.n == 0 and isinstance(again.model, compose.Pipeline)
+    current["spec"] = ""  # built by hand, no expression to rebuild from: the default model
+    again.__setstate__(dict(current))
+    assert again.n == 0 and "HalfSpaceTrees" in again.model.steps
 
 
 def test_series_detector_state_records_both_versions_and_an_old_one_relearns(caplog) -> None:
