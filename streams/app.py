@@ -157,7 +157,8 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
                                 min_trials=settings.rate_min_trials,
-                                limits=limits_file.current if limits_file else settings.parsed_limits)
+                                limits=limits_file.current if limits_file else settings.parsed_limits,
+                                models=settings.parsed_models if settings.models else None)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""

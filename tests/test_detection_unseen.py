@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
 from streams.scoring import HARMFUL, ScoringConfig
 
@@ -32,15 +33,17 @@ T0 = 1_704_067_200.0  # Monday 2024-01-01 00:00 UTC: weekdays are where the gene
 MAX_FALSE_PER_WEEK = 1.0  # what on-call staff would tolerate on one series
 
 
-def production_detector(source: str, metric: str) -> SeriesDetector:
+def production_detector(source: str, metric: str) -> AlertFilter:
     """The detector ``streams.scoring`` builds for a new series of ``source``'s ``metric`` (no prior)."""
     cfg = ScoringConfig()
     if source == "iot":  # readings: two-sided, unbounded, the readings' warm-up
-        return SeriesDetector(threshold=cfg.threshold, warmup=cfg.warmup, side=0, floor=-math.inf)
-    return SeriesDetector(threshold=cfg.threshold, warmup=cfg.window_warmup, side=HARMFUL.get(metric, 0), floor=0.0)
+        det = SeriesDetector(warmup=cfg.warmup, side=0, floor=-math.inf)
+    else:
+        det = SeriesDetector(warmup=cfg.window_warmup, side=HARMFUL.get(metric, 0), floor=0.0)
+    return AlertFilter(det, threshold=cfg.threshold)
 
 
-def flags_of(det: SeriesDetector, times: list[float], values: list[float]) -> tuple[list[bool], list[bool]]:
+def flags_of(det: AlertFilter, times: list[float], values: list[float]) -> tuple[list[bool], list[bool]]:
     """Run the detector over a series: (flagged, warming up) per value. The one place that calls its API."""
     flags, warming = [], []
     for t, x in zip(times, values, strict=True):

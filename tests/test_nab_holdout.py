@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from models import nab
 from models import nab_holdout as holdout
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
 from opsmon.cli import eval_nab
 from tests.test_nab import write_corpus
@@ -86,7 +87,7 @@ def test_bad_grids_are_refused_clearly() -> None:
 
 
 def test_the_grid_starts_at_the_detectors_production_values() -> None:
-    defaults = inspect.signature(SeriesDetector).parameters
+    defaults = {**inspect.signature(SeriesDetector).parameters, **inspect.signature(AlertFilter).parameters}
     for name, values in eval_nab.LOCO_PARAMS.items():
         assert values[0] == defaults[name].default, name
     grid = eval_nab.loco_grid("detector", 0.5)

@@ -1,10 +1,12 @@
-"""``opsmon eval nab``: run the stream's ``SeriesDetector`` over the NAB corpus and score it.
+"""``opsmon eval nab``: run the stream's ``SeriesDetector`` (or any configured model) over the NAB corpus and score it.
 
 Only wiring: reading the corpus, one pass per file through the production detector (the class and
 threshold the stream uses), NAB's results files, a table of scores (``--details``: where each file's
-score comes from), a summary JSON and a PNG. The scoring rules live in ``models.nab``. With ``--loco``: every
-setting of a small grid run once over the corpus, then leave one category out (``models.nab_holdout``): held-out
-scores per category next to the in-sample ones, a JSON report and a PNG.
+score comes from), a summary JSON and a PNG. The scoring rules live in ``models.nab``. ``--model EXPR`` runs a River
+model as ``OPSMON_MODELS`` would (calibrated and decided as in the stream: ``models.calibrated``); ``--compare``
+runs opsmon's detector beside River's usual choices and prints one table with their cost per value. With
+``--loco``: every setting of a small grid run once over the corpus, then leave one category out
+(``models.nab_holdout``): held-out scores per category next to the in-sample ones, a JSON report and a PNG.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +28,18 @@ from rich.table import Table
 
 from models import nab as scorer
 from models import nab_holdout as holdout
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector, Verdict
+from models.calibrated import CalibratedDetector
+from models.river_spec import DETECTOR_CLASSES, DETECTOR_PRESETS, OPSMON, SpecError, check_detector, parse_expression
 
 DETECTOR = "opsmon"
+# River's usual choices for one numeric series, beside opsmon's own (``--compare``): HalfSpaceTrees behind the
+# MinMaxScaler River's docs pair it with, GaussianScorer, StandardAbsoluteDeviation and LODA. (LocalOutlierFactor
+# keeps every point it has seen: quadratic over a NAB file, so it is left out.)
+COMPARE = (OPSMON, "preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=7)",
+           "anomaly.GaussianScorer(window_size=None, grace_period=100)", "anomaly.StandardAbsoluteDeviation()",
+           "preprocessing.StandardScaler() | anomaly.LODA(seed=7)")
 
 
 class CorpusError(ValueError):
@@ -70,19 +83,33 @@ def corpus_files(data: Path, windows: dict[str, list[tuple[datetime, datetime]]]
     return keys
 
 
+def detector_factory(model: str, threshold: float) -> Callable[[], AlertFilter]:
+    """Fresh detectors for ``model`` (``opsmon``, a preset or a River expression), deciding as the stream does."""
+    if model.strip() == OPSMON:
+        return lambda: AlertFilter(SeriesDetector(), threshold=threshold)
+    expr = DETECTOR_PRESETS.get(model.strip(), model)
+    check_detector(parse_expression(expr, DETECTOR_CLASSES, "--model"), "--model")  # SpecError before any work
+
+    def make() -> AlertFilter:
+        return AlertFilter(CalibratedDetector(parse_expression(expr, DETECTOR_CLASSES, "--model"), spec=model),
+                           threshold=threshold)
+    return make
+
+
 def run_file(key: str, stamps: list[datetime], values: list[float],
-             windows: list[tuple[datetime, datetime]], threshold: float) -> FileRun:
-    """One pass of a fresh production detector over a series, in time order."""
-    det = SeriesDetector(threshold=threshold)
+             windows: list[tuple[datetime, datetime]], threshold: float,
+             make: Callable[[], AlertFilter] | None = None) -> FileRun:
+    """One pass of a fresh detector (the production one unless ``make`` says) over a series, in time order."""
+    det = make() if make is not None else AlertFilter(SeriesDetector(), threshold=threshold)
     # NAB timestamps carry no zone: read them as UTC so time-of-day is the file's own.
     verdicts = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()) for ts, x in zip(stamps, values, strict=True)]
     return FileRun(key, stamps, values, verdicts, windows, threshold)
 
 
-def write_results(run: FileRun, out: Path, threshold: float) -> Path:
+def write_results(run: FileRun, out: Path, threshold: float, detector: str = DETECTOR) -> Path:
     """NAB's results file ``OUT/<detector>/<category>/<detector>_<file>.csv``."""
     category, name = run.key.split("/", 1)
-    path = out / DETECTOR / category / f"{DETECTOR}_{name}"
+    path = out / detector / category / f"{detector}_{name}"
     path.parent.mkdir(parents=True, exist_ok=True)
     spans = scorer.window_indices(run.stamps, run.windows)
     inside = [0] * len(run.stamps)
@@ -98,10 +125,11 @@ def write_results(run: FileRun, out: Path, threshold: float) -> Path:
     return path
 
 
-def score_table(scores: dict[str, dict[str, scorer.CorpusScore]], threshold: float) -> Table:
+def score_table(scores: dict[str, dict[str, scorer.CorpusScore]], threshold: float, detector: str = DETECTOR
+                ) -> Table:
     """Per-category and total normalised scores for each profile."""
     profiles = list(scores)
-    table = Table(title=f"NAB scores of {DETECTOR} (threshold {threshold:g}; null 0, perfect 100)")
+    table = Table(title=f"NAB scores of {detector} (threshold {threshold:g}; null 0, perfect 100)")
     table.add_column("category", no_wrap=True)
     for p in profiles:
         table.add_column(p.replace("reward_", "").replace("_rate", ""), justify="right")
@@ -215,8 +243,12 @@ def nab(
                                        "categories, scores reported on the held-out one.")] = False,
     loco_grid_kind: Annotated[str, typer.Option("--loco-grid", help="What --loco may choose: 'detector' "
                                                 "(threshold, min_effect, refractory) or 'threshold'.")] = "detector",
+    model: Annotated[str, typer.Option("--model", help="'opsmon', a preset (hst, gaussian) or a River expression, "
+                                       "as in OPSMON_MODELS.")] = OPSMON,
+    compare: Annotated[bool, typer.Option("--compare", help="Run opsmon's detector and River's usual choices; one "
+                                          "table with their scores and cost per value.")] = False,
 ) -> None:
-    """Score the production anomaly detector on NAB: one pass per file, in time order."""
+    """Score the production anomaly detector (or ``--model``) on NAB: one pass per file, in time order."""
     console = Console()
     if not 0.0 < threshold <= 1.0:
         raise typer.BadParameter("must be in (0, 1]", param_hint="--threshold")
@@ -224,13 +256,53 @@ def nab(
         nab_loco(data, labels, out, threshold, loco_grid_kind, plots)
         return
     try:
+        makers = {m: detector_factory(m, threshold) for m in (COMPARE if compare else (model,))}
+    except SpecError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from exc
+    try:
         windows = scorer.parse_windows(json.loads(labels.read_text()))
         keys = corpus_files(data, windows)
         series = {k: read_series(data / k) for k in keys}
     except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
         console.print(f"[red]cannot read the corpus: {exc}")
         raise typer.Exit(2) from exc
+    if compare:
+        _compare(console, makers, keys, series, windows, threshold, out)
+        return
+    detector = DETECTOR if model.strip() == OPSMON else "model"
+    runs, _ = _run_corpus(console, makers[model], keys, series, windows, threshold, out, detector)
+    scores = scorer.score_corpus((r.key, r.stamps, [v.is_anomaly for v in r.verdicts], r.windows) for r in runs)
+    per_file = [file_detail(r) for r in runs]
+    if details:
+        console.print(detail_table(per_file))
+    console.print(score_table(scores, threshold, DETECTOR if detector == DETECTOR else model))
+    summary = {p: {c: {"score": round(s.normalised, 2) if s.perfect != s.null else None,
+                       "raw": round(s.detector.raw, 4), "tp": s.detector.tp, "fn": s.detector.fn,
+                       "fp": s.detector.fp, "windows": s.detector.windows}
+                   for c, s in cats.items()} for p, cats in scores.items()}
+    files = {d.key: {"raw": round(d.raw, 4), "windows": [[lo, hi, first, reason] for lo, hi, first, reason in d.hits],
+                     "false_positives": [[i, reason] for i, reason in d.false_positives]} for d in per_file}
+    summary_path = out / detector / f"{detector}_scores.json"
+    summary_path.write_text(json.dumps({"threshold": threshold, "model": model, "scores": summary, "files": files},
+                                       indent=2))
+    png = out / f"{detector}_nab.png"
+    if plots > 0:
+        plot_runs(runs, png, plots)
+    total_std = scores["standard"]["total"].normalised
+    console.print(f"standard profile {total_std:.1f}; results in {out / detector}, summary {summary_path}"
+                  + (f", plot {png}" if plots > 0 else ""))
+    if not math.isfinite(total_std):
+        raise typer.Exit(1)
+
+
+def _run_corpus(console: Console, make: Callable[[], AlertFilter], keys: list[str],
+                series: dict[str, tuple[list[datetime], list[float]]],
+                windows: dict[str, list[tuple[datetime, datetime]]], threshold: float, out: Path,
+                detector: str | None) -> tuple[list[FileRun], float]:
+    """Every file through fresh detectors (results written under ``detector`` unless None); seconds spent detecting."""
     runs: list[FileRun] = []
+    spent = 0.0
     total = sum(len(v) for _, v in series.values())
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -238,31 +310,14 @@ def nab(
         for key in keys:
             progress.update(task, description=key)
             stamps, values = series[key]
-            run = run_file(key, stamps, values, windows[key], threshold)
-            write_results(run, out, threshold)
+            t0 = time.perf_counter()
+            run = run_file(key, stamps, values, windows[key], threshold, make)
+            spent += time.perf_counter() - t0
+            if detector is not None:
+                write_results(run, out, threshold, detector)
             runs.append(run)
             progress.advance(task, len(values))
-    scores = scorer.score_corpus((r.key, r.stamps, [v.is_anomaly for v in r.verdicts], r.windows) for r in runs)
-    per_file = [file_detail(r) for r in runs]
-    if details:
-        console.print(detail_table(per_file))
-    console.print(score_table(scores, threshold))
-    summary = {p: {c: {"score": round(s.normalised, 2) if s.perfect != s.null else None,
-                       "raw": round(s.detector.raw, 4), "tp": s.detector.tp, "fn": s.detector.fn,
-                       "fp": s.detector.fp, "windows": s.detector.windows}
-                   for c, s in cats.items()} for p, cats in scores.items()}
-    files = {d.key: {"raw": round(d.raw, 4), "windows": [[lo, hi, first, reason] for lo, hi, first, reason in d.hits],
-                     "false_positives": [[i, reason] for i, reason in d.false_positives]} for d in per_file}
-    summary_path = out / DETECTOR / f"{DETECTOR}_scores.json"
-    summary_path.write_text(json.dumps({"threshold": threshold, "scores": summary, "files": files}, indent=2))
-    png = out / f"{DETECTOR}_nab.png"
-    if plots > 0:
-        plot_runs(runs, png, plots)
-    total_std = scores["standard"]["total"].normalised
-    console.print(f"standard profile {total_std:.1f}; results in {out / DETECTOR}, summary {summary_path}"
-                  + (f", plot {png}" if plots > 0 else ""))
-    if not math.isfinite(total_std):
-        raise typer.Exit(1)
+    return runs, spent
 
 
 # ---------------------------------------------------------------- leave one category out (--loco)
@@ -273,6 +328,7 @@ LOCO_THRESHOLDS = (0.5, 0.45, 0.55, 0.6)
 LOCO_PARAMS: dict[str, tuple[float, ...]] = {"min_effect": (2.5, 3.5), "refractory": (150, 300)}
 LOCO_GRIDS = ("detector", "threshold")
 _INT_PARAMS = ("warmup", "refractory", "hold", "max_bins")  # constructor arguments that count values
+_DECISION_PARAMS = ("threshold", "refractory", "escalate")  # AlertFilter's; the others are SeriesDetector's
 
 
 def loco_grid(kind: str, production_threshold: float) -> list[holdout.Setting]:
@@ -290,7 +346,9 @@ def loco_grid(kind: str, production_threshold: float) -> list[holdout.Setting]:
 def run_flags(stamps: list[datetime], values: list[float], setting: holdout.Setting) -> list[bool]:
     """One pass of a fresh detector built with ``setting``: its flags, row by row."""
     kwargs: dict[str, Any] = {name: int(v) if name in _INT_PARAMS else v for name, v in setting}
-    det = SeriesDetector(**kwargs)
+    # the decision's settings go to the alert filter, the rest to the detector (score and decision apart)
+    decision = {name: kwargs.pop(name) for name in _DECISION_PARAMS if name in kwargs}
+    det = AlertFilter(SeriesDetector(**kwargs), **decision)
     return [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()).is_anomaly
             for ts, x in zip(stamps, values, strict=True)]
 
@@ -450,3 +508,35 @@ def nab_loco(data: Path, labels: Path, out: Path, threshold: float, grid_kind: s
                   + (f", plot {png}" if plots > 0 else ""))
     if not math.isfinite(held_std):
         raise typer.Exit(1)
+
+
+def _compare(console: Console, makers: dict[str, Callable[[], AlertFilter]], keys: list[str],
+             series: dict[str, tuple[list[datetime], list[float]]],
+             windows: dict[str, list[tuple[datetime, datetime]]], threshold: float, out: Path) -> None:
+    """``--compare``: each model over the corpus, one row each (scores, windows found, false positives, cost)."""
+    n = sum(len(v) for _, v in series.values())
+    rows = {}
+    for name, make in makers.items():
+        runs, spent = _run_corpus(console, make, keys, series, windows, threshold, out, None)
+        scores = scorer.score_corpus((r.key, r.stamps, [v.is_anomaly for v in r.verdicts], r.windows) for r in runs)
+        total = {p: scores[p]["total"] for p in scores}
+        rows[name] = {"scores": {p: round(s.normalised, 2) for p, s in total.items()},
+                      "tp": total["standard"].detector.tp, "windows": total["standard"].detector.windows,
+                      "fp": total["standard"].detector.fp, "us_per_value": round(spent / n * 1e6, 2)}
+    table = Table(title=f"NAB, opsmon's detector beside River's (threshold {threshold:g}, {n:,} values; River models "
+                        "calibrated per series as in the stream)")
+    table.add_column("model", overflow="fold")
+    profiles = list(next(iter(rows.values()))["scores"])
+    for p in profiles:
+        table.add_column(p.replace("reward_", "").replace("_rate", ""), justify="right")
+    for col in ("TP / windows", "FP", "µs / value"):
+        table.add_column(col, justify="right")
+    for name, r in rows.items():
+        table.add_row(name, *(f"{r['scores'][p]:.1f}" for p in profiles), f"{r['tp']} / {r['windows']}",
+                      str(r["fp"]), f"{r['us_per_value']:.1f}", style="bold" if name == OPSMON else None)
+    # a wide table: piped to a file or a log, it keeps each expression on one line rather than folding it at 80
+    (console if console.is_terminal else Console(width=max(console.width, 200))).print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "compare.json"
+    path.write_text(json.dumps({"threshold": threshold, "values": n, "models": rows}, indent=2))
+    console.print(f"summary {path}")
