@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 import httpx
 import msgspec
 
-from streams.schemas import AlertEvent
+from sinks.events import AlertEvent
 
 log = logging.getLogger(__name__)
 _LABEL_VALUE_MAX = 512

@@ -152,12 +152,13 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     demand_table = _pickled_table(app, "demand", parts)
     incidents = _pickled_table(app, "incidents", parts)
     alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
-    calendars = Calendars.from_settings(settings)
+    calendars = Calendars.parse(settings.calendars, settings.default_calendar, settings.timezone)
     limits_file = LimitsFile(settings.limits_file, settings.limits) if settings.limits_file else None
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
                                 min_trials=settings.rate_min_trials,
-                                limits=limits_file.current if limits_file else settings.parsed_limits)
+                                limits=limits_file.current if limits_file else settings.parsed_limits,
+                                models=settings.parsed_models if settings.models else None)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from opsmon.cli.output import print_error
 from opsmon.settings import Settings
 from opsmon.worker_process import WorkerProcess
 
@@ -25,11 +26,16 @@ def worker() -> None:
     import warnings
 
     from faust import Worker
+    from pydantic import ValidationError
 
     from streams.app import create_app
 
     warnings.filterwarnings("ignore", message="The pickle codec")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a bad setting (a model expression, a limit) stops the worker with it named
+        typer.echo(f"opsmon worker: settings refused: {exc}", err=True)  # whole lines: the fault is read in logs
+        raise typer.Exit(2) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings)
@@ -114,7 +120,7 @@ def simulate(
     except ValueError as exc:  # bad fault spec, calendar or time zone
         raise typer.BadParameter(str(exc)) from None
     except KafkaError as exc:
-        console.print(f"[red]cannot reach Kafka at {Settings().kafka_bootstrap}: {exc}[/]")
+        print_error(f"cannot reach Kafka at {Settings().kafka_bootstrap}: {exc}")
         raise typer.Exit(1) from None
     send = sink if isinstance(sink, JsonlFiles) else sink.send_raw
     try:
@@ -196,7 +202,7 @@ def demo(
                 live.update(_stats_table(stats, prev, now - prev_t))
                 prev, prev_t = stats, now
                 if not worker.running():
-                    console.print(f"[red]the worker stopped; see {log_path}[/]")
+                    print_error(f"the worker stopped; see {log_path}")
                     raise typer.Exit(1)
     except KeyboardInterrupt:
         pass
