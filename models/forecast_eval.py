@@ -19,9 +19,10 @@
 
 Methods: ``opsmon`` (``DemandForecaster`` fed online, one ``learn_one`` per bucket, exactly as the
 stream does), the built-in seasonal naive, optionally River's ``HoltWinters`` and ``SNARIMAX`` fed the same
-way (``compare``), and optionally statsforecast's anchors re-fitted on the whole history at every origin,
-as an analyst would (``anchors``; needs the ``eval`` extra). Each reports its cost in CPU time:
-microseconds per online update, or milliseconds per fit-and-forecast.
+way (``compare``) or any River forecaster given as ``extra``, and optionally statsforecast's anchors
+re-fitted on the whole history at every origin, as an analyst would (``anchors``; needs the ``eval``
+extra). Each reports its cost in CPU time: microseconds per online update, or milliseconds per
+fit-and-forecast.
 
 ``simulate_retail_sales`` writes the synthetic benchmark: long-tail sku popularity, store and sku weekly
 profiles, yearly seasonality, trend, product launches and withdrawals, promotions with a post-promotion
@@ -320,6 +321,7 @@ def evaluate(
     compare: bool = False,
     anchors: bool = False,
     make_forecaster: Callable[[], Any] | None = None,
+    extra: Sequence[tuple[str, Callable[[], Any]]] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> EvalResult:
     """Score opsmon's forecaster (and optionally River's and statsforecast's) on the same rolling origins."""
@@ -347,9 +349,13 @@ def evaluate(
         online[0] = _Online("opsmon", make_forecaster, quantiles=True)
     if compare:
         online += _river_methods(m)
+    # Any other River forecaster (``--model``), fed the same way; quantiles if it has them.
+    online += [_Online(name, make, quantiles=hasattr(make(), "forecast_quantiles")) for name, make in extra]
     refit = _anchor_models(m) if anchors else {}
     names = [o.name for o in online] + ["seasonal_naive"] + list(refit)
-    quantile_methods = {"opsmon", "SeasonalNaive", "AutoETS"}
+    if len(set(names)) != len(names):
+        raise EvalInputError(f"two methods with the same name: {sorted(n for n in names if names.count(n) > 1)}")
+    quantile_methods = {"SeasonalNaive", "AutoETS", *(o.name for o in online if o.quantiles)}
     keys = sorted(ys)
     accs = {name: [[_Acc() for _ in hs] for _ in keys] for name in names}
     cost = {name: [0, 0] for name in names}  # CPU nanoseconds, calls (CPU time: the machine may be shared)
@@ -387,7 +393,7 @@ def evaluate(
             ns = calls = 0
             for pos in range(last_due + 1):
                 # opsmon reads the bucket's time from x; River's forecasters would take it as a feature.
-                x = {"t": float((first + pos) * seconds)} if method.name == "opsmon" else None
+                x = {"t": float((first + pos) * seconds)} if method.quantiles else None
                 t0 = time.process_time_ns()
                 model.learn_one(y[pos], x)
                 ns += time.process_time_ns() - t0

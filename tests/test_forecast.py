@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import pickle
 import random
@@ -335,6 +336,20 @@ def test_eval_forecast_command_prints_table_and_writes_png(tmp_path: Path) -> No
     png = out / "forecast_scores.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     assert (out / "scores.json").exists()
+
+
+def test_eval_forecast_command_runs_a_river_expression_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(forecast_command)
+    args = ["--csv", str(DATA / "retail_small.csv"), "--horizons", "1,7", "--origins", "3", "--out", str(tmp_path)]
+    expr = "time_series.SNARIMAX(p=2, d=1, q=1, m=7)"
+    result = CliRunner().invoke(app, [*args, "--model", expr, "--model", "opsmon"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert list(scores["methods"]) == ["opsmon", expr, "seasonal_naive"]
+    assert math.isfinite(scores["methods"][expr]["scores"]["7"]["rmsse"])
+    bad = CliRunner().invoke(app, [*args, "--model", "__import__('os').system('true')"])
+    assert bad.exit_code == 2 and "are allowed, not" in bad.output
 
 
 def test_eval_forecast_command_reports_a_missing_column(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from models.forecast_eval import (
     simulate_retail_sales,
     write_csv,
 )
+from models.river_spec import ModelSpecs, SpecError, forecaster_for
 
 
 def forecast(
@@ -44,6 +45,9 @@ def forecast(
                           "re-fitted at every origin (needs the eval extra).")] = False,
     compare: Annotated[bool, typer.Option(
         "--compare", help="Also run River's HoltWinters and SNARIMAX online, one update per bucket.")] = False,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Also run this River forecaster online, a preset (holt-winters) or an expression such as "
+                        "'time_series.SNARIMAX(p=2, d=1, q=1, m=7)' (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Directory for forecast_scores.png and scores.json.")] = Path(
         "out/forecast"),
     simulate: Annotated[bool, typer.Option(
@@ -62,6 +66,17 @@ def forecast(
     except ValueError as exc:
         raise typer.BadParameter("comma-separated integers, e.g. 1,7,14", param_hint="--horizons") from exc
     keys = [k.strip() for k in key_cols.split(",") if k.strip()]
+    extra = []
+    for expr in dict.fromkeys(model or []):
+        if expr.strip() == "opsmon":
+            continue  # opsmon's own forecaster always runs
+        try:
+            # The same allow-list parser as OPSMON_FORECASTERS: literal arguments only, never eval.
+            specs = ModelSpecs.parse({"*:*:*": expr}, forecasters=True)
+        except SpecError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from exc
+        extra.append((expr, lambda specs=specs: forecaster_for(specs, "pos", "*", "*")))
     try:
         if simulate:
             rows = simulate_retail_sales(stores=stores, skus=skus, seed=seed)
@@ -80,7 +95,7 @@ def forecast(
 
             result = evaluate(series, freq=freq, horizons=hs, origins=origins,  # type: ignore[arg-type]
                               origin_every=origin_every, min_history=min_history, compare=compare,
-                              anchors=anchors, progress=advance)
+                              anchors=anchors, extra=extra, progress=advance)
     except (EvalInputError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
