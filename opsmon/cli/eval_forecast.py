@@ -28,6 +28,7 @@ from models.forecast_eval import (
     write_csv,
 )
 from models.river_spec import ModelSpecs, SpecError, forecaster_for
+from opsmon.cli.output import print_error
 
 
 def forecast(
@@ -74,7 +75,7 @@ def forecast(
             # The same allow-list parser as OPSMON_FORECASTERS: literal arguments only, never eval.
             specs = ModelSpecs.parse({"*:*:*": expr}, forecasters=True)
         except SpecError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            print_error(f"error: {exc}")
             raise typer.Exit(2) from exc
         extra.append((expr, lambda specs=specs: forecaster_for(specs, "pos", "*", "*")))
     try:
@@ -97,7 +98,7 @@ def forecast(
                               origin_every=origin_every, min_history=min_history, compare=compare,
                               anchors=anchors, extra=extra, progress=advance)
     except (EvalInputError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(f"error: {exc}")
         raise typer.Exit(2) from exc
 
     console.print(_table(result))

@@ -32,6 +32,7 @@ from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector, Verdict
 from models.calibrated import CalibratedDetector
 from models.river_spec import DETECTOR_CLASSES, DETECTOR_PRESETS, OPSMON, SpecError, check_detector, parse_expression
+from opsmon.cli.output import print_error
 
 DETECTOR = "opsmon"
 # River's usual choices for one numeric series, beside opsmon's own (``--compare``): HalfSpaceTrees behind the
@@ -258,14 +259,14 @@ def nab(
     try:
         makers = {m: detector_factory(m, threshold) for m in (COMPARE if compare else (model,))}
     except SpecError as exc:
-        console.print(f"[red]{exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from exc
     try:
         windows = scorer.parse_windows(json.loads(labels.read_text()))
         keys = corpus_files(data, windows)
         series = {k: read_series(data / k) for k in keys}
     except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
-        console.print(f"[red]cannot read the corpus: {exc}")
+        print_error(f"cannot read the corpus: {exc}")
         raise typer.Exit(2) from exc
     if compare:
         _compare(console, makers, keys, series, windows, threshold, out)
@@ -464,11 +465,11 @@ def nab_loco(data: Path, labels: Path, out: Path, threshold: float, grid_kind: s
         keys = corpus_files(data, windows)
         series = {k: read_series(data / k) for k in keys}
     except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
-        console.print(f"[red]cannot read the corpus: {exc}")
+        print_error(f"cannot read the corpus: {exc}")
         raise typer.Exit(2) from exc
     cats = sorted({k.split("/", 1)[0] for k in keys})
     if len(cats) < 2:
-        console.print(f"[red]leave-one-category-out needs at least two categories under {data}, found {cats}")
+        print_error(f"leave-one-category-out needs at least two categories under {data}, found {cats}")
         raise typer.Exit(2)
     grid_scores = loco_scores(series, windows, grid, console)
     folds = holdout.leave_one_out(grid_scores, production)
