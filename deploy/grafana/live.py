@@ -27,6 +27,7 @@ import httpx
 from deploy.grafana.provision import dashboard_json
 
 MIN_INTERVAL_MS = 60_000  # the datasource's timeInterval: windows are a minute apart
+AHEAD_MAX_MS = 3 * 3_600_000
 MAX_REPEATS = 24  # repeat values tried for a repeated panel before it is drawn empty
 _DURATION = re.compile(r"^-?(\d+)([smhdw])$")
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
@@ -164,10 +165,15 @@ class BoardRun:
     db: InfluxQLClient
     board: dict[str, Any]
     span: TimeRange
-    ahead_ms: int = 3 * 3_600_000  # forecasts reach past now: the default range reaches 3 h ahead
+    ahead_ms: int | None = None  # past the range's end; default: up to 3 h when the board's range ends after now
     variables: dict[str, list[str]] = field(init=False)
 
     def __post_init__(self) -> None:
+        if self.ahead_ms is None:
+            # The sales board reaches ahead (now+24h) for its forecasts; 3 h show the next ones without
+            # squeezing the hours that passed.
+            to = str((self.board.get("time") or {}).get("to", "now"))
+            self.ahead_ms = min(duration_ms(to.replace("+", "-")), AHEAD_MAX_MS) if to.startswith("now+") else 0
         self.variables = {}
         for var in (self.board.get("templating") or {}).get("list", []):
             self.variables[var["name"]] = self._variable_values(var)
@@ -188,7 +194,7 @@ class BoardRun:
 
     def time_filter(self, time_from: str | None = None) -> str:
         """``$timeFilter`` of the board (reaching ``ahead_ms`` past its end) or of a panel's override."""
-        return self.span.time_filter(time_from, 0 if time_from else self.ahead_ms)
+        return self.span.time_filter(time_from, 0 if time_from else (self.ahead_ms or 0))
 
     def panels(self) -> Iterator[dict[str, Any]]:
         """Every panel with queries, each with ``_vars``: the variables it sees, and ``_repeat``: the variables
