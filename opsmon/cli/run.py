@@ -187,7 +187,23 @@ def demo(
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
+    boards_dir = settings.data_dir / "boards"
+
+    def render() -> None:
+        from deploy.grafana.live import QueryError
+        from opsmon.cli.boards import render_boards
+
+        # The first minute has little to show; then every minute, the last hour of each board.
+        while not stop.wait(60.0):
+            try:
+                render_boards(settings, boards_dir, since="-1h")
+            except (QueryError, OSError, ValueError) as exc:
+                logging.getLogger("opsmon.demo").warning("rendering the boards failed: %s", exc)
+
+    threading.Thread(target=render, daemon=True).start()
     console.print(f"worker log: {log_path}; boards read from {settings.influx_url}. Ctrl-C to stop.")
+    console.print(f"the boards as images, redrawn every minute: {boards_dir}/*.png "
+                  f"(or `opsmon boards render --out DIR`)")
     started = time.time()
     try:
         with Live(_stats_table({}, {}, 0.0), console=console, refresh_per_second=2) as live:
