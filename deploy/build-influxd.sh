@@ -16,7 +16,10 @@ if [[ "${1:-}" == "--print-dir" ]]; then echo "$dir"; exit 0; fi
 log() { echo "build-influxd: $*" >&2; }
 
 if [[ -e "$dir/.complete" ]]; then log "influxd $version present in $dir"; exit 0; fi
+# v1.13's go.mod says go 1.26: an older Go (1.21+) fetches that toolchain from the module proxy unless
+# GOTOOLCHAIN=local. libflux needs Rust 1.83 or later (cargo, crates from crates.io).
 command -v go >/dev/null || { log "go is needed to build influxd (https://go.dev/dl)"; exit 1; }
+command -v cargo >/dev/null || { log "cargo (Rust, https://rustup.rs) is needed to build Flux's libflux"; exit 1; }
 
 mkdir -p "$dir"
 # Same lock as deploy/influxdb.py, so two setups (or a stack starting) never build into each other.
