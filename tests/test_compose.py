@@ -19,10 +19,11 @@ import pytest
 
 from deploy.grafana import datasource
 from deploy.grafana.provision import CONTAINER_DIR
+from deploy.influxdb import version as influxdb_version
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
-SECRETS = {"OPSMON_INFLUX_TOKEN": "test-token", "OPSMON_INFLUX_ADMIN_PASSWORD": "test-password",
+SECRETS = {"OPSMON_INFLUX_WRITER_PASSWORD": "test-writer", "OPSMON_INFLUX_ADMIN_PASSWORD": "test-password",
            "GRAFANA_ADMIN_PASSWORD": "test-admin"}
 
 
@@ -82,11 +83,13 @@ def test_services_are_wired(tmp_path: Path) -> None:
     assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
 
     influx = services["influxdb"]
-    assert influx["image"].startswith("influxdb:2.")
+    # The same InfluxDB line and minor version as the local stack builds.
+    assert influx["image"] == "influxdb:" + ".".join(influxdb_version().split(".")[:2])
     env = influx["environment"]
-    assert env["DOCKER_INFLUXDB_INIT_MODE"] == "setup"
-    assert (env["DOCKER_INFLUXDB_INIT_ORG"], env["DOCKER_INFLUXDB_INIT_BUCKET"]) == ("opsmon", "opsmon")
-    assert env["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"] == SECRETS["OPSMON_INFLUX_TOKEN"]
+    assert env["INFLUXDB_HTTP_AUTH_ENABLED"] == "true" and env["INFLUXDB_HTTP_FLUX_ENABLED"] == "true"
+    assert env["INFLUXDB_DB"] == "opsmon"
+    token = f"{env['INFLUXDB_USER']}:{SECRETS['OPSMON_INFLUX_WRITER_PASSWORD']}"
+    assert env["INFLUXDB_USER_PASSWORD"] == SECRETS["OPSMON_INFLUX_WRITER_PASSWORD"]
 
     grafana = services["grafana"]
     assert mounts(grafana)[CONTAINER_DIR] == (DEPLOY / "grafana" / "provisioning", "ro")
@@ -95,8 +98,8 @@ def test_services_are_wired(tmp_path: Path) -> None:
     for var in re.findall(r"\$\{(\w+)\}", json.dumps(datasource.provisioning())):
         assert var in genv, var
     assert genv["OPSMON_INFLUX_URL"] == "http://influxdb:8086"
-    assert genv["OPSMON_INFLUX_TOKEN"] == SECRETS["OPSMON_INFLUX_TOKEN"]
-    assert genv["OPSMON_INFLUX_BUCKET"] == env["DOCKER_INFLUXDB_INIT_BUCKET"]
+    assert genv["OPSMON_INFLUX_TOKEN"] == token  # user:password, what InfluxDB 1.x takes as a token
+    assert genv["OPSMON_INFLUX_BUCKET"] == env["INFLUXDB_DB"]
 
     am = services["alertmanager"]
     assert mounts(am)["/etc/alertmanager/alertmanager.yml"] == (DEPLOY / "compose" / "alertmanager.yml", "ro")
@@ -108,6 +111,7 @@ def test_services_are_wired(tmp_path: Path) -> None:
     wenv = worker["environment"]
     assert wenv["OPSMON_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert wenv["OPSMON_INFLUX_URL"] == "http://influxdb:8086"
+    assert wenv["OPSMON_INFLUX_TOKEN"] == token
     assert wenv["OPSMON_ALERTMANAGER_URL"].startswith("http://alertmanager:")
     assert worker["depends_on"]["opsmon-topics"]["condition"] == "service_completed_successfully"
 

@@ -1,8 +1,10 @@
 """The InfluxDB datasource opsmon's boards and rules query, in InfluxQL mode.
 
-For InfluxDB 2.x (and 3.x) InfluxQL goes through the v1 compatibility API: ``database`` names the
-bucket (through its DBRP mapping) and a ``Token`` Authorization header carries the API token. InfluxDB
-1.8 answers the same requests (with auth enabled, use the token ``user:password``).
+Locally, in the tests and in deploy/compose.yaml it points at InfluxDB 1.13 (auth on): ``database`` is the
+database and the ``Token`` Authorization header carries ``user:password``. For InfluxDB 2.x (and 3.x)
+InfluxQL goes through the v1 compatibility API: ``database`` names the bucket (through its DBRP mapping)
+and the header carries the API token. The dashboards' JSON is generated with grafana-foundation-sdk
+11.6.0 and runs on Grafana 11.6 (deploy/compose.yaml's image).
 """
 
 from __future__ import annotations

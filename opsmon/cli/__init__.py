@@ -54,6 +54,11 @@ from opsmon.cli import limits as _limits  # noqa: E402
 app.add_typer(_limits.app, name="limits")
 
 
+from opsmon.cli import boards as _boards  # noqa: E402
+
+app.add_typer(_boards.app, name="boards")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -169,8 +170,11 @@ def demo(
     from streams.topics import create_topics
 
     settings = Settings()
-    with console.status("starting the local stack (Kafka, VictoriaMetrics, Alertmanager)..."):
-        Stack(settings).up(["kafka", "victoria", "alertmanager"])
+    with console.status("starting the local stack (Kafka, InfluxDB, Alertmanager)..."):
+        stack = Stack(settings)
+        stack.up(["kafka", "influxdb", "alertmanager"])
+        # The worker writes as the stack's InfluxDB writer (OPSMON_INFLUX_TOKEN when it is user:password).
+        settings = settings.model_copy(update={"influx_token": SecretStr(stack.influx_auth().token)})
         create_topics(settings)
     log_path = settings.data_dir / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,7 +193,23 @@ def demo(
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
+    boards_dir = settings.data_dir / "boards"
+
+    def render() -> None:
+        from deploy.grafana.live import QueryError
+        from opsmon.cli.boards import render_boards
+
+        # The first minute has little to show; then every minute, the last hour of each board.
+        while not stop.wait(60.0):
+            try:
+                render_boards(settings, boards_dir, since="-1h")
+            except (QueryError, OSError, ValueError) as exc:
+                logging.getLogger("opsmon.demo").warning("rendering the boards failed: %s", exc)
+
+    threading.Thread(target=render, daemon=True).start()
     console.print(f"worker log: {log_path}; boards read from {settings.influx_url}. Ctrl-C to stop.")
+    console.print(f"the boards as images, redrawn every minute: {boards_dir}/*.png "
+                  f"(or `opsmon boards render --out DIR`)")
     started = time.time()
     try:
         with Live(_stats_table({}, {}, 0.0), console=console, refresh_per_second=2) as live:

@@ -36,8 +36,10 @@ def build() -> dm.Dashboard:
              .with_variable(query_variable("store", "Store", 'SHOW TAG VALUES FROM "pos_window" WITH KEY = "store"'))
              .with_variable(query_variable("sku", "SKU", 'SHOW TAG VALUES FROM "pos_sku_window" '
                                                          f'WITH KEY = "sku" WHERE {STORE}'))
-             .with_variable(db.CustomVariable("bucket").label("Forecast bucket").values("hour,day")
-                            .current(dm.VariableOption(selected=True, text="hour", value="hour")))
+             # Day by default: the pipeline forecasts days per SKU, but hours only for the store's total
+             # (sku "_total"), which no SKU panel matches.
+             .with_variable(db.CustomVariable("bucket").label("Forecast bucket").values("day,hour")
+                            .current(dm.VariableOption(selected=True, text="day", value="day")))
              .with_panel(single_stat("Revenue", _total('sum("revenue")'), w=6).decimals(0))
              .with_panel(single_stat("Transactions", _total('sum("transactions")'), w=6).decimals(0))
              .with_panel(single_stat("Average basket", _total('sum("revenue") / sum("transactions")'), w=6)
