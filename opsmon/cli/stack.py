@@ -81,8 +81,36 @@ def down(wipe: Annotated[bool, typer.Option("--wipe", help="Also delete all data
     _console.print(f"stopped{' and wiped' if wipe else ''}: {stack.root}")
 
 
+def status_document(stack: Stack) -> dict:
+    """The stack's status for automation: every service, and InfluxDB's version and writer (never a secret)."""
+    statuses = stack.status()
+    doc: dict = {"root": str(stack.root), "services": {
+        st.name: {"running": st.running, "healthy": st.healthy, "pid": st.pid, "port": st.port,
+                  "endpoint": st.endpoint} for st in statuses.values()}}
+    influx = statuses.get("influxdb")
+    if influx is not None and influx.running:
+        from deploy.influxdb import server_version
+
+        auth = stack.influx_auth()
+        doc["services"]["influxdb"].update(version=server_version(influx.endpoint), database=stack.influx_database,
+                                           writer_user=auth.writer_user, writer_token_source=str(auth.writer_source),
+                                           admin_user=auth.admin_user,
+                                           admin_password_file=str(auth.admin_password_file))
+    doc["healthy"] = all(st.healthy for st in statuses.values() if st.running)
+    return doc
+
+
 @app.command()
-def status() -> None:
+def status(as_json: Annotated[bool, typer.Option("--json", help="One JSON document (for scripts) instead of "
+                                                 "the table.")] = False) -> None:
     """Show which services run and answer their health checks (exit 1 if a running one is unhealthy)."""
+    if as_json:
+        import json
+
+        doc = status_document(_stack())
+        typer.echo(json.dumps(doc, indent=2))
+        if not doc["healthy"]:
+            raise typer.Exit(1)
+        return
     if not _print_status(_stack()):
         raise typer.Exit(1)

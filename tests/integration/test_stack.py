@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -18,11 +19,13 @@ from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 from kafka import KafkaConsumer, KafkaProducer
+from typer.testing import CliRunner
 
 from deploy.influxdb import cache_dir as influxdb_cache_dir
 from deploy.influxdb import version as influxdb_version
 from deploy.kafka import lib_dir
 from deploy.stack import SERVICES, Stack, StackError
+from opsmon.cli import app as cli_app
 from opsmon.settings import Settings
 
 T = TypeVar("T")
@@ -254,3 +257,16 @@ def test_build_script_and_python_agree_on_the_influxdb_cache() -> None:
     out = subprocess.run(["bash", str(script), "--print-dir"], capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == influxdb_cache_dir()
     assert influxdb_version() in out.stdout
+
+
+def test_status_as_json_for_scripts(stack: Stack, stack_settings: Settings) -> None:
+    result = CliRunner().invoke(cli_app, ["stack", "status", "--json"],
+                                env={**stack_settings.to_env(), "COLUMNS": "40"})
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["healthy"] is True and set(doc["services"]) == set(SERVICES)
+    assert {name: s["pid"] for name, s in doc["services"].items()} == {n: st.pid for n, st in stack.status().items()}
+    influx = doc["services"]["influxdb"]
+    assert influx["version"].startswith("1.13") and influx["database"] == stack.influx_database
+    # the writer's credential is named by its source, never shown
+    assert stack.influx_auth().writer_password not in result.stdout
