@@ -5,7 +5,7 @@ A token is ``<payload>.<signature>``, both base64url without padding. The payloa
 HMAC-SHA256 over the payload with the worker's link secret. Anyone holding a link can use it until it expires,
 so links go only where alerts go; the worker records each (alert, action) it applied, so a link works once.
 
->>> signer = LinkSigner(b"s3cret", "https://ops.example.com/", ttl_s=86400)
+>>> signer = LinkSigner(b"a-secret-of-32-bytes-or-more...", "https://ops.example.com/", ttl_s=86400)
 >>> token = signer.token("iot:s1/d1:temperature:1767225600", "false_positive", now=1767225660.0, by="alice")
 >>> claim = signer.verify(token, now=1767225700.0)
 >>> (claim.alert_id, claim.action, claim.by, claim.expires)
