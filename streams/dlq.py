@@ -234,6 +234,44 @@ def read_dead_letters(settings: Settings, source: str = "all", limit: int | None
         consumer.close()
 
 
+def count_dead_letters(settings: Settings, source: str = "all") -> dict[str, int]:
+    """How many messages each existing dead-letter topic of ``source`` holds now (end minus start offsets)."""
+    from kafka import TopicPartition
+
+    topics = dlq_topics(settings, source)
+    present = _existing(settings, [dlq for _, dlq in topics.values()])
+    consumer = reader(settings, "opsmon-dlq-count")
+    try:
+        counts: dict[str, int] = {}
+        for _, dlq in topics.values():
+            if dlq not in present:
+                continue
+            tps = [TopicPartition(dlq, p) for p in sorted(consumer.partitions_for_topic(dlq) or ())]
+            first, end = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+            counts[dlq] = sum(end[tp] - first[tp] for tp in tps)
+        return counts
+    finally:
+        consumer.close()
+
+
+def distinct_by_origin(records: Iterable[DeadRecord]) -> list[DeadRecord]:
+    """One dead letter per rejected message: a worker that crashed before its commit re-sends the same ones.
+
+    >>> a = DeadRecord("iot.dlq", 0, 5, None, b"x", (("opsmon-source-topic", b"iot"),
+    ...     ("opsmon-source-partition", b"1"), ("opsmon-source-offset", b"42")))
+    >>> again = DeadRecord("iot.dlq", 0, 9, None, b"x", a.headers)
+    >>> [r.offset for r in distinct_by_origin([a, again])]
+    [5]
+    """
+    seen: set[str] = set()
+    out: list[DeadRecord] = []
+    for rec in records:
+        if rec.origin not in seen:
+            seen.add(rec.origin)
+            out.append(rec)
+    return out
+
+
 def topic_sources(settings: Settings) -> dict[str, str]:
     """DLQ topic name to source name ("iot", ...), for labelling groups."""
     return {dlq: s for s, (_, dlq) in dlq_topics(settings).items()}

@@ -318,3 +318,20 @@ def test_limits_check_reads_a_file_as_the_worker_will_and_shows_what_applies_to_
     path.write_text('{"web:*:latency_p95": "> 9OO"}')
     bad = CliRunner().invoke(cli, ["limits", "check", str(path)], env=env)
     assert bad.exit_code == 1 and "cannot read limit '> 9OO'" in bad.output
+
+
+def test_cli_errors_are_printed_whole_whatever_the_path_and_terminal_width(tmp_path) -> None:
+    # A long path on a narrow terminal: a message wrapped to the width would be broken mid-phrase.
+    deep = tmp_path.joinpath(*(["a-rather-long-folder-name"] * 6))
+    deep.mkdir(parents=True)
+    path = deep / "limits.json"
+    path.write_text('{"web:*:latency_p95": "> 9OO"}')
+    env = {"COLUMNS": "40", "TERMINAL_WIDTH": "40", "OPSMON_LIMITS": "{}"}
+    bad = CliRunner().invoke(cli, ["limits", "check", str(path)], env=env)
+    assert bad.exit_code == 1
+    assert any(str(path) in line and "cannot read limit '> 9OO'" in line for line in bad.output.splitlines())
+    path.write_text('{"web:*:latency_p95": "> 900"}')
+    usage = CliRunner().invoke(cli, ["limits", "check", str(path), "-s", "not-a-series-name-of-three-parts"], env=env)
+    assert usage.exit_code == 2
+    assert any("'not-a-series-name-of-three-parts' is not source:entity:metric (source one of" in line
+               for line in usage.output.splitlines())

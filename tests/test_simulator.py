@@ -84,6 +84,18 @@ def test_same_seed_same_events_other_seed_other_events() -> None:
     assert a != c
 
 
+def test_transaction_ids_are_new_in_a_run_started_later_and_the_same_in_a_replay() -> None:
+    def txn_ids(start: float) -> list[str]:
+        return [decode("pos", v).txn_id for src, _, v in Simulator(seed=1, rate=50).raw_events(start, start + 600)
+                if src == "pos"]
+
+    opening = MONDAY + 10 * HOUR
+    first, replay, restarted = txn_ids(opening), txn_ids(opening), txn_ids(opening + 601)
+    assert first and len(set(first)) == len(first)
+    assert replay == first  # same seed, same start: the same traffic, so its ids are rightly duplicates
+    assert restarted and not set(restarted) & set(first)  # a demo restarted later sends no duplicate
+
+
 def test_output_does_not_depend_on_how_the_period_is_cut() -> None:
     whole = list(Simulator(seed=3, rate=30, faults_per_hour=6).raw_events(MONDAY, MONDAY + 1800, step=1800))
     pieces = list(Simulator(seed=3, rate=30, faults_per_hour=6).raw_events(MONDAY, MONDAY + 1800, step=0.37))

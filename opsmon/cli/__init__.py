@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import typer
 
+from opsmon.cli.output import PlainErrorsGroup
+
 app = typer.Typer(help="opsmon: live operations boards and alerts from your devices, tills and web shop.",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+                  no_args_is_help=True, pretty_exceptions_show_locals=False, cls=PlainErrorsGroup)
 eval_app = typer.Typer(help="Evaluate the stream's models offline (same classes as the stream).",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")

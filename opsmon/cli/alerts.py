@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from opsmon.cli.output import print_error
 from opsmon.feedback import send_feedback
 from opsmon.settings import Settings
 
@@ -55,7 +56,7 @@ def _feedback(alert_id: str, kind: str, user: str, note: str) -> None:
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if resp.status_code != 202:
-        console.print(f"[red]refused ({resp.status_code}): {resp.json().get('error', resp.text)}[/]")
+        print_error(f"refused ({resp.status_code}): {resp.json().get('error', resp.text)}")
         raise typer.Exit(1)
     console.print(f"{kind.replace('_', ' ')} recorded for {alert_id}")
 

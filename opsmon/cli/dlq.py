@@ -88,17 +88,33 @@ def inspect(
     top: Annotated[int, typer.Option(help="Rows per table, largest groups first.")] = 20,
 ) -> None:
     """Dead letters grouped by reason and by producer, with counts and a sample payload each."""
-    from streams.dlq import group_by_producer, group_by_reason, read_dead_letters, topic_sources
+    from streams.dlq import (
+        count_dead_letters,
+        distinct_by_origin,
+        group_by_producer,
+        group_by_reason,
+        read_dead_letters,
+        topic_sources,
+    )
 
     settings = Settings()
     with _kafka_errors(settings):
-        records = read_dead_letters(settings, source.value, limit=limit or None)
+        held = count_dead_letters(settings, source.value)
+        read = read_dead_letters(settings, source.value, limit=limit or None)
     names = topic_sources(settings)
+    records = distinct_by_origin(read)
     per_topic: dict[str, int] = {}
     for r in records:
         per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
     summary = ", ".join(f"{names.get(t, t)} {n}" for t, n in sorted(per_topic.items())) or "none"
-    console.print(Text(f"{len(records)} dead letter(s): {summary}"))
+    total = sum(held.values())
+    if len(read) < total:
+        scope = f"read the first {len(read)} of the {total} held (at most {limit} per topic; --limit 0 reads all)"
+    else:
+        scope = f"read all {total} held"
+    resent = len(read) - len(records)
+    again = f"; {resent} re-sent after a restart counted once" if resent else ""
+    console.print(Text(f"{len(records)} dead letter(s): {summary} ({scope}{again})"), soft_wrap=True)
     if not records:
         return
     by_reason = group_by_reason(records, names)

@@ -13,6 +13,7 @@ from typing import Annotated, BinaryIO
 import typer
 from rich.console import Console
 
+from opsmon.cli.output import print_error
 from opsmon.settings import Settings
 
 console = Console(stderr=True)
@@ -53,7 +54,7 @@ def publish(
     try:
         pub = None if dry_run else Publisher(settings, client_id="opsmon-publish")
     except KafkaError as exc:
-        console.print(f"[red]cannot reach Kafka at {settings.kafka_bootstrap}: {exc}[/]")
+        print_error(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}")
         raise typer.Exit(1) from None
     try:
         with stream, console.status(f"publishing to {topic}") as status:
@@ -81,7 +82,7 @@ def publish(
                 status.update(f"waiting for Kafka to acknowledge {pub.sent:,} messages")
                 pub.flush(timeout=120)
     except KafkaError as exc:
-        console.print(f"[red]Kafka error: {exc}[/]")
+        print_error(f"Kafka error: {exc}")
         raise typer.Exit(1) from None
     finally:
         if pub is not None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.limits import SOURCES, LimitError
+from opsmon.cli.output import print_error
 from opsmon.limits_file import limits_with_file
 from opsmon.settings import Settings
 
@@ -24,7 +25,7 @@ def check(path: Path = typer.Argument(..., help="A JSON file of limits, e.g. the
     try:
         limits = limits_with_file(Settings().limits, path)
     except LimitError as exc:
-        console.print(f"[red]{exc}[/]")
+        print_error(str(exc))
         raise typer.Exit(1) from None
     table = Table(title=f"{len(limits.rules)} rule(s): {path} with OPSMON_LIMITS (the file wins for the same key)")
     for col in ("source:entity:metric", "clauses"):
@@ -37,4 +38,5 @@ def check(path: Path = typer.Argument(..., help="A JSON file of limits, e.g. the
         if len(parts) != 3 or parts[0] not in SOURCES:
             raise typer.BadParameter(f"{name!r} is not source:entity:metric (source one of {', '.join(SOURCES)})")
         found = limits.matching(*parts)
-        console.print(f"{name}: " + ("; ".join(c.text for c in found) if found else "no limit"))
+        console.print(f"{name}: " + ("; ".join(c.text for c in found) if found else "no limit"), markup=False,
+                      soft_wrap=True)

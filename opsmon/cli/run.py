@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from opsmon.cli.output import print_error
 from opsmon.settings import Settings
 from opsmon.worker_process import WorkerProcess
 
@@ -114,7 +115,7 @@ def simulate(
     except ValueError as exc:  # bad fault spec, calendar or time zone
         raise typer.BadParameter(str(exc)) from None
     except KafkaError as exc:
-        console.print(f"[red]cannot reach Kafka at {Settings().kafka_bootstrap}: {exc}[/]")
+        print_error(f"cannot reach Kafka at {Settings().kafka_bootstrap}: {exc}")
         raise typer.Exit(1) from None
     send = sink if isinstance(sink, JsonlFiles) else sink.send_raw
     try:
@@ -196,7 +197,7 @@ def demo(
                 live.update(_stats_table(stats, prev, now - prev_t))
                 prev, prev_t = stats, now
                 if not worker.running():
-                    console.print(f"[red]the worker stopped; see {log_path}[/]")
+                    print_error(f"the worker stopped; see {log_path}")
                     raise typer.Exit(1)
     except KeyboardInterrupt:
         pass

@@ -112,6 +112,10 @@ class Simulator:
         """Every event in [t0, t1): IoT, then POS, then web, each in time order."""
         if self.cursor is not None and abs(t0 - self.cursor) > 1e-6:
             raise ValueError(f"generate() must continue at {self.cursor}, not {t0}")
+        if self.cursor is None:
+            # Transaction ids name the run's start: a demo restarted later sends new ids, not duplicates,
+            # while the same seed and start still give the same traffic.
+            self.pos.run_tag = f"{int(t0):x}"
         self.cursor = t1
         for f in self.planner.due(t0, t1):
             self.by_source(f.source).activate(f)

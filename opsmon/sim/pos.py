@@ -38,7 +38,7 @@ KINDS: dict[str, tuple[float, float]] = {
     "promotion": (DAY, 4 * DAY),
 }
 REFERENCE_WEEK = 1_767_571_200.0  # Monday 2026-01-05 00:00 UTC, to measure the weekly mean rate
-_TXN = ('{"v":1,"time":"%s.%03dZ","store":"%s","register":"%s","txn_id":"%s-%d","kind":"%s",'
+_TXN = ('{"v":1,"time":"%s.%03dZ","store":"%s","register":"%s","txn_id":"%s-%s-%d","kind":"%s",'
         '"payment":"%s","lines":[%s],"total":%.2f,"discount":%.2f}')
 
 
@@ -74,6 +74,7 @@ class Stores:
         self._kind_cw = list(accumulate(w for _, w in KIND_WEIGHTS))
         self._pay_cw = list(accumulate(w for _, w in PAYMENTS))
         self._txn = 0
+        self.run_tag = "0"  # set by the simulator to the start of generation (see Simulator.generate)
         self._mean, self._peak = self._profile_stats()
         self.rate = rate
         self._next: float | None = None  # the next candidate arrival (thinning), kept across calls
@@ -287,6 +288,6 @@ class Stores:
         self._txn += 1
         s = int(t)
         store = self.stores[i]
-        body = _TXN % (second_prefix(s), int((t - s) * 1000), store, till, till, self._txn, kind, payment,
+        body = _TXN % (second_prefix(s), int((t - s) * 1000), store, till, till, self.run_tag, self._txn, kind, payment,
                        ",".join(parts), round(amount - discount, 2), discount)
         return ("pos", store.encode(), body.encode())
