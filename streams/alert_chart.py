@@ -88,12 +88,13 @@ def parse_series(body: dict) -> Series:
 
 
 def render_png(series: Series, title: str, opened: float, unit_label: str = "") -> bytes:
-    """A phone-friendly PNG (750x360 px, shown at 375 px): observed line, expected band and line, flagged points."""
+    """A phone-friendly PNG (750x390 px, shown 375 px wide): observed line, expected band and line, flagged points."""
     from matplotlib.dates import DateFormatter
     from matplotlib.figure import Figure  # Figure, not pyplot: no global state, safe in a worker thread
 
     when = [datetime.fromtimestamp(t, tz=UTC) for t in series.times]
-    fig = Figure(figsize=(7.5, 3.6), dpi=100)
+    # 5 inches at 150 dpi: text stays legible when a phone shows the 750 px at 375 css px
+    fig = Figure(figsize=(5.0, 2.6), dpi=150)
     ax = fig.add_subplot()
     ax.fill_between(when, series.lower, series.upper, color="#9ecae1", alpha=0.45, linewidth=0,
                     label="expected band")
@@ -104,14 +105,15 @@ def render_png(series: Series, title: str, opened: float, unit_label: str = "") 
         ax.scatter([w for w, _ in flagged], [o for _, o in flagged], color="#d62728", s=36, zorder=3,
                    label="flagged")
     ax.axvline(datetime.fromtimestamp(opened, tz=UTC), color="#d62728", linewidth=1, alpha=0.6)
-    ax.set_title(title, fontsize=13, loc="left")
+    ax.set_title(title, fontsize=9, loc="left")
     ax.set_ylabel(unit_label)
     ax.xaxis.set_major_formatter(DateFormatter("%H:%M", tz=UTC))
-    ax.set_xlabel("UTC")
+    ax.set_xlabel("UTC", fontsize=7)
+    ax.tick_params(labelsize=7)
     ax.grid(alpha=0.3)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
-    ax.legend(loc="upper left", fontsize=9, frameon=False, ncol=4)
+    ax.legend(loc="upper left", fontsize=6.5, frameon=False, ncol=4, handlelength=1.5, columnspacing=1.0)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

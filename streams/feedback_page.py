@@ -114,6 +114,8 @@ class FeedbackPages:
     used: UsedLinks
     charts: AlertCharts | None
     clock: Callable[[], float]
+    # False while the worker recovers its tables or rebalances: the used-links record may not be back yet
+    ready: Callable[[], bool] = lambda: True
     pending: set[str] = field(default_factory=set)  # confirmations in flight (double taps)
     confirmed: int = 0
     refused: int = 0
@@ -185,6 +187,9 @@ class FeedbackPages:
     # ------------------------------------------------------------------ checks and answers
     def _check(self, token: str, page: bool) -> tuple[Claim | None, dict | None, web.Response | None]:
         """The claim and alert of a usable link, or the page refusing it."""
+        if not self.ready():
+            return None, None, self._refuse(503, "Starting", "The monitor is starting or moving work between its "
+                                            "workers: try again in a minute; nothing changed.", page)
         try:
             claim = self.signer.verify(token, self.clock())
         except LinkExpired as exc:
@@ -271,7 +276,7 @@ def _alert_page(alert: dict, claim: Claim, token: str, view_token: str) -> tuple
 <div><dt>Expected</dt><dd>{_num(alert.get("expected"))}</dd></div>
 <div><dt>Band</dt><dd>{_num(alert.get("lower"))}–{_num(alert.get("upper"))}</dd></div></dl>
 <p class="why">{_e(alert.get("explanation", ""))}{more}</p>
-<img src="{_e(CHART_PATH.rsplit('/', 1)[1])}?t={_e(view_token)}" width="750" height="360"
+<img src="{_e(CHART_PATH.rsplit('/', 1)[1])}?t={_e(view_token)}" width="750" height="390"
  alt="{_e(_what(alert))} around the alert: observed values, the expected band and the flagged points">
 <form method="post" action="{_e(PAGE_PATH.rsplit('/', 1)[1])}">
 <input type="hidden" name="t" value="{_e(token)}">
@@ -308,7 +313,10 @@ def add_feedback_pages(app: faust.App, signer: LinkSigner, alert_index: faust.Ta
         sent = await feedback_topic.send(key=feedback_key(fb), value=encode_feedback(fb))
         return (await sent).partition  # acknowledged by Kafka before the person is told it is recorded
 
-    pages = FeedbackPages(signer, alert_index.data.get, submit, TableUsedLinks(), charts, clock)
+    def ready() -> bool:
+        return app.tables.recovery.completed.is_set() and not app.rebalancing and not app.in_recovery
+
+    pages = FeedbackPages(signer, alert_index.data.get, submit, TableUsedLinks(), charts, clock, ready)
 
     @app.page(PAGE_PATH)
     class LinkView(faust.web.View):

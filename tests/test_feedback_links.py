@@ -232,7 +232,7 @@ def test_a_chart_is_a_phone_sized_png_of_the_series_band_and_flagged_points() ->
     png = render_png(series, "temperature of site-1/freezer-1", opened=T - 10 * 300)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", png[16:24])
-    assert (width, height) == (750, 360)
+    assert (width, height) == (750, 390)
 
 
 def test_a_query_answer_without_points_or_with_an_error_is_chart_unavailable() -> None:
