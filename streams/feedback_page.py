@@ -53,9 +53,10 @@ main{max-width:40rem;margin:0 auto;padding:1rem}
 .critical{background:#fde2e1;color:#a11}.warning{background:#fff1d6;color:#8a5300}.info{background:#e0ecff;color:#124}
 h1{font-size:1.25rem;margin:.5rem 0 .25rem;overflow-wrap:anywhere}
 .where{color:#555;margin:0 0 .75rem;font-size:.9rem;overflow-wrap:anywhere}
-.nums{display:grid;grid-template-columns:repeat(3,1fr);gap:.5rem;margin:0 0 .75rem}
+.nums{display:grid;grid-template-columns:repeat(2,1fr);gap:.5rem;margin:0 0 .75rem}
 .nums div{background:#f3f4f6;border-radius:8px;padding:.4rem .5rem}
-.nums dt{font-size:.75rem;color:#555}.nums dd{margin:0;font-weight:600;font-size:1.05rem;overflow-wrap:anywhere}
+.nums dt{font-size:.75rem;color:#555}.nums dd{margin:0;font-weight:600;font-size:1.15rem;overflow-wrap:anywhere}
+.nums dd.band{font-weight:400;font-size:.8rem;color:#555}
 .why{margin:0 0 .75rem}
 img{display:block;width:100%;height:auto;border-radius:8px;border:1px solid #e5e7eb;margin:0 0 1rem}
 .nochart{color:#555;font-size:.9rem}
@@ -273,8 +274,8 @@ def _alert_page(alert: dict, claim: Claim, token: str, view_token: str) -> tuple
 <h1>{_e(_what(alert))}: {_e(alert.get("kind", ""))}</h1>
 <p class="where">{_e(where)}</p>
 <dl class="nums"><div><dt>Observed</dt><dd>{_num(alert.get("observed"))}</dd></div>
-<div><dt>Expected</dt><dd>{_num(alert.get("expected"))}</dd></div>
-<div><dt>Band</dt><dd>{_num(alert.get("lower"))}–{_num(alert.get("upper"))}</dd></div></dl>
+<div><dt>Expected</dt><dd>{_num(alert.get("expected"))}</dd>
+<dd class="band">usual {_num(alert.get("lower"))} to {_num(alert.get("upper"))}</dd></div></dl>
 <p class="why">{_e(alert.get("explanation", ""))}{more}</p>
 <img src="{_e(CHART_PATH.rsplit('/', 1)[1])}?t={_e(view_token)}" width="750" height="390"
  alt="{_e(_what(alert))} around the alert: observed values, the expected band and the flagged points">
