@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlparse
@@ -17,11 +18,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from opsmon.feedback import link, link_signer
 from opsmon.settings import Settings
-from sinks.alerts import alertmanager_alerts
+from sinks.alerts import WebhookSink, alertmanager_alerts
 from sinks.links import LinkExpired, LinkInvalid, LinkSigner
 from streams.alert_chart import ChartUnavailable, parse_series, render_png
 from streams.feedback_page import SECURITY_HEADERS, FeedbackPages, MemoryUsedLinks
 from streams.schemas import AlertEvent, Feedback
+from tests.integration.harness import WebhookReceiver
 
 T = 1_800_000_000.0
 SECRET = b"a-test-secret-of-at-least-16-bytes"
@@ -123,6 +125,27 @@ def test_notifications_carry_the_three_links_under_the_public_url() -> None:
     (am,) = alertmanager_alerts(_event(id=long_id), now=T, resend_s=60, links=s)
     assert s.verify(_token(am["annotations"]["false_positive_url"]), now=T).alert_id == long_id
     assert "ack_url" not in alertmanager_alerts(_event(), now=T, resend_s=60)[0]["annotations"]
+
+
+def test_the_plain_webhook_gets_the_links_in_its_json() -> None:
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/hook"
+    hook = WebhookReceiver(url)
+    s = _signer()
+
+    async def deliver() -> None:
+        sink = WebhookSink(url, links=s)
+        await sink.send([_event()], now=T)
+        await sink.close()
+
+    try:
+        asyncio.run(deliver())
+        (body,) = hook.bodies
+        assert body["id"] == AID and sorted(body["links"]) == ["ack_url", "false_positive_url", "image_url"]
+        assert s.verify(_token(body["links"]["false_positive_url"]), now=T).action == "false_positive"
+    finally:
+        hook.close()
 
 
 # ---------------------------------------------------------------------------------------------- the page
