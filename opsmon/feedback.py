@@ -23,8 +23,8 @@ def send_feedback(settings: Settings, alert_id: str, kind: str, user: str = "", 
 
 def link_signer(settings: Settings) -> LinkSigner | None:
     """The signer of notification links; None (no links) until ``OPSMON_LINK_SECRET`` is set."""
-    if settings.link_secret is None:
-        return None
+    if settings.link_secret is None or not settings.link_secret.get_secret_value():
+        return None  # unset or empty: off
     secret = settings.link_secret.get_secret_value().encode()
     public = settings.public_url or f"http://127.0.0.1:{settings.worker_web_port}"
     try:

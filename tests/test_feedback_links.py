@@ -8,6 +8,7 @@ import base64
 import re
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, urlparse
 
@@ -15,7 +16,9 @@ import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from typer.testing import CliRunner
 
+from opsmon.cli import app as cli
 from opsmon.feedback import link, link_signer
 from opsmon.settings import Settings
 from sinks.alerts import WebhookSink, alertmanager_alerts
@@ -109,6 +112,21 @@ def test_links_follow_the_settings_and_are_off_without_a_secret() -> None:
     local = link_signer(Settings(link_secret=SECRET.decode(), worker_web_port=6123))
     assert local is not None and local.public_url == "http://127.0.0.1:6123"
     assert SECRET.decode() not in repr(s) and SECRET.decode() not in str(s.link_secret)  # never in logs
+
+
+def test_the_cli_prints_a_link_naming_a_person() -> None:
+    env = {"OPSMON_LINK_SECRET": SECRET.decode(), "OPSMON_PUBLIC_URL": "https://ops.example.com"}
+    out = CliRunner().invoke(cli, ["alerts", "link", AID, "--action", "ack", "--by", "alice"], env=env)
+    assert out.exit_code == 0, out.output
+    claim = _signer().verify(_token(out.output.strip()), now=time.time())  # the CLI signs at the real time
+    assert out.output.startswith("https://ops.example.com/opsmon/link?t=") and (claim.action, claim.by) == (
+        "ack", "alice")
+    chart = CliRunner().invoke(cli, ["alerts", "link", AID, "--action", "chart"], env=env)
+    assert chart.exit_code == 0 and "/opsmon/chart.png?t=" in chart.output
+    bad = CliRunner().invoke(cli, ["alerts", "link", AID, "--action", "delete"], env=env)
+    assert bad.exit_code == 2 and "--action must be one of ack, false-positive, chart" in bad.output
+    off = CliRunner().invoke(cli, ["alerts", "link", AID], env={"OPSMON_LINK_SECRET": ""})
+    assert off.exit_code == 2 and "set OPSMON_LINK_SECRET" in off.output
 
 
 def test_notifications_carry_the_three_links_under_the_public_url() -> None:
