@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 import httpx
 import msgspec
 import pytest
+from playwright.sync_api import BrowserContext, sync_playwright
 from pydantic import SecretStr
 
 from opsmon.feedback import link_signer
@@ -24,8 +25,6 @@ from streams.publisher import Publisher
 from tests.events import iot, raw
 from tests.integration.harness import WebhookReceiver, WorkerProcess, read_topic
 from tests.tsdb import eventually
-
-playwright = pytest.importorskip("playwright.sync_api")
 
 STEP = 300.0
 ENTITY = "link-site/freezer-1"
@@ -44,11 +43,11 @@ def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator[object]:
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
     """A phone-sized headless Chromium with a fresh profile."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} missing: run deploy/install-system-deps.sh (Debian's chromium package)")
-    with playwright.sync_playwright() as p:
+    with sync_playwright() as p:
         ctx = p.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 375, "height": 812}, device_scale_factor=2, is_mobile=True, has_touch=True)
@@ -79,7 +78,7 @@ def _altered(token: str) -> str:
 
 def test_the_false_positive_link_of_a_notification_resolves_the_alert_in_a_real_browser(
         pipeline_settings: Settings, worker_factory: Callable[..., WorkerProcess], webhook: WebhookReceiver,
-        browser: object) -> None:
+        browser: BrowserContext) -> None:
     port = pipeline_settings.worker_web_port
     s = pipeline_settings.model_copy(update={
         "alert_resend_seconds": 5.0, "link_secret": SecretStr("integration-test-link-secret"),
@@ -106,7 +105,7 @@ def test_the_false_positive_link_of_a_notification_resolves_the_alert_in_a_real_
     def stats() -> dict:
         return (worker.stats() or {}).get("alerts", {})
 
-    page = browser.new_page()  # type: ignore[attr-defined]
+    page = browser.new_page()
     # An altered link and an expired one: a clear page, no button, nothing changes.
     signer = link_signer(s)
     assert signer is not None
