@@ -125,7 +125,8 @@ class AlertCharts:
 
     def __init__(self, query_url: str, token: str, database: str, cache_dir: Path, timeout_s: float = 10.0) -> None:
         self.query_url = query_url.rstrip("/") + "/query"
-        self.database = database
+        # a v2 bucket on InfluxDB 1.x is "database/retention policy" (the policy optional)
+        self.database, _, self.retention_policy = database.partition("/")
         self.cache_dir = cache_dir
         self._headers = {"Authorization": f"Token {token}"} if token else {}
         self._timeout_s = timeout_s
@@ -162,8 +163,10 @@ class AlertCharts:
     async def _query(self, q: str) -> dict:
         try:
             async with httpx.AsyncClient(timeout=self._timeout_s, trust_env=False) as client:
-                resp = await client.get(self.query_url, params={"db": self.database, "q": q, "epoch": "ms"},
-                                        headers=self._headers)
+                params = {"db": self.database, "q": q, "epoch": "ms"}
+                if self.retention_policy:
+                    params["rp"] = self.retention_policy
+                resp = await client.get(self.query_url, params=params, headers=self._headers)
         except httpx.HTTPError as exc:
             raise ChartUnavailable(f"the time-series server did not answer: {type(exc).__name__}: {exc}") from exc
         if resp.status_code >= 300:
