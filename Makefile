@@ -2,7 +2,7 @@
 #   make setup       system packages (deploy/install-system-deps.sh), .venv, pip install -e '.[dev]'
 #   make test        setup, then the whole test suite (integration tests start their own stack)
 #   make demo        setup, then `opsmon demo`
-#   make stack-up    start the local stack (kafka, victoria, alertmanager; SERVICES="..." for others)
+#   make stack-up    start the local stack (kafka, influxdb, alertmanager; SERVICES="..." for others)
 #   make stack-down  stop it (data kept; WIPE=1 deletes it)
 #   make lint        ruff
 

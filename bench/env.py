@@ -1,6 +1,6 @@
 """The bench's own local stack, per-run topics and worker settings.
 
-The bench runs on a port range of its own (31092, 31428, ...), away from the demo (19092, ...) and the
+The bench runs on a port range of its own (31092, 31086, ...), away from the demo (19092, ...) and the
 test sessions (29092, ...), and below Linux's ephemeral ports (32768-60999), which any outgoing
 connection may hold for a moment (a worker failed to bind 36066 that way), with its data under
 ``<data dir>/stack``. Every run gets its own topics and consumer groups (``bench-<tag>...``), so a
@@ -10,6 +10,7 @@ worker always starts from the beginning of its topics.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +25,12 @@ from streams.topics import create_topics, source_topics
 BENCH_PORTS = {
     "stack_kafka_port": 31092,
     "stack_kafka_controller_port": 31093,
-    "stack_victoria_port": 31428,  # and 31429 for the latency proxy
-    "stack_influxdb_port": 31086,
+    "stack_influxdb_port": 31086,  # and 31087 for its RPC listener
     "stack_alertmanager_port": 31193,
     "stack_mosquitto_port": 31883,
 }
 WORKER_PORT_BASE = 31066  # up to 31066 + 20
-SERVICES = ("kafka", "victoria")
+SERVICES = ("kafka", "influxdb")
 
 
 def bench_settings(data_dir: Path, partitions: int = 4) -> Settings:
@@ -38,7 +38,9 @@ def bench_settings(data_dir: Path, partitions: int = 4) -> Settings:
     return Settings(
         data_dir=data_dir,
         kafka_bootstrap=f"127.0.0.1:{BENCH_PORTS['stack_kafka_port']}",
-        influx_url=f"http://127.0.0.1:{BENCH_PORTS['stack_victoria_port']}",
+        influx_url=f"http://127.0.0.1:{BENCH_PORTS['stack_influxdb_port']}",
+        # The bench stack makes this InfluxDB user: the worker writes with it as its v2 token.
+        influx_token=f"opsmon-writer:{secrets.token_urlsafe(12)}",
         alertmanager_url="",  # empty, not None: None would fall back to the default URL in the worker
         kafka_partitions=partitions,
         **BENCH_PORTS,
@@ -77,7 +79,7 @@ class BenchStack:
         return Stack(self.settings)
 
     def up(self) -> float:
-        """Start (or reuse) Kafka and VictoriaMetrics; returns the seconds it took."""
+        """Start (or reuse) Kafka and InfluxDB; returns the seconds it took."""
         t0 = time.monotonic()
         self.started = self.stack.up(list(SERVICES))
         return time.monotonic() - t0

@@ -33,7 +33,7 @@ from bench.workload import RawEvent, aio_config
 from opsmon.settings import Settings
 from streams.topics import source_topics
 
-PROXY_PORT = BENCH_PORTS["stack_victoria_port"] + 1
+PROXY_PORT = BENCH_PORTS["stack_influxdb_port"] + 2  # + 1 is the RPC listener
 _PREFIX = b'{"v":1,"time":"'
 
 

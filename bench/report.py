@@ -127,7 +127,7 @@ def figures_table(result: dict) -> Table:
                   f"{run.get('cpu_us_per_event') or 0:,.0f} µs, {100 * (run.get('cpu_utilisation') or 0):.0f}%")
         t.add_row("", "peak RSS per worker", f"{run.get('peak_rss_mib', 0):,.0f} MiB")
         svc = run.get("service_cpu_seconds") or {}
-        t.add_row("", "CPU µs/event of Kafka, VictoriaMetrics; machine busy",
+        t.add_row("", "CPU µs/event of Kafka, InfluxDB; machine busy",
                   ", ".join(f"{v / run['events'] * 1e6:,.0f}" for v in svc.values())
                   + f"; {100 * (run.get('machine_cpu_busy') or 0):.0f}%")
     for name, run in (result.get("what_if") or {}).items():

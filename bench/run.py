@@ -114,7 +114,7 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
     with Progress(*columns, console=console) as progress:
         ph = Phases(progress)
         try:
-            with ph.phase("stack up (Kafka, VictoriaMetrics)"):
+            with ph.phase("stack up (Kafka, InfluxDB)"):
                 up_s = stack.up()
             settings = with_topics(base, tag)
 
@@ -135,7 +135,7 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
 
             runs = [1] if opts.skip_scaling else [1, 2]
             services = {name: st.pid for name, st in stack.stack.status().items()
-                        if st.pid and name in ("kafka", "victoria")}
+                        if st.pid and name in ("kafka", "influxdb")}
             for k in runs:
                 topics = with_topics(base, f"{tag}-p{k}")  # each run's own topics: its workers join before the data
                 with ph.phase(f"pipeline: {k} worker{'s' if k > 1 else ''}", len(events)) as bar:

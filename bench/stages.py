@@ -10,7 +10,7 @@ around the calls that make up each stage:
 * line protocol: ``sinks.lineproto.line``, wherever it is called;
 * fold + aggregate: the rest of ``process`` (state lookup, de-duplication, windows);
 * changelog serialise: Faust's ``pickle`` codec on each touched state, batch by batch;
-* sink write: the produced lines through ``InfluxWriter`` to the real VictoriaMetrics, awaited batch by batch.
+* sink write: the produced lines through ``InfluxWriter`` to the real InfluxDB, awaited batch by batch.
 
 The timers cost about 0.1 µs per call. What is left of the worker's wall time per event is Faust and
 Kafka: fetching, the stream machinery, producing changelogs, committing (:func:`bench.metrics.stage_split`).

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System dependencies of the local stack (deploy/stack.py), idempotent and quick when all is there:
-#   victoria-metrics, influxdb (1.6), prometheus-alertmanager, mosquitto, docker-compose (Debian packages),
-#   Java 17, Maven, python3.11 with venv, and the Kafka jars from Maven Central (deploy/kafka/pom.xml) in the jar cache.
+#   prometheus-alertmanager, mosquitto, docker-compose (Debian packages), Java 17, Maven, python3.11 with venv,
+#   the Kafka jars from Maven Central (deploy/kafka/pom.xml) in the jar cache, and influxd built from the Go
+#   module proxy by deploy/build-influxd.sh into its cache (needs Go and, for Flux's libflux, Rust's cargo).
 # The packages' own services are never started: the stack runs the binaries itself.
 #   deploy/install-system-deps.sh                    install what is missing, fetch the Kafka jars
 #   deploy/install-system-deps.sh --print-kafka-lib  print the Kafka jar cache directory and exit
@@ -39,8 +40,6 @@ java_ok() {
 }
 
 packages=()
-have victoria-metrics || packages+=(victoria-metrics)
-have influxd || packages+=(influxdb)
 have prometheus-alertmanager || packages+=(prometheus-alertmanager)
 have mosquitto || packages+=(mosquitto)
 have docker-compose || packages+=(docker-compose)
@@ -73,7 +72,7 @@ if ((${#packages[@]})); then
   if [[ -d /run/systemd/system ]]; then
     for unit in "${packages[@]}"; do
       case "$unit" in
-        victoria-metrics|influxdb|prometheus-alertmanager|mosquitto)
+        prometheus-alertmanager|mosquitto)
           "${sudo_[@]}" systemctl disable --now "$unit" >/dev/null 2>&1 || true ;;
       esac
     done
@@ -101,6 +100,9 @@ else
   fi
   exec 9>&-
 fi
+
+# --- InfluxDB: influxd built from source, cached per version (deploy/build-influxd.sh) --------------------
+bash "$here/build-influxd.sh"
 
 # --- Browser for the end-to-end test of the alert feedback page (tests/integration/test_feedback_page.py) ---
 # Debian's Chromium and its driver; Playwright drives this binary (executable_path=/usr/bin/chromium)

@@ -1,32 +1,6 @@
-"""How each Debian-packaged service of the local stack is configured, started and probed.
-
-Victoria-metrics (1.79) stands in for InfluxDB 2.x/3.x as the write target (``influx_url``): it
-accepts InfluxDB line protocol on ``/write`` and ``/api/v2/write`` and is read back with
-``/api/v1/export`` or PromQL (``/api/v1/query``). Verified mapping, with the flags set below:
-
-* metric name = ``{measurement}_{field}`` for every field, also when a line has one field
-  (``-influxSkipSingleField`` off, ``-influxMeasurementFieldSeparator`` the default ``_``):
-  ``cpu,host=a usage=1,idle=2i`` gives ``cpu_usage{host="a"}`` and ``cpu_idle{host="a"}``.
-* tags become labels. ``/write?db=X`` adds the label ``db="X"``; ``/api/v2/write?org=..&bucket=..``
-  (what influxdb-client sends) adds no label: org and bucket are dropped.
-* values are floats: integers lose their ``i``, booleans become 1/0, string fields are stored as 0
-  (so send no strings).
-* timestamps are kept in milliseconds, finer digits truncated: influxdb-client's default
-  nanoseconds ``ts_ns`` comes back from ``/api/v1/export`` as ``ts_ns // 1_000_000`` (Unix ms);
-  the ``precision`` argument (s, ms, us, ns) is honoured; PromQL takes ``time``/``start`` in
-  Unix seconds (fractions allowed) or RFC 3339.
-* rewriting a point (same series and millisecond) leaves one sample (``-dedup.minScrapeInterval=1ms``),
-  but NOT reliably the last written: we saw the last one win until a restart merged the parts and
-  an earlier value win after it. Re-sending the same value is safe; for "a later write corrects the
-  value" semantics, test against InfluxDB 1.6 (which overwrites), not against victoria-metrics.
-* ``-retentionPeriod=100y``: replayed historical data is kept (the default of one month drops it
-  silently); points more than 2 days in the future are still dropped, with a warning in the log.
-* visibility: a write is acknowledged before it is searchable. ``GET /internal/force_flush`` makes
-  it searchable for ``/api/v1/export`` within about 0.5 s (a new series otherwise waits up to
-  10 s for the current-hour index); ``/api/v1/query`` sees it about 0.5 s later still. Tests
-  should force_flush and poll with a deadline. ``-search.latencyOffset=0s`` and
-  ``-search.disableCache`` keep queries from hiding the last 30 s or serving stale results.
-"""
+"""How the Debian-packaged services of the local stack (Alertmanager, Mosquitto) are configured, started
+and probed, and the helpers every service spec uses (InfluxDB lives in deploy/influxdb.py, Kafka in
+deploy/kafka.py)."""
 
 
 from __future__ import annotations
@@ -132,48 +106,6 @@ def mqtt_ok(port: int, timeout: float = 1.0) -> bool:
     except OSError:
         return False
     return connack[:2] == b"\x20\x02" and connack[3:4] == b"\x00"
-
-
-def victoria(home: Path, port: int) -> ServiceSpec:
-    """victoria-metrics: InfluxDB line protocol in, PromQL/export out (see the module docstring)."""
-    base = f"http://127.0.0.1:{port}"
-
-    def prepare() -> list[str]:
-        (home / "data").mkdir(parents=True, exist_ok=True)
-        return [
-            find_binary("victoria-metrics"),
-            f"-httpListenAddr=127.0.0.1:{port}",
-            f"-storageDataPath={home / 'data'}",
-            "-retentionPeriod=100y",
-            "-dedup.minScrapeInterval=1ms",
-            "-search.latencyOffset=0s",
-            "-search.disableCache",
-            "-memory.allowedPercent=20",
-        ]
-
-    return ServiceSpec("victoria", home, port, base, prepare, lambda: http_ok(f"{base}/health"),
-                       binds=(port,))
-
-
-def influxdb(home: Path, port: int, database: str) -> ServiceSpec:
-    """InfluxDB 1.6 (influxd) for running InfluxQL for real; ``database`` is created on start.
-
-    Its RPC (backup) listener, 0.0.0.0:8088 by default, is moved to 127.0.0.1:<port + 1>.
-    """
-    base = f"http://127.0.0.1:{port}"
-    rpc_port = port + 1
-
-    def prepare() -> list[str]:
-        conf = render("influxdb.conf", home / "influxdb.conf", root=home, http_port=port, rpc_port=rpc_port)
-        return [find_binary("influxd"), "run", "-config", str(conf)]
-
-    def after_start() -> None:
-        # Idempotent in InfluxQL; saves every client from doing it.
-        http_post(f"{base}/query", {"q": f'CREATE DATABASE "{database}"'})
-
-    return ServiceSpec("influxdb", home, port, base, prepare,
-                       lambda: http_ok(f"{base}/ping", expect=(204,)),
-                       binds=(port, rpc_port), after_start=after_start)
 
 
 def alertmanager(home: Path, port: int, webhook_url: str, boards_only: Sequence[str] = ("info",)) -> ServiceSpec:

@@ -1,11 +1,12 @@
-"""The local stack: Kafka, victoria-metrics, InfluxDB 1.6, Alertmanager and Mosquitto as child processes.
+"""The local stack: Kafka, InfluxDB (built from source), Alertmanager and Mosquitto as child processes.
 
 No Docker and no systemd: each service runs from its binary with config, data, log and pid file
 under ``root/<service>/``, in its own session so it outlives the process that started it. Any
 process can find and control the stack again from the pid files.
 
     stack = Stack(Settings())
-    stack.up(["kafka", "victoria"])     # blocks until healthy
+    stack.up(["kafka", "influxdb"])     # blocks until healthy
+    stack.influx_auth().token           # the InfluxDB writer as ``user:password`` (the v2 API token)
     stack.status()["kafka"].healthy
     stack.kafka_auth.password_file       # SCRAM listeners: kafka port + 2 (SASL_PLAINTEXT), + 3 (SASL_SSL)
     stack.down()
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploy import influxdb as _influxdb
 from deploy import kafka as _kafka
 from deploy import process, services
 from deploy.process import StackError
@@ -29,8 +31,8 @@ from opsmon.settings import Settings
 
 __all__ = ["DEFAULT_SERVICES", "SERVICES", "ServiceStatus", "Stack", "StackError"]
 
-SERVICES: tuple[str, ...] = ("kafka", "victoria", "influxdb", "alertmanager", "mosquitto")
-DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "victoria", "alertmanager")
+SERVICES: tuple[str, ...] = ("kafka", "influxdb", "alertmanager", "mosquitto")
+DEFAULT_SERVICES: tuple[str, ...] = ("kafka", "influxdb", "alertmanager")
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:19999/alerts"
 
 
@@ -70,15 +72,24 @@ class Stack:
         self.specs: dict[str, ServiceSpec] = {
             "kafka": _kafka.kafka(self.root / "kafka", s.stack_kafka_port, s.stack_kafka_controller_port,
                                   s.kafka_partitions, sasl_port=sasl_port, ssl_port=ssl_port),
-            "victoria": services.victoria(self.root / "victoria", s.stack_victoria_port),
-            "influxdb": services.influxdb(self.root / "influxdb", s.stack_influxdb_port, s.influx_bucket),
+            "influxdb": _influxdb.influxdb(self.root / "influxdb", s.stack_influxdb_port, self.influx_database,
+                                           s.influx_token.get_secret_value()),
             "alertmanager": services.alertmanager(self.root / "alertmanager", s.stack_alertmanager_port,
                                                   str(webhook), s.boards_only_severities),
             "mosquitto": services.mosquitto(self.root / "mosquitto", s.stack_mosquitto_port),
         }
 
+    @property
+    def influx_database(self) -> str:
+        """The database the stack creates: the bucket's name before any ``/retention-policy``."""
+        return self.settings.influx_bucket.split("/", 1)[0]
+
+    def influx_auth(self) -> _influxdb.InfluxAuth:
+        """The InfluxDB credentials: the writer from ``OPSMON_INFLUX_TOKEN`` if ``user:password``, else generated."""
+        return _influxdb.influx_auth(self.specs["influxdb"].home, self.settings.influx_token.get_secret_value())
+
     def up(self, names: Iterable[str] | None = None) -> list[str]:
-        """Start the named services (default: kafka, victoria, alertmanager) that are not running.
+        """Start the named services (default: kafka, influxdb, alertmanager) that are not running.
 
         Blocks until all of them are healthy; returns the names it actually started.
         """

@@ -84,7 +84,9 @@ def scenario_settings(base: Settings, out: Path) -> Settings:
              if k.startswith("stack_") and k.endswith("_port") and getattr(base, k)}
     return base.model_copy(update={
         **ports, "kafka_bootstrap": f"127.0.0.1:{ports['stack_kafka_port']}",
-        "influx_url": f"http://127.0.0.1:{ports['stack_victoria_port']}",
+        "influx_url": f"http://127.0.0.1:{ports['stack_influxdb_port']}",
+        # The run's stack makes this InfluxDB user; the worker writes with it as its v2 token.
+        "influx_token": SecretStr(f"opsmon-writer:{secrets.token_urlsafe(12)}"),
         "app_id": "opsmon-scenario", "worker_web_port": base.worker_web_port + PORT_OFFSET,
         "data_dir": out / "data", "alertmanager_url": None, "idle_close_seconds": 2.0})
 
@@ -116,7 +118,7 @@ def run_scenario(base: Settings, sc: Scenario, out: Path,
     s = scenario_settings(base, out)
     stack = Stack(s)
     stack.down(wipe=True)  # a fresh stack: the counts read back are this run's alone
-    stack.up(["kafka", "victoria"])
+    stack.up(["kafka", "influxdb"])
     create_topics(s)
     end = sc.end if sc.end is not None else float(int(started) // 60 * 60 - 120)
     start = end - sc.days * 86400
@@ -251,10 +253,11 @@ def _wait_feedback(worker: WorkerProcess, count: int, timeout_s: float = 60.0) -
 
 
 def _alerts_in_tsdb(settings: Settings) -> int:
-    """Firing alerts the worker wrote to the run's own time-series server (VictoriaMetrics export API)."""
-    base = settings.influx_url.rstrip("/")
-    httpx.get(f"{base}/internal/force_flush", timeout=10)
-    resp = httpx.get(f"{base}/api/v1/export", timeout=30,
-                     params={"match[]": '{__name__="alert_open",state="firing"}', "start": "0"})
+    """Firing alert points the worker wrote to the run's own InfluxDB (InfluxQL, the writer's credential)."""
+    user, _, password = settings.influx_token.get_secret_value().partition(":")
+    resp = httpx.post(f"{settings.influx_url.rstrip('/')}/query", auth=(user, password), timeout=30,
+                      data={"db": settings.influx_bucket.split("/", 1)[0],
+                            "q": """SELECT count("open") FROM "alert" WHERE "state" = 'firing'"""})
     resp.raise_for_status()
-    return sum(len(orjson.loads(line)["values"]) for line in resp.content.splitlines())
+    series = resp.json()["results"][0].get("series") or [{"values": [[0, 0]]}]
+    return int(series[0]["values"][0][1])

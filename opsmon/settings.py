@@ -52,8 +52,8 @@ class Settings(BaseSettings):
     # With no events at all, windows close after this much wall-clock idleness.
     idle_close_seconds: float = 5.0
 
-    # --- InfluxDB (v2 write API; InfluxDB 2.x/3.x in production) --------------------------------
-    influx_url: str = "http://127.0.0.1:18428"
+    # --- InfluxDB (v2 write API: the local stack's InfluxDB 1.x; InfluxDB 2.x/3.x in production) ----
+    influx_url: str = "http://127.0.0.1:18086"
     influx_token: SecretStr = SecretStr("opsmon-dev-token")
     influx_org: str = "opsmon"
     influx_bucket: str = "opsmon"
@@ -112,7 +112,6 @@ class Settings(BaseSettings):
     # Unset: the Kafka port + 2 and + 3; 0: off.
     stack_kafka_sasl_port: int | None = None
     stack_kafka_ssl_port: int | None = None
-    stack_victoria_port: int = 18428
     stack_influxdb_port: int = 18086
     stack_alertmanager_port: int = 19193
     stack_mosquitto_port: int = 11883

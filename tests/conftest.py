@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -14,13 +15,12 @@ from deploy.process import port_free
 from deploy.stack import SERVICES, Stack
 from opsmon.settings import Settings
 
-# A port range of its own, so a developer's running demo stack (19092, 18428, ...) does not clash.
+# A port range of its own, so a developer's running demo stack (19092, 18086, ...) does not clash.
 # Sessions running at the same time (several people, one machine) each claim the next free range,
 # shifted by RANGE_STEP, by holding a lock file for the whole session.
 TEST_PORTS = {
     "stack_kafka_port": 29092,
     "stack_kafka_controller_port": 29093,
-    "stack_victoria_port": 28428,
     "stack_influxdb_port": 28086,  # and 28087 for its RPC listener
     "stack_alertmanager_port": 29193,
     "stack_mosquitto_port": 21883,
@@ -38,7 +38,9 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
     for index in range(RANGES):
         ports = {k: v + index * RANGE_STEP for k, v in TEST_PORTS.items()}
         settings = Settings(data_dir=data_dir, kafka_bootstrap=f"127.0.0.1:{ports['stack_kafka_port']}",
-                            influx_url=f"http://127.0.0.1:{ports['stack_victoria_port']}",
+                            influx_url=f"http://127.0.0.1:{ports['stack_influxdb_port']}",
+                            # The stack makes this InfluxDB user, so the worker writes with it as its v2 token.
+                            influx_token=f"opsmon-writer:{secrets.token_urlsafe(12)}",
                             alertmanager_url=f"http://127.0.0.1:{ports['stack_alertmanager_port']}",
                             alertmanager_webhook_url=f"http://127.0.0.1:{WEBHOOK_PORT + index * RANGE_STEP}/alerts",
                             **ports)

@@ -96,9 +96,9 @@ def build(end_ms: int | None = None) -> Fixture:
     return Fixture(end_ms=end_ms, lines=tuple(out))
 
 
-def load(base_url: str, database: str, fixture: Fixture) -> None:
-    """Create ``database`` on an InfluxDB 1.x and write the fixture into it (millisecond precision)."""
-    with httpx.Client(base_url=base_url, timeout=30) as client:
+def load(base_url: str, database: str, fixture: Fixture, auth: tuple[str, str]) -> None:
+    """Create ``database`` on an InfluxDB 1.x as the admin ``auth`` and write the fixture (millisecond precision)."""
+    with httpx.Client(base_url=base_url, timeout=30, auth=auth, trust_env=False) as client:
         client.post("/query", data={"q": f'CREATE DATABASE "{database}"'}).raise_for_status()
         for i in range(0, len(fixture.lines), 5000):
             r = client.post("/write", params={"db": database, "precision": "ms"},

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -164,8 +165,11 @@ def demo(
     from streams.topics import create_topics
 
     settings = Settings()
-    with console.status("starting the local stack (Kafka, VictoriaMetrics, Alertmanager)..."):
-        Stack(settings).up(["kafka", "victoria", "alertmanager"])
+    with console.status("starting the local stack (Kafka, InfluxDB, Alertmanager)..."):
+        stack = Stack(settings)
+        stack.up(["kafka", "influxdb", "alertmanager"])
+        # The worker writes as the stack's InfluxDB writer (OPSMON_INFLUX_TOKEN when it is user:password).
+        settings = settings.model_copy(update={"influx_token": SecretStr(stack.influx_auth().token)})
         create_topics(settings)
     log_path = settings.data_dir / "worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)

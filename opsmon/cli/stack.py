@@ -12,7 +12,7 @@ from rich.table import Table
 from deploy.stack import DEFAULT_SERVICES, SERVICES, Stack, StackError
 from opsmon.settings import Settings
 
-app = typer.Typer(help="The local stack: Kafka, victoria-metrics, InfluxDB 1.6, Alertmanager, Mosquitto.",
+app = typer.Typer(help="The local stack: Kafka, InfluxDB (built from source), Alertmanager, Mosquitto.",
                   no_args_is_help=True)
 _console = Console()
 _errors = Console(stderr=True)
@@ -30,6 +30,16 @@ def _print_status(stack: Stack) -> bool:
     for st in statuses.values():
         table.add_row(st.name, _yes(st.running), _yes(st.healthy), str(st.pid or "-"), st.endpoint)
     _console.print(table)
+    influx = statuses["influxdb"]
+    if influx.running:
+        from deploy.influxdb import server_version
+
+        auth = stack.influx_auth()
+        # The source of the writer's credential, never the credential itself.
+        _console.print(f"InfluxDB {server_version(influx.endpoint) or '(version unknown: not answering)'}, "
+                       f"database {stack.influx_database}: writer {auth.writer_user!r} "
+                       f"(token user:password from {auth.writer_source}), admin {auth.admin_user!r} "
+                       f"(password in {auth.admin_password_file})", highlight=False, soft_wrap=True)
     return all(st.healthy for st in statuses.values() if st.running)
 
 

@@ -26,7 +26,7 @@ from streams.schemas import SOURCES, decode
 from streams.topics import source_topics
 from tests.badinput import Case, mixed_batch
 from tests.integration.harness import WorkerProcess, read_topic
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 EXAMPLES = 3  # the first one Hypothesis tries is its simplest; the others are random
 
@@ -137,7 +137,7 @@ def test_generated_bad_input_never_stops_the_worker_and_every_message_is_account
             expect_windows[src] += 1
 
     def readback() -> tuple[set, Counter]:
-        pts = victoria_points(s.influx_url, f'{{__name__=~"iot_reading_.*|pos_window_(transactions|refunds|voids)'
+        pts = influx_points(s, f'{{__name__=~"iot_reading_.*|pos_window_(transactions|refunds|voids)'
                                             f'|web_window_events",site=~"{prefix}.*|",store=~"{prefix}.*|"}}')
         readings = {(dict(k[1:-1])["site"], dict(k[1:-1])["device"], k[-1]) for k in pts
                     if k[0].startswith("iot_reading_")}

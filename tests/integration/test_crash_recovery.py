@@ -10,7 +10,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from tests.events import iot, pos, raw
 from tests.integration.harness import WorkerProcess
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 N_SALES = 3000
 N_READINGS = 3000
@@ -51,14 +51,14 @@ def test_sigkill_mid_stream_loses_nothing_and_double_counts_nothing(
     assert failed == [0], "every message was accepted by the broker"
 
     def totals() -> tuple[float, float, int]:
-        windows = victoria_points(s.influx_url, '{__name__="pos_window_transactions",store=~"crash-.*"}')
-        revenue = victoria_points(s.influx_url, '{__name__="pos_window_revenue",store=~"crash-.*"}')
-        readings = victoria_points(s.influx_url, '{__name__="iot_reading_temperature",site="crash-site"}')
+        windows = influx_points(s, '{__name__="pos_window_transactions",store=~"crash-.*"}')
+        revenue = influx_points(s, '{__name__="pos_window_revenue",store=~"crash-.*"}')
+        readings = influx_points(s, '{__name__="iot_reading_temperature",site="crash-site"}')
         return sum(windows.values()), sum(revenue.values()), len(readings)
 
     final = eventually(totals, lambda t: t == (N_SALES, float(N_SALES), N_READINGS), timeout=120)
     assert killed_at < N_SALES, "the kill happened mid-stream"
-    readings = victoria_points(s.influx_url, '{__name__="iot_reading_temperature",site="crash-site"}')
+    readings = influx_points(s, '{__name__="iot_reading_temperature",site="crash-site"}')
     missing = sorted(set(range(N_READINGS)) - {int(v) for v in readings.values()})
     assert final == (N_SALES, float(N_SALES), N_READINGS), \
         (f"(transactions, revenue, readings) = {final}; killed after {killed_at} sales; readings missing: "

@@ -18,7 +18,7 @@ from streams.schemas import decode
 from streams.topics import source_topics
 from tests.events import iot, iso, pos, raw, web
 from tests.integration.harness import WorkerProcess, read_topic
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 
 def _free_port() -> int:
@@ -144,7 +144,7 @@ def test_inspect_groups_and_replay_reinjects_each_dead_letter_once(
     assert counts() == final  # still processed exactly once
 
     # The replayed reading is in the time-series server, once, with its own event time.
-    pts = eventually(lambda: victoria_points(s.influx_url, f'iot_reading_temperature{{site="{tag}"}}'),
+    pts = eventually(lambda: influx_points(s, f'iot_reading_temperature{{site="{tag}"}}'),
                      lambda p: len(p) == 1, timeout=30)
     ts_ms = int(round(decode("iot", raw(reading)).ts * 1000))
     assert pts == {("iot_reading_temperature", ("device", "clock"), ("site", tag), ts_ms): 42.5}

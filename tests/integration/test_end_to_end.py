@@ -11,7 +11,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from tests.events import iot, pos, raw, web
 from tests.integration.harness import WorkerProcess, read_topic
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 HOUR = 3600
 
@@ -97,12 +97,11 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     }
     selector = '{__name__=~"(pos_window|pos_sku_window|web_window|iot_reading|forecast)_.*",' \
                'store=~"e2e-.*|",site=~"e2e-.*|"}'
-    base = s.influx_url
 
     def matches(points: dict) -> bool:
         return all(points.get(k) == v for k, v in expected.items())
 
-    points = eventually(lambda: victoria_points(base, selector), matches, timeout=90)
+    points = eventually(lambda: influx_points(s, selector), matches, timeout=90)
     wrong = {k: (points.get(k), v) for k, v in expected.items() if points.get(k) != v}
     assert not wrong, f"read back != expected (got, want): {wrong}"
     # Nothing else was written for these entities: no double-counted or phantom windows.
@@ -124,7 +123,7 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
             assert pred is not None and lo is not None and hi is not None, f"forecast {sku} day +{h}"
             assert 0.0 <= lo <= pred <= hi
     # Every reading and every final window was scored, next to the data it describes.
-    scores = victoria_points(base, '{__name__="anomaly_score_score",entity=~"e2e-.*"}')
+    scores = influx_points(s, '{__name__="anomaly_score_score",entity=~"e2e-.*"}')
     scored = {(dict(k[1:-1])["source"], dict(k[1:-1])["entity"], dict(k[1:-1])["metric"], k[-1]) for k in scores}
     assert ("iot", "e2e-site/dev-1", "temperature", ms + 500) in scored
     assert ("iot", "e2e-site/dev-1", "humidity", ms + 500) in scored
@@ -136,7 +135,7 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     # The worker reports its consumer lag (the pipeline board and the lag alert rule read it): it drains to 0.
     def lag() -> dict:
-        return victoria_points(base, f'{{__name__="opsmon_pipeline_lag",worker="{s.app_id}"}}')
+        return influx_points(s, f'{{__name__="opsmon_pipeline_lag",worker="{s.app_id}"}}')
 
     def drained(points: dict) -> bool:
         latest: dict[str, tuple[int, float]] = {}
@@ -167,6 +166,6 @@ def test_known_events_become_exact_aggregates_and_bad_ones_dead_letters(
     assert [(a["entity"], a["metric"], a["kind"], a["status"], a["starts_at"]) for a in alerts] == [
         ("e2e-site/dev-1", "temperature", "limit", "firing", t0 + 10)]
     assert "beyond the limit the business set (> 4.4)" in alerts[0]["explanation"]
-    limits = victoria_points(base, '{__name__="anomaly_score_limit_above",entity=~"e2e-.*"}')
+    limits = influx_points(s, '{__name__="anomaly_score_limit_above",entity=~"e2e-.*"}')
     assert {(dict(k[1:-1])["entity"], k[-1]): v for k, v in limits.items()} == {
         ("e2e-site/dev-1", ms + 500): 4.4, ("e2e-site/dev-1", ms + 10_000): 4.4}

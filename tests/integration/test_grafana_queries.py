@@ -1,17 +1,16 @@
 """Every InfluxQL query of the generated boards, annotations, variables and alert rules, run for real.
 
-The fixture (tests/fixtures_influx.py) goes into the stack's InfluxDB 1.6; each query gets Grafana's
-macros and template variables substituted the way Grafana does it, then runs through ``/query``.
+The fixture (tests/fixtures_influx.py) goes into a database of its own on the stack's InfluxDB; each query
+gets Grafana's macros and template variables substituted the way Grafana does it (deploy/grafana/live.py),
+then runs through ``/query``.
 Each must succeed and return data; key panels and every alert rule must give the known figures.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,43 +20,30 @@ from deploy.grafana import rules
 from deploy.grafana.boards import all_boards
 from deploy.grafana.boards.common import UID_IOT, UID_OVERVIEW, UID_PIPELINE, UID_SALES, UID_WEB
 from deploy.grafana.influxql import InfluxAnnotationTarget, InfluxQLQuery
+from deploy.grafana.live import Series, substitute
 from deploy.stack import Stack
 from opsmon.settings import Settings
 from tests import fixtures_influx as fx
 
 DATABASE = "opsmon_grafana"
-INTERVAL = "1m"
 # A repeated panel or row shows one value of its variable: these, so the known incidents are in view.
 REPEAT_VALUES = {"device": "fridge-1", "metric": "temperature", "store": "store-a", "sku": "sku-1"}
 SINGLE_VALUES = {"bucket": "hour"}
 BOARDS = {b.uid: b for b in all_boards()}
 
 
-@dataclass(frozen=True)
-class Series:
-    """One series of an InfluxQL result."""
-
-    name: str
-    tags: dict[str, str]
-    columns: list[str]
-    values: list[list[Any]]
-
-    def column(self, name: str) -> list[Any]:
-        """All values of one column."""
-        index = self.columns.index(name)
-        return [row[index] for row in self.values]
-
-
 class Influx:
     """The loaded test database: runs InfluxQL and substitutes Grafana's macros."""
 
-    def __init__(self, base_url: str, fixture: fx.Fixture) -> None:
+    def __init__(self, base_url: str, fixture: fx.Fixture, auth: tuple[str, str]) -> None:
         self.base_url = base_url
         self.fixture = fixture
+        self.auth = auth
 
     def query(self, q: str) -> list[Series]:
         """Run one InfluxQL statement; an InfluxDB error fails the test with the query."""
-        r = httpx.post(f"{self.base_url}/query", data={"db": DATABASE, "q": q, "epoch": "ms"}, timeout=30)
+        r = httpx.post(f"{self.base_url}/query", data={"db": DATABASE, "q": q, "epoch": "ms"}, timeout=30,
+                       auth=self.auth)
         assert r.status_code == 200, f"{r.status_code} {r.text}\n{q}"
         result = r.json()["results"][0]
         assert "error" not in result, f"{result['error']}\n{q}"
@@ -76,38 +62,15 @@ def _duration_ms(text: str) -> int:
     return number * {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}[unit]
 
 
-def grafana_regex_escape(value: str) -> str:
-    """How Grafana's InfluxDB datasource escapes a variable value inside a /regex/."""
-    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(0), value)
-
-
-def substitute(query: str, variables: dict[str, list[str]], time_filter: str) -> str:
-    """Grafana's rendering: variables (regex alternatives inside /.../), then $timeFilter and $__interval."""
-
-    def in_regex(match: re.Match[str]) -> str:
-        body = match.group(1)
-        for name, values in variables.items():
-            escaped = [grafana_regex_escape(v) for v in values]
-            body = re.sub(rf"\${name}\b", (escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")")
-                          .replace("\\", "\\\\"), body)
-        return f"=~ /{body}/"
-
-    out = re.sub(r"=~ /((?:\\/|[^/])*)/", in_regex, query)
-    for name, values in variables.items():
-        assert len(values) == 1 or not re.search(rf"\${name}\b", out), f"${name} multi-valued outside a regex"
-        out = re.sub(rf"\${name}\b", values[0], out)
-    out = out.replace("$timeFilter", time_filter).replace("$__interval", INTERVAL)
-    assert not re.search(r"\$\w", out), f"unsubstituted macro in {out}"
-    return out
-
-
 @pytest.fixture(scope="module")
 def influx(stack: Stack, stack_settings: Settings) -> Influx:
-    """The stack's InfluxDB 1.6 with the fixture loaded into its own database."""
+    """The stack's InfluxDB with the fixture loaded into its own database (as the admin: it creates one)."""
     fixture = fx.build()
     url = f"http://127.0.0.1:{stack_settings.stack_influxdb_port}"
-    fx.load(url, DATABASE, fixture)
-    return Influx(url, fixture)
+    auth = stack.influx_auth()
+    admin = (auth.admin_user, auth.admin_password())
+    fx.load(url, DATABASE, fixture, admin)
+    return Influx(url, fixture, admin)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from streams.publisher import Publisher
 from streams.topics import create_topics
 from tests.events import iot, raw
 from tests.integration.harness import WorkerProcess
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 STEP = 300.0
 PHASE1, PHASE2 = 500, 40
@@ -39,7 +39,7 @@ def _publish(settings: Settings, site: str, t0: float, rows: list[list[float]], 
 
 
 def _scores(settings: Settings, site: str, since_ms: int) -> dict[tuple[str, int], float]:
-    pts = victoria_points(settings.influx_url, f'{{__name__="anomaly_score_score",entity=~"{site}/.*"}}')
+    pts = influx_points(settings, f'{{__name__="anomaly_score_score",entity=~"{site}/.*"}}')
     return {(dict(k[1:-1])["entity"].split("/")[1], k[-1]): v for k, v in pts.items() if k[-1] >= since_ms}
 
 

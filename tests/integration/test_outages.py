@@ -11,7 +11,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from tests.events import iot, raw
 from tests.integration.harness import WorkerProcess
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 OUTAGE_S = 60.0
 
@@ -30,7 +30,7 @@ def _readings(settings: Settings, site: str, t0: float, n: int, rate: float, pau
 
 
 def _count(settings: Settings, site: str) -> int:
-    return len(victoria_points(settings.influx_url, f'{{__name__="iot_reading_power",site="{site}"}}'))
+    return len(influx_points(settings, f'{{__name__="iot_reading_power",site="{site}"}}'))
 
 
 def test_time_series_server_down_for_a_minute_loses_no_point(
@@ -42,15 +42,15 @@ def test_time_series_server_down_for_a_minute_loses_no_point(
     producer = threading.Thread(target=_readings, args=(s, "outage-tsdb", t0, n, 200.0))
     producer.start()
     assert eventually(lambda: _count(s, "outage-tsdb"), lambda c: c >= 200, timeout=60) >= 200
-    stack.stop("victoria")
+    stack.stop("influxdb")
     try:
         time.sleep(OUTAGE_S)  # events keep arriving in Kafka; the worker retries and stops consuming
         during = worker.stats() or {}
         assert during["sink"]["retries"] > 0, "the worker noticed the outage"
     finally:
-        stack.start("victoria")
+        stack.start("influxdb")
     producer.join(timeout=120)
-    readings = eventually(lambda: victoria_points(s.influx_url, '{__name__="iot_reading_power",site="outage-tsdb"}'),
+    readings = eventually(lambda: influx_points(s, '{__name__="iot_reading_power",site="outage-tsdb"}'),
                           lambda p: len(p) >= n, timeout=120)
     assert sorted(readings.values()) == [float(i) for i in range(n)]
 

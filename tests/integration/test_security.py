@@ -25,7 +25,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from tests.events import iot, raw
 from tests.integration.harness import WorkerProcess
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 SECRET_FIELDS = ("kafka_sasl_password", "influx_token", "feedback_token")
 
@@ -100,7 +100,8 @@ def test_worker_over_scram_and_tls_processes_events_and_no_secret_is_ever_logged
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     auth = stack.kafka_auth
     password = auth.password_file.read_text().strip()
-    influx_token, feedback_token = f"influx-{uuid.uuid4().hex}", f"feedback-{uuid.uuid4().hex}"
+    # The InfluxDB token must be one the server knows: the session's writer, user:password generated per session.
+    influx_token, feedback_token = pipeline_settings.influx_token.get_secret_value(), f"feedback-{uuid.uuid4().hex}"
     monkeypatch.setenv("OPSMON_KAFKA_SASL_PASSWORD_FILE", str(auth.password_file))
     s = _secure(pipeline_settings, stack, "SASL_SSL").model_copy(update={
         "influx_token": SecretStr(influx_token), "feedback_token": SecretStr(feedback_token),
@@ -117,7 +118,7 @@ def test_worker_over_scram_and_tls_processes_events_and_no_secret_is_ever_logged
     stats = eventually(worker.stats, lambda st: (st or {}).get("iot", {}).get("events", 0) == 5
                        and st["iot"].get("dead_lettered") == 1, timeout=60)
     assert stats["iot"]["events"] == 5, worker.log_tail()
-    pts = eventually(lambda: victoria_points(s.influx_url, f'iot_reading_temperature{{site="{site}"}}'),
+    pts = eventually(lambda: influx_points(s, f'iot_reading_temperature{{site="{site}"}}'),
                      lambda p: len(p) == 5, timeout=30)
     assert sorted(pts.values()) == [20.0, 21.0, 22.0, 23.0, 24.0]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import threading
@@ -17,8 +16,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from influxdb_client import InfluxDBClient
 from influxdb_client.client.write_api import SYNCHRONOUS
+from influxdb_client.rest import ApiException
 from kafka import KafkaConsumer, KafkaProducer
 
+from deploy.influxdb import cache_dir as influxdb_cache_dir
+from deploy.influxdb import version as influxdb_version
 from deploy.kafka import lib_dir
 from deploy.stack import SERVICES, Stack, StackError
 from opsmon.settings import Settings
@@ -42,13 +44,10 @@ def _http(base: str) -> httpx.Client:
     return httpx.Client(base_url=base, timeout=10.0, trust_env=False)
 
 
-def _victoria_export(base: str, selector: str) -> list[dict]:
-    """Series matching ``selector`` from victoria-metrics (forcing a flush so new series show at once)."""
-    with _http(base) as http:
-        http.get("/internal/force_flush").raise_for_status()
-        resp = http.get("/api/v1/export", params={"match[]": selector, "start": "0"})
-        resp.raise_for_status()
-        return [json.loads(line) for line in resp.text.splitlines() if line.strip()]
+def _influx(stack: Stack) -> tuple[str, tuple[str, str]]:
+    """The stack's InfluxDB endpoint and its writer's basic-auth credential."""
+    auth = stack.influx_auth()
+    return stack.status()["influxdb"].endpoint, (auth.writer_user, auth.writer_password)
 
 
 def test_all_services_healthy(stack: Stack) -> None:
@@ -81,36 +80,64 @@ def test_kafka_produce_and_consume(stack: Stack, stack_settings: Settings) -> No
     assert (message.key, message.value) == (b"k", b"hello")
 
 
-def test_victoria_accepts_influx_v2_writes(stack: Stack) -> None:
-    base = stack.status()["victoria"].endpoint
-    ts_ns = time.time_ns()
-    with InfluxDBClient(url=base, token="unused", org="opsmon") as client:
-        client.write_api(write_options=SYNCHRONOUS).write(
-            "opsmon", record=f"stack_test,site=s1,device=d1 temp_c=21.5,rpm=900i {ts_ns}")
-    series = _eventually(lambda: _victoria_export(base, '{__name__=~"stack_test_.*"}'), what="series")
-    by_name = {s["metric"]["__name__"]: s for s in series}
-    assert set(by_name) == {"stack_test_temp_c", "stack_test_rpm"}
-    temp = by_name["stack_test_temp_c"]
-    assert temp["metric"] == {"__name__": "stack_test_temp_c", "site": "s1", "device": "d1"}
-    assert temp["values"] == [21.5]
-    assert temp["timestamps"] == [ts_ns // 1_000_000]  # milliseconds, truncated
-    # PromQL sees a new sample about 0.5 s after the export API does: poll.
+def test_influxdb_reports_the_built_version_and_requires_auth(stack: Stack, stack_settings: Settings) -> None:
+    base, writer = _influx(stack)
     with _http(base) as http:
-        result = _eventually(lambda: http.get("/api/v1/query", params={
-            "query": 'stack_test_rpm{site="s1"}', "time": f"{ts_ns / 1e9:.3f}"}).json()["data"]["result"],
-            what="query result")
-    assert result[0]["value"][1] == "900"
+        ping = http.get("/ping")
+        assert ping.status_code == 204
+        assert ping.headers["X-Influxdb-Version"] == influxdb_version()  # -X main.version at build
+        anonymous = http.post("/query", data={"q": "SHOW DATABASES"})
+        assert anonymous.status_code == 401, anonymous.text
+        wrong = http.post("/query", data={"q": "SHOW DATABASES"}, auth=(writer[0], "wrong"))
+        assert wrong.status_code == 401, wrong.text
+        # The writer is no admin: it cannot create users.
+        denied = http.post("/query", data={"q": "CREATE USER x WITH PASSWORD 'y'"}, auth=writer).json()
+    assert "error" in denied or "error" in denied.get("results", [{}])[0], denied
+    # The tests hand the stack a user:password token; the stack made that user.
+    assert stack.influx_auth().token == stack_settings.influx_token.get_secret_value()
+    assert stack.influx_auth().writer_source == "OPSMON_INFLUX_TOKEN"
+    assert stack.influx_auth().admin_password_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_influxdb_database_and_retention_policy_exist(stack: Stack, stack_settings: Settings) -> None:
+    base, writer = _influx(stack)
+    with _http(base) as http:
+        resp = http.post("/query", data={"q": f'SHOW RETENTION POLICIES ON "{stack.influx_database}"'}, auth=writer)
+    resp.raise_for_status()
+    series = resp.json()["results"][0]["series"][0]
+    policies = {row[0]: dict(zip(series["columns"], row, strict=True)) for row in series["values"]}
+    assert policies["autogen"]["duration"] == "0s" and policies["autogen"]["default"] is True
+
+
+def test_influxdb_v2_write_with_the_writer_token(stack: Stack, stack_settings: Settings) -> None:
+    base, writer = _influx(stack)
+    ts_ns = time.time_ns()
+    with InfluxDBClient(url=base, token=stack.influx_auth().token, org="opsmon") as client:
+        client.write_api(write_options=SYNCHRONOUS).write(
+            stack_settings.influx_bucket, record=f"stack_test,site=s1,device=d1 temp_c=21.5,rpm=900i {ts_ns}")
+    with _http(base) as http:
+        resp = http.post("/query", auth=writer, data={
+            "db": stack.influx_database, "epoch": "ns",
+            "q": "SELECT temp_c, rpm FROM stack_test WHERE site = 's1' AND device = 'd1'"})
+    resp.raise_for_status()
+    series = resp.json()["results"][0]["series"][0]
+    assert series["values"] == [[ts_ns, 21.5, 900]]
+    # A wrong token is refused, not silently dropped.
+    with InfluxDBClient(url=base, token=f"{writer[0]}:wrong", org="opsmon") as client, \
+            pytest.raises(ApiException) as refused:
+        client.write_api(write_options=SYNCHRONOUS).write(stack_settings.influx_bucket, record="stack_test x=1")
+    assert refused.value.status == 401
 
 
 def test_influxdb_write_and_influxql(stack: Stack, stack_settings: Settings) -> None:
-    base = stack.status()["influxdb"].endpoint
-    db = stack_settings.influx_bucket  # created by the stack on start
+    base, writer = _influx(stack)
+    db = stack.influx_database  # created by the stack on start
     ts_ms = int(time.time() * 1000)
     with _http(base) as http:
-        http.post("/write", params={"db": db, "precision": "ms"},
+        http.post("/write", params={"db": db, "precision": "ms"}, auth=writer,
                   content=f"window_agg,site=s1 mean=2.5,count=4i {ts_ms}").raise_for_status()
         resp = http.get("/query", params={"db": db, "epoch": "ms",
-                                          "q": "SELECT mean, count FROM window_agg WHERE site = 's1'"})
+                                          "q": "SELECT mean, count FROM window_agg WHERE site = 's1'"}, auth=writer)
     resp.raise_for_status()
     series = resp.json()["results"][0]["series"][0]
     assert series["columns"] == ["time", "mean", "count"]
@@ -150,23 +177,26 @@ def test_mosquitto_pub_sub(stack: Stack, stack_settings: Settings) -> None:
     assert got == [b"21.5"]
 
 
-def test_victoria_stop_start_keeps_data(stack: Stack) -> None:
-    base = stack.status()["victoria"].endpoint
+def test_influxdb_stop_start_keeps_data_and_users(stack: Stack) -> None:
+    base, writer = _influx(stack)
+    db = stack.influx_database
     ts_ms = int(time.time() * 1000)
     with _http(base) as http:
-        http.post("/write", params={"db": "stacktest"}, content=f"restart_probe value=7 {ts_ms * 1_000_000}")
-    _eventually(lambda: _victoria_export(base, "restart_probe_value"), what="point before restart")
-    old_pid = stack.status()["victoria"].pid
-    stack.stop("victoria")
+        http.post("/write", params={"db": db, "precision": "ms"}, auth=writer,
+                  content=f"restart_probe value=7 {ts_ms}").raise_for_status()
+    old_pid = stack.status()["influxdb"].pid
+    stack.stop("influxdb")
     try:
-        st = stack.status()["victoria"]
+        st = stack.status()["influxdb"]
         assert not st.running and not st.healthy and st.pid is None
     finally:
-        assert stack.start("victoria") is True
-    assert stack.status()["victoria"].pid != old_pid
-    series = _victoria_export(base, "restart_probe_value")
-    assert series[0]["metric"] == {"__name__": "restart_probe_value", "db": "stacktest"}
-    assert series[0]["values"] == [7] and series[0]["timestamps"] == [ts_ms]
+        assert stack.start("influxdb") is True
+    assert stack.status()["influxdb"].pid != old_pid
+    with _http(base) as http:
+        resp = http.get("/query", params={"db": db, "epoch": "ms", "q": "SELECT value FROM restart_probe"},
+                        auth=writer)
+    resp.raise_for_status()
+    assert resp.json()["results"][0]["series"][0]["values"] == [[ts_ms, 7]]
 
 
 def test_kafka_survives_kill(stack: Stack, stack_settings: Settings) -> None:
@@ -217,3 +247,10 @@ def test_install_script_and_python_agree_on_the_kafka_jar_cache() -> None:
     script = Path(__file__).parents[2] / "deploy" / "install-system-deps.sh"
     out = subprocess.run(["bash", str(script), "--print-kafka-lib"], capture_output=True, text=True, check=True)
     assert Path(out.stdout.strip()) == lib_dir()
+
+
+def test_build_script_and_python_agree_on_the_influxdb_cache() -> None:
+    script = Path(__file__).parents[2] / "deploy" / "build-influxd.sh"
+    out = subprocess.run(["bash", str(script), "--print-dir"], capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()) == influxdb_cache_dir()
+    assert influxdb_version() in out.stdout
