@@ -21,11 +21,13 @@ def test_a_chart_is_drawn_once_per_alert_from_the_series_scores_and_bands(
         stack: Stack, stack_settings: Settings, tmp_path: Path) -> None:
     fixture = fx.build()
     url = f"http://127.0.0.1:{stack_settings.stack_influxdb_port}"
-    fx.load(url, DATABASE, fixture)
+    auth = stack.influx_auth()
+    fx.load(url, DATABASE, fixture, (auth.admin_user, auth.admin_password()))
+    token = f"{auth.admin_user}:{auth.admin_password()}"  # the v1 /query API takes the v2 token form too
     opened = (fixture.end_ms - (fx.MINUTES - fx.SPIKE_FROM) * fx.MINUTE_MS) / 1000
     alert = {"id": f"iot:{fx.ANOMALOUS_ENTITY}:{fx.ANOMALOUS_METRIC}:{int(opened)}", "source": "iot",
              "entity": fx.ANOMALOUS_ENTITY, "metric": fx.ANOMALOUS_METRIC, "starts_at": opened, "ends_at": None}
-    charts = AlertCharts(url, "", DATABASE, tmp_path / "charts")
+    charts = AlertCharts(url, token, DATABASE, tmp_path / "charts")
 
     # what the chart shows: three hours before the alert, its flagged minutes in red
     series = parse_series(asyncio.run(charts._query(series_query(
@@ -38,13 +40,15 @@ def test_a_chart_is_drawn_once_per_alert_from_the_series_scores_and_bands(
     assert charts.path(alert["id"]).read_bytes() == png and charts.rendered == 1
     assert asyncio.run(charts.png(alert)) == png and charts.rendered == 1, "rendered once, then read from disk"
     # a restarted worker finds it on disk too
-    assert asyncio.run(AlertCharts(url, "", DATABASE, tmp_path / "charts").png(alert)) == png
+    assert asyncio.run(AlertCharts(url, token, DATABASE, tmp_path / "charts").png(alert)) == png
 
     nothing = {**alert, "id": "iot:nowhere/x:temperature:1", "entity": "nowhere/x"}
     with pytest.raises(ChartUnavailable, match="no scored points"):
         asyncio.run(charts.png(nothing))
     with pytest.raises(ChartUnavailable, match="refused the query: database not found"):
-        asyncio.run(AlertCharts(url, "", "no_such_db", tmp_path / "other").png(alert))
+        asyncio.run(AlertCharts(url, token, "no_such_db", tmp_path / "other").png(alert))
     with pytest.raises(ChartUnavailable, match="did not answer"):
-        asyncio.run(AlertCharts("http://127.0.0.1:9", "", DATABASE, tmp_path / "other").png(alert))
+        asyncio.run(AlertCharts("http://127.0.0.1:9", token, DATABASE, tmp_path / "other").png(alert))
+    with pytest.raises(ChartUnavailable, match="answered 401"):
+        asyncio.run(AlertCharts(url, "opsmon-writer:wrong", DATABASE, tmp_path / "other").png(alert))
     assert not (tmp_path / "other").exists(), "a failed chart is not cached"
