@@ -6,9 +6,10 @@ and mail scanners that fetch the link change nothing. A confirmed link queues a 
 feedback topic, the same message ``POST /opsmon/feedback`` sends, which the feedback agent applies.
 ``GET /opsmon/chart.png?t=<token>`` serves the alert's chart (:mod:`streams.alert_chart`).
 
-Each (alert, action) is applied once: it is recorded in the changelogged ``feedback-links`` table, in
-the partition its feedback message went to, so the worker that applies the feedback holds the record and a
-restarted worker recovers it with its other tables. An expired, altered or used link gets a page saying so.
+Each (alert, action) is applied once: it is recorded in the changelogged ``feedback-links`` table, in the
+partition of the alert's own index record (the alerts topic's partition of its group), so the worker that
+holds the alert holds the record, and a restarted worker recovers both with its other tables. An expired,
+altered or used link gets a page saying so.
 
 The pages set no cookies, run no script, and send a strict Content-Security-Policy (the inline style is
 allowed by its hash), ``X-Frame-Options: DENY``, ``nosniff``, ``no-referrer`` (the URL holds the token)
@@ -30,6 +31,7 @@ import faust
 import faust.web
 import msgspec
 from aiohttp import web
+from aiokafka.partitioner import DefaultPartitioner
 
 from sinks.links import CHART_PATH, PAGE_PATH, Claim, LinkError, LinkExpired, LinkSigner
 from streams.alert_chart import AlertCharts, ChartUnavailable
@@ -86,8 +88,8 @@ class UsedLinks(Protocol):
     def get(self, key: str) -> dict | None:
         """The record of a used (alert, action), if any."""
 
-    def record(self, key: str, value: dict, partition: int) -> None:
-        """Record a used (alert, action) in ``partition``."""
+    def record(self, key: str, value: dict, group: str) -> None:
+        """Record a used (alert, action) beside the alert (of place ``group``)."""
 
 
 @dataclass
@@ -100,7 +102,7 @@ class MemoryUsedLinks:
         """The record of a used (alert, action), if any."""
         return self.data.get(key)
 
-    def record(self, key: str, value: dict, partition: int) -> None:  # noqa: ARG002
+    def record(self, key: str, value: dict, group: str) -> None:  # noqa: ARG002
         """Record a used (alert, action)."""
         self.data[key] = value
 
@@ -111,7 +113,7 @@ class FeedbackPages:
 
     signer: LinkSigner
     lookup: Callable[[str], dict | None]  # alert id -> its alert index record
-    submit: Callable[[Feedback], Awaitable[int]]  # queue on the feedback topic; the partition it went to
+    submit: Callable[[Feedback], Awaitable[None]]  # queue on the feedback topic, acknowledged
     used: UsedLinks
     charts: AlertCharts | None
     clock: Callable[[], float]
@@ -150,12 +152,12 @@ class FeedbackPages:
             fb = Feedback(alert_id=claim.alert_id, kind=claim.action, at=at,  # type: ignore[arg-type]
                           user=claim.by, note="one-click link")
             try:
-                partition = await self.submit(fb)
+                await self.submit(fb)
             except Exception as exc:  # noqa: BLE001 - the person gets a page, the log the error
                 log.error("feedback from a link not queued for %s: %s", claim.alert_id, exc)
                 return self._refuse(503, "Not recorded", "The monitor could not record this just now; nothing "
                                     "changed. Try the link again in a minute.")
-            self.used.record(key, {"by": claim.by, "at": at}, partition)
+            self.used.record(key, {"by": claim.by, "at": at}, alert.get("group", ""))
         finally:
             self.pending.discard(key)
         self.confirmed += 1
@@ -306,13 +308,17 @@ def add_feedback_pages(app: faust.App, signer: LinkSigner, alert_index: faust.Ta
         def get(self, key: str) -> dict | None:
             return table.data.get(key)
 
-        def record(self, key: str, value: dict, partition: int) -> None:
+        def record(self, key: str, value: dict, group: str) -> None:
+            # the partition the alerts agent wrote the alert's index record to (alert events are keyed by group)
+            parts = list(range(table.partitions or 1))
             table.data[key] = value
-            table.send_changelog(partition, key, value)
+            table.send_changelog(partitioner(group.encode(), parts, parts), key, value)
 
-    async def submit(fb: Feedback) -> int:
+    partitioner = app.conf.producer_partitioner or DefaultPartitioner()
+
+    async def submit(fb: Feedback) -> None:
         sent = await feedback_topic.send(key=feedback_key(fb), value=encode_feedback(fb))
-        return (await sent).partition  # acknowledged by Kafka before the person is told it is recorded
+        await sent  # acknowledged by Kafka before the person is told it is recorded
 
     def ready() -> bool:
         return app.tables.recovery.completed.is_set() and not app.rebalancing and not app.in_recovery

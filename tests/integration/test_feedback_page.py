@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import math
+import os
 import random
 import struct
 import time
@@ -32,6 +33,7 @@ CHROMIUM = "/usr/bin/chromium"
 # As root Chromium needs --no-sandbox; the rest keep it from reaching the network on its own.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# OPSMON_UPDATE_SCREENSHOTS=1 pytest tests/integration/test_feedback_page.py
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "feedback-page.png"
 
 
@@ -138,8 +140,10 @@ def test_the_false_positive_link_of_a_notification_resolves_the_alert_in_a_real_
     assert page.eval_on_selector("img", "i => i.complete && i.naturalWidth") == 750, "the page shows the chart"
     assert httpx.get(image_url, timeout=30).content == chart.content, "rendered once, then served as is"
     assert page.evaluate("document.documentElement.scrollWidth") <= 375, "no sideways scrolling on a phone"
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    shot = page.screenshot(full_page=True)
+    assert shot[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", shot[16:24])[0] == 750
+    if os.environ.get("OPSMON_UPDATE_SCREENSHOTS"):  # the docs' picture, refreshed on request, not on every run
+        SCREENSHOT.write_bytes(shot)
     time.sleep(2)
     assert stats()["feedback_applied"] == 0, "opening the link changed nothing"
 
@@ -148,6 +152,11 @@ def test_the_false_positive_link_of_a_notification_resolves_the_alert_in_a_real_
     (msg,) = read_topic(s, s.topic_feedback, expect=1, timeout=30)
     fb = msgspec.json.decode(msg.value)
     assert (fb["alert_id"], fb["kind"]) == (alert_id, "false_positive")
+
+    # the use is recorded beside the alert: the partition of its place's alert events
+    (used,) = read_topic(s, f"{s.app_id}-feedback-links-changelog", expect=1, timeout=30)
+    assert {r.partition for r in read_topic(s, s.topic_alerts, expect=1, timeout=10)
+            if r.key == ENTITY.split("/")[0].encode()} == {used.partition}
 
     resolved = eventually(lambda: [a for a in webhook.alerts("resolved")
                                    if a["annotations"]["alert_id"] == alert_id], bool, timeout=60)
