@@ -136,7 +136,7 @@ class FeedbackPages:
     async def confirm(self, request: web.Request) -> web.Response:
         """POST: apply the link's action once, through the feedback topic."""
         if (request.content_length or 0) > MAX_FORM_BYTES:
-            return self._refuse(413, "Too large", "This request is larger than a confirmation can be.")
+            return self._refuse(413, "Too large", "This request is larger than a confirmation can be; nothing changed.")
         form = await request.post()
         token = form.get("t", "")
         claim, alert, refusal = self._check(token if isinstance(token, str) else "", page=True)
