@@ -32,7 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from river import anomaly  # noqa: E402
 
+from models.alert_filter import AlertFilter  # noqa: E402
 from models.anomaly import SeriesDetector  # noqa: E402
+from models.calibrated import CalibratedDetector  # noqa: E402
 
 STEP = 300.0
 
@@ -47,8 +49,8 @@ def series(n: int, seed: int = 0) -> list[float]:
 
 
 def opsmon_process(xs: list[float]) -> tuple[Callable[[], None], object]:
-    """``process_one``: score then learn, returning a Verdict (what the stream calls)."""
-    det = SeriesDetector()
+    """``AlertFilter(SeriesDetector()).process_one``: score, decide, learn (what the stream calls)."""
+    det = AlertFilter(SeriesDetector())
 
     def go() -> None:
         p = det.process_one
@@ -58,15 +60,26 @@ def opsmon_process(xs: list[float]) -> tuple[Callable[[], None], object]:
 
 
 def opsmon_split(xs: list[float]) -> tuple[Callable[[], None], object]:
-    """``score_one`` then ``learn_one``, River style (features computed twice)."""
+    """``score_one`` then ``learn_one``, River's signature (a dict per value; features computed twice)."""
     det = SeriesDetector()
 
     def go() -> None:
         s, learn = det.score_one, det.learn_one
+        for i, y in enumerate(xs):
+            x = {"t": i * STEP}
+            s(x, y)
+            learn(x, y)
+    return go, det
+
+
+def calibrated_gauss(xs: list[float]) -> tuple[Callable[[], None], object]:
+    """River's GaussianScorer behind opsmon's calibration and decision, as ``OPSMON_MODELS`` runs it."""
+    det = AlertFilter(CalibratedDetector(anomaly.GaussianScorer(window_size=None, grace_period=100)))
+
+    def go() -> None:
+        p = det.process_one
         for i, x in enumerate(xs):
-            t = i * STEP
-            s(x, t)
-            learn(x, t)
+            p(x, i * STEP)
     return go, det
 
 
@@ -83,7 +96,7 @@ def till(n: int, seed: int = 0) -> list[float]:
 
 def opsmon_minutes(xs: list[float]) -> tuple[Callable[[], None], object]:
     """``process_one`` on per-minute windows (timestamps a minute apart)."""
-    det = SeriesDetector(warmup=60)
+    det = AlertFilter(SeriesDetector(warmup=60))
 
     def go() -> None:
         p = det.process_one
@@ -105,7 +118,7 @@ def nab_corpus(data: Path) -> list[tuple[list[float], list[float]]]:
 
 def opsmon_nab(files: list[tuple[list[float], list[float]]]) -> tuple[Callable[[], None], object]:
     """A fresh production detector per NAB file, as ``opsmon eval nab`` runs it."""
-    dets = [SeriesDetector() for _ in files]
+    dets = [AlertFilter(SeriesDetector()) for _ in files]
 
     def go() -> None:
         for det, (ts, xs) in zip(dets, files, strict=True):
@@ -167,10 +180,11 @@ def main() -> None:
     slow = xs[: max(2_000, args.n // 10)]  # HalfSpaceTrees is slow: a shorter run is enough
     minutes = till(min(args.n, 20_160))  # two weeks of per-minute windows
     rows: list[tuple[str, Callable[[Any], tuple[Callable[[], None], object]], Any, int]] = [
-        ("opsmon SeriesDetector.process_one", opsmon_process, xs, len(xs)),
-        ("opsmon score_one + learn_one", opsmon_split, xs, len(xs)),
+        ("opsmon AlertFilter(SeriesDetector).process_one", opsmon_process, xs, len(xs)),
+        ("opsmon score_one(x, y) + learn_one(x, y)", opsmon_split, xs, len(xs)),
         ("opsmon, a till's per-minute windows", opsmon_minutes, minutes, len(minutes)),
         ("river QuantileFilter(GaussianScorer)", river_quantile_gauss, xs, len(xs)),
+        ("opsmon AlertFilter(CalibratedDetector(GaussianScorer))", calibrated_gauss, xs, len(xs)),
         ("river HalfSpaceTrees", river_hst, slow, len(slow)),
     ]
     if args.nab is not None:

@@ -8,7 +8,7 @@ import time
 import httpx
 
 from opsmon.settings import Settings
-from sinks.links import CHART_PATH, PAGE_PATH, LinkSigner
+from sinks.links import CHART_PATH, PAGE_PATH, LinkSigner, signer
 
 
 def send_feedback(settings: Settings, alert_id: str, kind: str, user: str = "", note: str = "") -> httpx.Response:
@@ -23,12 +23,9 @@ def send_feedback(settings: Settings, alert_id: str, kind: str, user: str = "", 
 
 def link_signer(settings: Settings) -> LinkSigner | None:
     """The signer of notification links; None (no links) until ``OPSMON_LINK_SECRET`` is set."""
-    if settings.link_secret is None or not settings.link_secret.get_secret_value():
-        return None  # unset or empty: off
-    secret = settings.link_secret.get_secret_value().encode()
-    public = settings.public_url or f"http://127.0.0.1:{settings.worker_web_port}"
+    secret = settings.link_secret.get_secret_value() if settings.link_secret else ""
     try:
-        return LinkSigner(secret, public, ttl_s=settings.link_ttl_seconds)
+        return signer(secret, settings.public_url, settings.worker_web_port, settings.link_ttl_seconds)
     except ValueError as exc:  # the message names the setting's fault, never the secret
         raise ValueError(f"OPSMON_LINK_SECRET / OPSMON_PUBLIC_URL: {exc}") from None
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
 from models.limits import Limits
 from opsmon.limits_file import limits_with_file, read_limits_file
+
+if TYPE_CHECKING:
+    from models.river_spec import ModelSpecs
 
 
 class Settings(BaseSettings):
@@ -78,6 +81,12 @@ class Settings(BaseSettings):
     # ``limits_poll_seconds``), so a bound can change without a restart; for the same key its rule wins.
     limits_file: Path | None = None
     limits_poll_seconds: float = Field(10.0, gt=0.0)
+    # The model that judges each series, by pattern (first match wins; unmatched: opsmon's own), e.g.
+    # {"iot:*:vibration": "preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=7)", "pos:*:revenue": "opsmon"}:
+    # a River expression (allow-listed classes, literal arguments) or a preset (models/river_spec.py).
+    models: dict[str, str] = {}
+    # The same for demand forecasters: time_series.HoltWinters(...), time_series.SNARIMAX(...) or "opsmon".
+    forecasters: dict[str, str] = {}
     alertmanager_url: str | None = "http://127.0.0.1:19193"  # empty: no Alertmanager
     # Where the local stack's Alertmanager sends the alerts that page (production routes differ).
     alertmanager_webhook_url: str = "http://127.0.0.1:19999/alerts"
@@ -128,10 +137,26 @@ class Settings(BaseSettings):
                 values[name] = Path(path).read_text().strip()
         return values
 
+    @field_validator("link_secret")
+    @classmethod
+    def _link_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < 16:  # empty: links off
+            raise ValueError("must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("limits")
     @classmethod
     def _readable_limits(cls, value: dict[str, str]) -> dict[str, str]:
         Limits.parse(value)  # a rule that cannot be read stops the worker at start, with the rule named
+        return value
+
+    @field_validator("models", "forecasters")
+    @classmethod
+    def _readable_models(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        from models.river_spec import ModelSpecs  # imports river: only when models are configured
+
+        if value:  # a bad expression stops the worker at start, with its pattern named
+            ModelSpecs.parse(value, forecasters=info.field_name == "forecasters")
         return value
 
     @field_validator("limits_file")
@@ -145,6 +170,20 @@ class Settings(BaseSettings):
     def parsed_limits(self) -> Limits:
         """``limits`` (and ``limits_file``'s) as rules, matched by series."""
         return limits_with_file(self.limits, self.limits_file)
+
+    @property
+    def parsed_models(self) -> ModelSpecs:
+        """``models`` read: the model of each series (opsmon's own where no pattern matches)."""
+        from models.river_spec import ModelSpecs
+
+        return ModelSpecs.parse(self.models)
+
+    @property
+    def parsed_forecasters(self) -> ModelSpecs:
+        """``forecasters`` read: ``models.river_spec.forecaster_for`` gives a fresh forecaster per series."""
+        from models.river_spec import ModelSpecs
+
+        return ModelSpecs.parse(self.forecasters, forecasters=True)
 
     @cached_property
     def dlq_topics(self) -> dict[str, str]:

@@ -25,8 +25,8 @@ from datetime import UTC, datetime
 import httpx
 import msgspec
 
+from sinks.events import AlertEvent
 from sinks.links import LinkSigner
-from streams.schemas import AlertEvent
 
 log = logging.getLogger(__name__)
 _LABEL_VALUE_MAX = 512

@@ -136,3 +136,16 @@ class LinkSigner:
         return {"ack_url": self.url(PAGE_PATH, self.token(alert_id, "ack", now, by)),
                 "false_positive_url": self.url(PAGE_PATH, self.token(alert_id, "false_positive", now, by)),
                 "image_url": self.url(CHART_PATH, self.token(alert_id, "view", now, by))}
+
+
+def signer(secret: str, public_url: str | None, local_port: int, ttl_s: float = 86400.0) -> LinkSigner | None:
+    """A worker's link signer from its settings' values; None (no links) while ``secret`` is empty.
+
+    >>> signer("", None, 6066) is None
+    True
+    >>> signer("0123456789abcdef", None, 6066).public_url  # no public URL: the worker itself, for a local demo
+    'http://127.0.0.1:6066'
+    """
+    if not secret:
+        return None
+    return LinkSigner(secret.encode(), public_url or f"http://127.0.0.1:{local_port}", ttl_s=ttl_s)

@@ -28,12 +28,12 @@ import msgspec
 from aiohttp import web
 
 from models.alerting import IncidentTracker
-from opsmon.feedback import link_signer
 from opsmon.limits_file import LimitsFile
 from opsmon.settings import Settings
 from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
+from sinks.links import signer as link_signer
 from streams.alert_chart import AlertCharts
 from streams.calendar import Calendars
 from streams.demand import Demand, apply_stock
@@ -140,7 +140,9 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                             settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
                             reject_file=settings.data_dir / "rejected-lines.txt")
     rt = Runtime(settings=settings, sink=sink, clock=clock)
-    links = link_signer(settings)  # one-click feedback links in notifications (streams.feedback_page)
+    # one-click feedback links in notifications (streams.feedback_page); off without a link secret
+    links = link_signer(settings.link_secret.get_secret_value() if settings.link_secret else "",
+                        settings.public_url, settings.worker_web_port, settings.link_ttl_seconds)
     if settings.alertmanager_url:
         rt.alert_sinks.append(AlertmanagerSink(settings.alertmanager_url, resend_s=settings.alert_resend_seconds,
                                                links=links))
@@ -158,12 +160,13 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     demand_table = _pickled_table(app, "demand", parts)
     incidents = _pickled_table(app, "incidents", parts)
     alert_index = app.Table("alert-index", default=None, partitions=parts)  # alert id -> latest event (json)
-    calendars = Calendars.from_settings(settings)
+    calendars = Calendars.parse(settings.calendars, settings.default_calendar, settings.timezone)
     limits_file = LimitsFile(settings.limits_file, settings.limits) if settings.limits_file else None
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
                                 min_trials=settings.rate_min_trials,
-                                limits=limits_file.current if limits_file else settings.parsed_limits)
+                                limits=limits_file.current if limits_file else settings.parsed_limits,
+                                models=settings.parsed_models if settings.models else None)
 
     def pipeline(source: str) -> SourcePipeline:
         """The source's pipeline, built on first use (table stores exist once the app runs)."""

@@ -1,13 +1,12 @@
-"""Opening hours per store, web site and IoT site, from settings: what the models ask of the calendar."""
+"""Opening hours per store, web site and IoT site, as configured: what the models ask of the calendar."""
 
 from __future__ import annotations
 
 from models.business_calendar import BusinessCalendar
-from opsmon.settings import Settings
 
 
 class Calendars:
-    """The calendars named in settings, looked up by entity.
+    """The calendars named in the configuration, looked up by entity.
 
     Stores and web sites (``entity``) follow their own calendar, else the default one; without either
     they are always open, and closed hours are neither scored nor learned.
@@ -17,8 +16,7 @@ class Calendars:
     device's own calendar, else its site's (the default does not apply to equipment), says which time of
     day a reading is judged like: on a Sunday or holiday, as when the site is shut (``pattern_time``).
 
-    >>> cals = Calendars.from_settings(Settings(calendars={"store-1": "mon-sat 08:00-20:00",
-    ...                                                    "site-1": "mon-sat 08:00-20:00"}))
+    >>> cals = Calendars.parse({"store-1": "mon-sat 08:00-20:00", "site-1": "mon-sat 08:00-20:00"})
     >>> sunday_noon = 1_795_348_800.0  # 2026-11-22 12:00 UTC
     >>> cals.is_open("store-1", sunday_noon), cals.is_open("site-1/fridge-0", sunday_noon)
     (False, True)
@@ -34,13 +32,10 @@ class Calendars:
         self.default = default
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Calendars:
-        """Parse ``calendars`` and ``default_calendar`` (local to ``timezone``)."""
-        by_name = {name: BusinessCalendar.parse(spec, tz=settings.timezone)
-                   for name, spec in settings.calendars.items()}
-        default = BusinessCalendar.parse(settings.default_calendar, tz=settings.timezone) \
-            if settings.default_calendar.strip() else None
-        return cls(by_name, default)
+    def parse(cls, calendars: dict[str, str], default: str = "", timezone: str = "UTC") -> Calendars:
+        """Parse calendars by name and the default one (empty: always open), local to ``timezone``."""
+        by_name = {name: BusinessCalendar.parse(spec, tz=timezone) for name, spec in calendars.items()}
+        return cls(by_name, BusinessCalendar.parse(default, tz=timezone) if default.strip() else None)
 
     def _equipment(self, entity: str) -> BusinessCalendar | None:
         """A device's own calendar, else its site's; None when neither is named."""

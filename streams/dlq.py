@@ -45,7 +45,7 @@ from typing import Any
 import orjson
 from kafka.partitioner.default import murmur2
 
-from opsmon.settings import Settings
+from streams.config import KafkaSettings
 from streams.topics import reader, scan, source_topics
 
 REASON, KIND = "opsmon-reason", "opsmon-kind"
@@ -195,7 +195,7 @@ def group_by_producer(records: Iterable[DeadRecord], topic_source: dict[str, str
 # --------------------------------------------------------------------------------------------- topics
 
 
-def dlq_topics(settings: Settings, source: str = "all") -> dict[str, tuple[str, str]]:
+def dlq_topics(settings: KafkaSettings, source: str = "all") -> dict[str, tuple[str, str]]:
     """``{source: (source topic, dlq topic)}`` for ``source`` ("iot", "pos", "web" or "all")."""
     topics = source_topics(settings)
     if source != "all" and source not in topics:
@@ -208,7 +208,7 @@ def ledger_topic(dlq_topic: str) -> str:
     return dlq_topic + LEDGER_SUFFIX
 
 
-def _existing(settings: Settings, topics: Iterable[str]) -> set[str]:
+def _existing(settings: KafkaSettings, topics: Iterable[str]) -> set[str]:
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(**settings.kafka_client_config(), client_id="opsmon-dlq-admin")
@@ -223,7 +223,7 @@ def _dead(rec: Any) -> DeadRecord:
                       tuple((k, v or b"") for k, v in rec.headers or ()), rec.timestamp)
 
 
-def read_dead_letters(settings: Settings, source: str = "all", limit: int | None = None) -> list[DeadRecord]:
+def read_dead_letters(settings: KafkaSettings, source: str = "all", limit: int | None = None) -> list[DeadRecord]:
     """The dead letters of ``source`` from the beginning (at most ``limit`` per topic), committing nothing."""
     topics = dlq_topics(settings, source)
     present = _existing(settings, [dlq for _, dlq in topics.values()])
@@ -234,7 +234,7 @@ def read_dead_letters(settings: Settings, source: str = "all", limit: int | None
         consumer.close()
 
 
-def count_dead_letters(settings: Settings, source: str = "all") -> dict[str, int]:
+def count_dead_letters(settings: KafkaSettings, source: str = "all") -> dict[str, int]:
     """How many messages each existing dead-letter topic of ``source`` holds now (end minus start offsets)."""
     from kafka import TopicPartition
 
@@ -272,7 +272,7 @@ def distinct_by_origin(records: Iterable[DeadRecord]) -> list[DeadRecord]:
     return out
 
 
-def topic_sources(settings: Settings) -> dict[str, str]:
+def topic_sources(settings: KafkaSettings) -> dict[str, str]:
     """DLQ topic name to source name ("iot", ...), for labelling groups."""
     return {dlq: s for s, (_, dlq) in dlq_topics(settings).items()}
 
@@ -388,7 +388,7 @@ class ReplayResult:
     copies: dict[str, str] = field(default_factory=dict)  # origin -> copy position
 
 
-def read_ledger(settings: Settings, dlq_topic: str) -> dict[str, LedgerEntry]:
+def read_ledger(settings: KafkaSettings, dlq_topic: str) -> dict[str, LedgerEntry]:
     """The latest entry per origin in the replay ledger of ``dlq_topic`` (empty if it does not exist)."""
     topic = ledger_topic(dlq_topic)
     if not _existing(settings, [topic]):
@@ -411,7 +411,7 @@ def read_ledger(settings: Settings, dlq_topic: str) -> dict[str, LedgerEntry]:
         consumer.close()
 
 
-def _ensure_ledger(settings: Settings, dlq_topic: str) -> None:
+def _ensure_ledger(settings: KafkaSettings, dlq_topic: str) -> None:
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -429,7 +429,7 @@ def _ensure_ledger(settings: Settings, dlq_topic: str) -> None:
 class _Producer:
     """An idempotent producer made on first send (kafka-python 2.3's hangs in close() if it never sent)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: KafkaSettings) -> None:
         self.settings = settings
         self._producer: Any = None
 
@@ -453,7 +453,7 @@ class _Producer:
             self._producer.close(timeout=60)
 
 
-def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: _Producer, ledger_name: str) -> int:
+def _settle(settings: KafkaSettings, ledger: dict[str, LedgerEntry], producer: _Producer, ledger_name: str) -> int:
     """Resolve ``pending`` entries of an interrupted run: done if their copy is in the source topic."""
     pending = {o: e for o, e in ledger.items() if e.state == "pending"}
     if not pending:
@@ -482,7 +482,7 @@ def _settle(settings: Settings, ledger: dict[str, LedgerEntry], producer: _Produ
     return found
 
 
-def replay(settings: Settings, source: str, kind: str | None = None, dry_run: bool = False,
+def replay(settings: KafkaSettings, source: str, kind: str | None = None, dry_run: bool = False,
            again: bool = False) -> ReplayResult:
     """Re-inject the dead letters of one source into its topic, each origin once (module docstring)."""
     from kafka import TopicPartition

@@ -43,7 +43,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from opsmon.settings import Settings
+from streams.config import KafkaSettings
 from streams.publisher import Publisher
 from streams.schemas import MAX_EVENT_BYTES, InvalidEvent, decode
 
@@ -210,7 +210,7 @@ class _Pending:
 class MqttBridge:
     """Subscribe to MQTT, produce to Kafka, and acknowledge to MQTT only what Kafka acknowledged."""
 
-    def __init__(self, settings: Settings, config: BridgeConfig = BridgeConfig(),
+    def __init__(self, settings: KafkaSettings, config: BridgeConfig = BridgeConfig(),
                  publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.config = config

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from kafka import KafkaProducer
 from kafka.producer.future import FutureRecordMetadata
 
-from opsmon.settings import Settings
+from streams.config import KafkaSettings
 from streams.schemas import Event, IotReading, PosTransaction, WebEvent, encode
 from streams.topics import source_topics
 
@@ -35,7 +35,7 @@ def source_of(event: Event) -> str:
 class Publisher:
     """A thin, batched, keyed producer of opsmon events."""
 
-    def __init__(self, settings: Settings, **producer_overrides: object) -> None:
+    def __init__(self, settings: KafkaSettings, **producer_overrides: object) -> None:
         self.topics = source_topics(settings)
         config = {
             **settings.kafka_client_config(),

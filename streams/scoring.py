@@ -20,10 +20,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from models.alert_filter import AlertFilter
 from models.alerting import SeriesAlerts, severity
 from models.anomaly import FLAG_DECADES, SeriesDetector, Verdict
+from models.calibrated import REASON as MODEL_REASON
+from models.calibrated import CalibratedDetector
 from models.limits import Limit, Limits, LimitWatch
 from models.ratio import CountTail
+from models.river_spec import OPSMON, ModelSpecs
 from models.silence import SilenceWatch
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
@@ -63,7 +67,8 @@ REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "s
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
            "count": "rare count for its usual rate", "limit": "limit crossed",
-           "record": "value beyond its whole range of the past week"}
+           "record": "value beyond its whole range of the past week",
+           MODEL_REASON: "rare score from its configured model"}
 # Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
 # the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
 # so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
@@ -103,13 +108,16 @@ class ScoringConfig:
     min_trials: float = 10.0  # a ratio (see POOLED) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
     limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
+    models: ModelSpecs | None = None  # the River model of each series (models.river_spec); None: opsmon's own
 
 
 @dataclass
 class SeriesModel:
     """What is learned about one metric of one entity."""
 
-    detector: SeriesDetector | None  # None for the missing-data series, which only needs its alert state
+    # the decision (models.alert_filter) on opsmon's detector or on a configured River model (models.calibrated);
+    # None for the missing-data series, which only needs its alert state
+    detector: AlertFilter | None
     alerts: SeriesAlerts = field(default_factory=SeriesAlerts)
     last_written: float = -1e18
     last_verdict: Verdict | None = None
@@ -341,7 +349,7 @@ class Scoring:
             sm = state.models.get("series", {}).get(metric)
             if sm is None or sm.alerts.open_since != start:
                 continue
-            score = sm.detector.score_one(x, start)
+            score = sm.detector.score_value(x, start)
             if sm.counts is not None and fields is not None and metric in POOLED:  # and its count (see COUNTED)
                 score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in POOLED[metric])))
             if sm.kind == "limit" and any(rule.beyond(x) for rule in self._limits_of(entity, metric)):
@@ -358,16 +366,32 @@ class Scoring:
         sm = series.get(metric)
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
         side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
-        if sm is None:
-            prior = self.priors.get((group_of(self.source, entity), metric))
-            det = SeriesDetector.from_prior(prior) if prior is not None else SeriesDetector(
-                threshold=self.cfg.threshold, warmup=warmup, side=side, floor=floor)
-            sm = series[metric] = SeriesModel(det)
-        elif sm.detector is not None:
-            if sm.detector.warmed_up:
-                self.priors.setdefault((group_of(self.source, entity), metric), sm.detector)
-            if sm.detector.side != side:
-                sm.detector.side, sm.detector.floor = side, floor
+        det = sm.detector if sm is not None else None
+        if isinstance(det, SeriesDetector):  # a state from before the decision had its own home: it wraps the detector
+            det = sm.detector = AlertFilter(det, threshold=self.cfg.threshold)  # type: ignore[union-attr]
+        if sm is not None and det is None:
+            return sm  # the missing-data series: no model
+        spec = self.cfg.models.matching(self.source, entity, metric) if self.cfg.models else None
+        want = spec.text if spec is not None and spec.preset != OPSMON else OPSMON
+        if det is None or det.spec != want:  # a new series, or the configuration changed: its model learns afresh
+            if spec is None or want == OPSMON:
+                prior = self.priors.get((group_of(self.source, entity), metric))
+                inner: SeriesDetector | CalibratedDetector = (
+                    prior.sibling() if prior is not None else SeriesDetector(warmup=warmup, side=side, floor=floor))
+            else:
+                inner = CalibratedDetector(spec.make(), side=side, spec=spec.text)
+            det = AlertFilter(inner, threshold=self.cfg.threshold)
+            if sm is None:
+                sm = series[metric] = SeriesModel(det)
+            else:
+                sm.detector = det
+        else:
+            inner = det.anomaly_detector
+            if isinstance(inner, SeriesDetector):
+                if inner.warmed_up:
+                    self.priors.setdefault((group_of(self.source, entity), metric), inner)
+                if inner.side != side:
+                    inner.side, inner.floor = side, floor
         return sm
 
     def _judge(self, entity: str, metric: str, sm: SeriesModel, ts: float, v: Verdict, out: Output,

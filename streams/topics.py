@@ -11,7 +11,7 @@ from typing import Any
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from opsmon.settings import Settings
+from streams.config import KafkaSettings
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,12 @@ class TopicSpec:
     retention_ms: int | None = None
 
 
-def source_topics(settings: Settings) -> dict[str, str]:
+def source_topics(settings: KafkaSettings) -> dict[str, str]:
     """Source name ("iot", "pos", "web") to its topic."""
     return {"iot": settings.topic_iot, "pos": settings.topic_pos, "web": settings.topic_web}
 
 
-def all_topics(settings: Settings) -> list[TopicSpec]:
+def all_topics(settings: KafkaSettings) -> list[TopicSpec]:
     """Every topic opsmon reads or writes (Faust creates its own changelog topics)."""
     p = settings.kafka_partitions
     week = 7 * 24 * 3600 * 1000
@@ -39,7 +39,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
     return specs
 
 
-def create_topics(settings: Settings) -> list[str]:
+def create_topics(settings: KafkaSettings) -> list[str]:
     """Create missing topics; returns the names that were created."""
     admin = KafkaAdminClient(**settings.kafka_client_config(), client_id="opsmon-admin")
     try:
@@ -55,7 +55,7 @@ def create_topics(settings: Settings) -> list[str]:
         admin.close()
 
 
-def reader(settings: Settings, client_id: str, group: str | None = None) -> Any:
+def reader(settings: KafkaSettings, client_id: str, group: str | None = None) -> Any:
     """A kafka-python consumer that joins no group: it commits nothing and creates no topic by reading it.
 
     ``group``: a consumer group's id, only to read that group's committed offsets (``committed``); the reader

@@ -10,9 +10,11 @@ import math
 import pickle
 import random
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
+from models.alert_filter import AlertFilter
 from models.anomaly import RECORD, STATE_VERSION, SeriesDetector, Verdict
 from models.business_calendar import BusinessCalendar, CalendarError
 from models.silence import SilenceWatch
@@ -29,9 +31,14 @@ def seasonal(n: int, seed: int, start: int = 0, sigma: float = SIGMA) -> list[fl
     return [20 + 5 * math.sin(2 * math.pi * (i + start) / DAY) + rng.gauss(0, sigma) for i in range(n)]
 
 
-def run(xs: list[float], det: SeriesDetector | None = None, start: int = 0) -> list[Verdict]:
+def opsmon(threshold: float = 0.5, refractory: int = 150, escalate: float = 1.0, **detector: Any) -> AlertFilter:
+    """opsmon's detector behind its decision, as the stream runs it."""
+    return AlertFilter(SeriesDetector(**detector), threshold=threshold, refractory=refractory, escalate=escalate)
+
+
+def run(xs: list[float], det: AlertFilter | None = None, start: int = 0) -> list[Verdict]:
     """Feed readings in order, as the stream does; returns every verdict."""
-    det = det if det is not None else SeriesDetector()
+    det = det if det is not None else opsmon()
     return [det.process_one(x, (start + i) * STEP) for i, x in enumerate(xs)]
 
 
@@ -40,9 +47,9 @@ def flags(verdicts: list[Verdict]) -> list[int]:
     return [i for i, v in enumerate(verdicts) if v.is_anomaly]
 
 
-def trained(days: int = 3, seed: int = 11) -> SeriesDetector:
+def trained(days: int = 3, seed: int = 11) -> AlertFilter:
     """A detector past its warm-up on a clean series."""
-    det = SeriesDetector()
+    det = opsmon()
     run(seasonal(DAY * days, seed), det)
     return det
 
@@ -80,7 +87,7 @@ def test_an_event_flags_once_unless_it_escalates() -> None:
     xs[first + 40] -= 60 * SIGMA  # ... a collapse, far rarer than anything so far, is
     assert flags(run(xs)) == [first, first + 40]
     # without escalation the collapse would stay hidden inside the blip's event
-    assert flags(run(xs, SeriesDetector(escalate=math.inf))) == [first]
+    assert flags(run(xs, opsmon(escalate=math.inf))) == [first]
 
 
 def test_an_event_that_recurs_daily_is_news_only_at_first() -> None:
@@ -99,7 +106,7 @@ def test_a_fault_people_confirm_each_day_is_not_taken_for_a_routine() -> None:
     xs = seasonal(DAY * 10, seed=7)
     for d in range(2, 10):
         xs[DAY * d + 36] += 16 * SIGMA  # the same fault at 03:00 every night, confirmed every time
-    det, found = SeriesDetector(), []
+    det, found = opsmon(), []
     for i, x in enumerate(xs):
         if det.process_one(x, i * STEP).is_anomaly:
             found.append(i)
@@ -175,7 +182,7 @@ def feed(det: SeriesDetector, xs: list[float], start: int = 0, step: float = 60.
 
 def test_a_dead_card_terminal_alerts_within_minutes_and_is_not_learned_as_normal() -> None:
     # the production report: 1600 minutes of sales, then twelve minutes of zero transactions
-    det = SeriesDetector(warmup=60)
+    det = opsmon(warmup=60)
     assert flags(feed(det, till(1600, seed=1))) == []
     outage = feed(det, [0.0] * 12, start=1600)
     found = flags(outage)
@@ -195,7 +202,7 @@ MONDAY = 1763337600.0  # 2025-11-17 00:00 UTC
 @pytest.mark.parametrize("t0", [MONDAY, MONDAY + 7 * 3600, MONDAY + 13.5 * 3600, 1e9, MONDAY + 19 * 3600 + 1234])
 def test_a_dead_till_alerts_within_five_minutes_whatever_the_start_time(t0: float, seed: int) -> None:
     # midnight, 07:00, 13:30 and unaligned starts; 1600 minutes of history: the profile has seen one day
-    det = SeriesDetector(warmup=60)
+    det = opsmon(warmup=60)
     assert not any(det.process_one(x, t0 + 60.0 * i).is_anomaly for i, x in enumerate(till(1600, seed=seed)))
     outage = [det.process_one(0.0, t0 + 60.0 * i) for i in range(1600, 1612)]
     found = flags(outage)
@@ -205,7 +212,7 @@ def test_a_dead_till_alerts_within_five_minutes_whatever_the_start_time(t0: floa
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_dead_till_with_days_of_history_alerts_within_five_minutes(seed: int) -> None:
-    det = SeriesDetector(warmup=60)
+    det = opsmon(warmup=60)
     assert flags(feed(det, till(3 * 1440, seed=seed))) == []
     found = flags(feed(det, [0.0] * 12, start=3 * 1440))
     assert found and found[0] < 5
@@ -217,7 +224,7 @@ def test_a_web_error_rate_jump_alerts_at_once_and_is_not_learned() -> None:
     def rate() -> float:  # errors among 100 requests a minute, 2% on average
         return sum(rng.random() < 0.02 for _ in range(100)) / 100
 
-    det = SeriesDetector(warmup=60)
+    det = opsmon(warmup=60)
     assert flags(feed(det, [rate() for _ in range(1600)])) == []
     jump = feed(det, [0.8, 0.8, 0.8], start=1600)
     assert flags(jump) == [0] and jump[0].reason in ("level", "spike")
@@ -227,7 +234,7 @@ def test_a_web_error_rate_jump_alerts_at_once_and_is_not_learned() -> None:
 
 def test_a_freezer_at_15_degrees_alerts_at_once() -> None:
     rng = random.Random(3)
-    det = SeriesDetector()
+    det = opsmon()
     assert flags(feed(det, [4.0 + rng.gauss(0, 0.1) for _ in range(600)], step=STEP)) == []
     v = det.process_one(15.0, 1e9 + STEP * 600)
     assert v.is_anomaly and v.score > 0.9 and not v.lower <= 15.0 <= v.upper
@@ -261,14 +268,15 @@ def test_frequent_jumps_up_do_not_make_a_drop_of_the_same_size_ordinary(seed: in
     # (Both sides judged together, the drop scored about as low as the jump: 0.31/0.29, 0.30/0.37, 0.30/0.33.)
     rng = random.Random(seed)
     xs = [20 + (6.0 if rng.random() < 0.025 else 0.0) + rng.gauss(0, SIGMA) for _ in range(DAY * 5)]
-    det = SeriesDetector(period=None)
+    det = opsmon(period=None)
     for i, x in enumerate(xs):
         det.process_one(x, i * STEP)
     again = pickle.loads(pickle.dumps(det))
     t = len(xs) * STEP
     # the level's own rarity, as the drop is also the week's record low (which scores it higher still)
-    level = [d.cal.log10ps(f[0], None, f[10])[1] for d, f in ((det, det._features(14.0, t)),
-                                                               (again, again._features(26.0, t)))]
+    level = [d.cal.log10ps(f[0], None, f[10])[1] for d, f in (
+        (det.anomaly_detector, det.anomaly_detector._features(14.0, t)),
+        (again.anomaly_detector, again.anomaly_detector._features(26.0, t)))]
     drop, jump = det.process_one(14.0, t), again.process_one(26.0, t)
     assert level[0] < level[1] - 0.5, level
     assert drop.score > jump.score + 0.08, (drop.score, jump.score)
@@ -285,10 +293,10 @@ def test_a_value_beyond_the_weeks_range_is_a_record_where_large_departures_are_o
     # Bursts happen every few hours, so a 48 MB/s burst is a departure as large as many before it (to the level's
     # resolution): without records it scored 0.40-0.50 and was not flagged. It is 8 MB/s past the week's highest.
     xs = bursty_writes(DAY * 10, seed)
-    det = SeriesDetector()
+    det = opsmon()
     run(xs, det)
     harmless = pickle.loads(pickle.dumps(det))
-    harmless.side = -1  # were only drops harmful, a record high would be nothing
+    harmless.anomaly_detector.side = -1  # were only drops harmful, a record high would be nothing
     t = len(xs) * STEP
     assert det.process_one(40.0, t).reason != RECORD  # within the week's range
     det.process_one(1.0, t + STEP)
@@ -312,7 +320,7 @@ def test_a_one_sided_series_ignores_good_news_and_still_catches_bad_news_right_a
     # refractory period would make a real rise half an hour later wait (two-sided, the rise is not flagged).
     def errors_after_a_quiet_spell(side: int) -> tuple[list[Verdict], list[Verdict], list[Verdict]]:
         rng = random.Random(seed)
-        det = SeriesDetector(period=None, side=side, floor=0.0)
+        det = opsmon(period=None, side=side, floor=0.0)
         for _ in range(2000):
             det.process_one(max(0.0, rng.gauss(10, 1)))
         quiet = [det.process_one(0.0) for _ in range(10)]
@@ -325,7 +333,7 @@ def test_a_one_sided_series_ignores_good_news_and_still_catches_bad_news_right_a
     assert not flags(quiet) and max(v.score for v in quiet) == 0.0 and not flags(back)
     assert flags(rise) == [0] and rise[0].reason in ("level", "spike")
     # the other way round (a conversion rate): only drops count
-    rng, det = random.Random(seed), SeriesDetector(period=None, side=-1)
+    rng, det = random.Random(seed), opsmon(period=None, side=-1)
     for _ in range(2000):
         det.process_one(rng.gauss(10, 1))
     again = pickle.loads(pickle.dumps(det))
@@ -343,7 +351,7 @@ def _daily_latency_faults(confirm: bool, seed: int, days: int = 10) -> list[tupl
     3-8 times for 15-60 minutes; ``confirm``: on-call confirms each alert half an hour after the fault.
     Returns the best score and whether it was flagged, per fault."""
     rng, faults = random.Random(seed), random.Random(seed + 100)
-    det, out = SeriesDetector(), []
+    det, out = opsmon(), []
     for day in range(days):
         start, length, factor = day * 1440 + faults.randrange(300, 1200), faults.randrange(15, 60), faults.uniform(3, 8)
         best, opened = 0.0, None
@@ -375,7 +383,7 @@ def test_confirmed_incidents_do_not_teach_that_the_fault_is_ordinary() -> None:
 
 
 def test_only_the_latest_event_can_be_confirmed_and_a_state_without_events_loads() -> None:
-    assert not SeriesDetector().confirm(0.0)  # nothing flagged yet
+    assert not opsmon().confirm(0.0)  # nothing flagged yet
     det = trained()
     t = DAY * 3 * STEP
     xs = seasonal(DAY, seed=5, start=DAY * 3)
@@ -383,12 +391,12 @@ def test_only_the_latest_event_can_be_confirmed_and_a_state_without_events_loads
     xs[200] += 10 * SIGMA
     assert flags(run(xs, det, start=DAY * 3)) == [10, 200]
     assert not det.confirm(t + 10 * STEP) and det.confirm(t + 200 * STEP)
-    state = det.__getstate__()
+    state = det.__dict__.copy()  # the filter's state: a detector restored without its events has none to confirm
     for key in ("event_t", "confirmed"):
         del state[key]
-    old = SeriesDetector.__new__(SeriesDetector)
-    old.__setstate__(state)
-    assert old.event_t is None and not old.confirm(t + 200 * STEP)
+    old = AlertFilter.__new__(AlertFilter)
+    old.__dict__.update(state, event_t=None, confirmed=False)
+    assert not old.confirm(t + 200 * STEP)
 
 
 # ---------------------------------------------------------------- the baseline: weeks, first days
@@ -406,7 +414,7 @@ def weekly(days: int, seed: int, holiday: int | None = None) -> list[float]:
 def test_opening_and_closing_on_the_hour_are_learned_not_flagged() -> None:
     # an air conditioner that runs while the shop is open, 08:00-20:00, read every 30 s
     rng = random.Random(4)
-    det = SeriesDetector()
+    det = opsmon()
     step, t0 = 30.0, 1_699_920_000.0  # midnight UTC
     found = []
     for i in range(int(4 * 86400 / step)):
@@ -421,12 +429,12 @@ def test_opening_and_closing_on_the_hour_are_learned_not_flagged() -> None:
 def test_weekends_are_learned_and_a_holiday_stands_out() -> None:
     holiday = 7 * 5 + 6  # a Wednesday in the sixth week
     xs = weekly(42, seed=5, holiday=holiday)
-    det = SeriesDetector()
+    det = opsmon()
     found = flags([det.process_one(x, 1800.0 * i) for i, x in enumerate(xs)])
     assert [i // 48 for i in found] == [holiday]  # quiet weekends are normal, the quiet Wednesday is not
     assert 18 <= found[0] % 48 < 24  # in the morning, when it should have been busy from nine
-    assert det.base.mu > 0.8
-    without = SeriesDetector(week=None)
+    assert det.anomaly_detector.base.mu > 0.8
+    without = opsmon(week=None)
     assert flags([without.process_one(x, 1800.0 * i) for i, x in enumerate(xs)]) == []
 
 
@@ -443,10 +451,10 @@ def test_an_event_on_the_first_day_does_not_come_back_as_expected() -> None:
 
 def test_a_profile_of_noise_is_not_trusted() -> None:
     rng = random.Random(15)
-    det = SeriesDetector()
+    det = opsmon()
     run([50 + rng.gauss(0, 5) for _ in range(DAY * 7)], det)  # no daily cycle at all
-    assert det.base.lam < 0.5  # the profile's noise is mostly left out of the prediction
-    assert trained(days=5).base.lam > 0.9  # a real daily cycle is kept
+    assert det.anomaly_detector.base.lam < 0.5  # the profile's noise is mostly left out of the prediction
+    assert trained(days=5).anomaly_detector.base.lam > 0.9  # a real daily cycle is kept
 
 
 # ---------------------------------------------------------------- closed hours
@@ -463,7 +471,7 @@ def test_closed_hours_neither_alert_nor_learn() -> None:
 
 def test_calendar_closes_the_detector_by_itself() -> None:
     cal = BusinessCalendar.parse("mon-fri 08:00-20:00")
-    det = SeriesDetector(period=None, warmup=10, calendar=cal)
+    det = opsmon(period=None, warmup=10, calendar=cal)
     monday_9h = datetime(2024, 6, 3, 9, 0, tzinfo=UTC).timestamp()
     sunday_9h = datetime(2024, 6, 2, 9, 0, tzinfo=UTC).timestamp()
     for i in range(200):
@@ -480,7 +488,7 @@ def _shop_fridge(days: int, seed: int, calendar: BusinessCalendar | None,
     shop = BusinessCalendar.parse("mon-sat 08:00-20:00")
     t0 = datetime(2026, 11, 9, tzinfo=UTC).timestamp()
     rng = random.Random(seed)
-    det = SeriesDetector()
+    det = opsmon()
     out = []
     for i in range(days * DAY):
         t = t0 + STEP * i
@@ -518,7 +526,7 @@ def _machine_on_shifts(seed: int, wear_at: float | None = None) -> list[tuple[fl
     shifts = BusinessCalendar.parse("mon-fri 06:00-22:00")
     t0 = datetime(2026, 11, 14, tzinfo=UTC).timestamp()  # a Saturday
     rng = random.Random(seed)
-    det = SeriesDetector()
+    det = opsmon()
     out = []
     for i in range(4 * 1440 + 720):
         t = t0 + 60.0 * i
@@ -555,12 +563,13 @@ def test_a_state_saved_before_shut_day_corrections_loads_and_learns_them() -> No
     det = trained()
     old = pickle.loads(pickle.dumps(det))
     for name in ("shut", "shut_n", "unseen", "unseen_n"):  # what an earlier release pickled
-        del old.base.__dict__[name]
+        del old.anomaly_detector.base.__dict__[name]
     again = pickle.loads(pickle.dumps(old))
     t = DAY * 3 * STEP + 12 * 3600  # noon after the three days it learned, on a shut day
     x = seasonal(1, seed=1, start=DAY * 3 + 72)[0]
     v = again.process_one(x, t, pattern_t=t - 4 * 3600)
-    assert not v.is_anomaly and again.base.shut_n and sum(again.base.shut_n) == 1
+    base = again.anomaly_detector.base
+    assert not v.is_anomaly and base.shut_n and sum(base.shut_n) == 1
 
 
 # ---------------------------------------------------------------- sensors read every few seconds
@@ -587,7 +596,7 @@ def test_a_fast_sensor_alerts_no_more_often_than_a_slow_one() -> None:
     counts = {60.0: 0, None: 0}
     for tick in counts:
         for seed in range(3):  # two clean days each, after four of learning
-            det = SeriesDetector(tick=tick)
+            det = opsmon(tick=tick)
             counts[tick] += sum(det.process_one(x, t).is_anomaly and t >= 4 * 86400 for t, x in _hvac(6, seed))
             assert det.rarity_unit == ("minutes" if tick else "values")
     assert counts[60.0] <= 3, counts  # at most one false flag in two days per sensor
@@ -600,7 +609,7 @@ def test_a_slow_drift_of_a_fast_sensor_is_flagged_not_followed(seed: int) -> Non
     start = 4 * 86400 + 10 * 3600
     moved, flagged = {}, {}
     for tick in (60.0, None):
-        det = SeriesDetector(tick=tick)
+        det = opsmon(tick=tick)
         before = flagged[tick] = None
         for t, x in _hvac(5, seed, drift_at=start):
             v = det.process_one(x, t)
@@ -618,13 +627,14 @@ def test_a_slow_drift_of_a_fast_sensor_is_flagged_not_followed(seed: int) -> Non
 def test_a_state_saved_before_ticks_loads_and_learns_its_sampling_interval() -> None:
     det = trained()
     old = pickle.loads(pickle.dumps(det))
-    del old.__dict__["tick"], old.base.__dict__["dt"]  # what an earlier release pickled
+    inner = old.anomaly_detector
+    del inner.__dict__["tick"], inner.base.__dict__["dt"]  # what an earlier release pickled
     again = pickle.loads(pickle.dumps(old))
-    assert again.tick == 60.0 and again.base.dt == 0.0
+    assert again.anomaly_detector.tick == 60.0 and again.anomaly_detector.base.dt == 0.0
     assert again.rarity_unit == "values"
     for i in range(300):  # the sensor is now read every 6 s
         again.process_one(seasonal(1, seed=i)[0], DAY * 3 * STEP + 6.0 * i)
-    assert 6.0 <= again.base.dt < 30.0 and again.rarity_unit == "minutes"  # learning its new interval
+    assert 6.0 <= again.anomaly_detector.base.dt < 30.0 and again.rarity_unit == "minutes"  # its new interval
 
 
 # ---------------------------------------------------------------- group prior, state
@@ -633,18 +643,18 @@ def test_cold_start_from_group_alerts_sooner_than_from_scratch() -> None:
     assert prior.warmed_up
     xs = [x + 3.0 for x in seasonal(DAY, seed=6, start=DAY * 10)]  # a sister device, 3 degrees warmer
     xs[40] += 10 * SIGMA
-    from_group = run(xs, SeriesDetector.from_prior(prior), start=DAY * 10)
-    from_scratch = run(xs, SeriesDetector(), start=DAY * 10)
+    from_group = run(xs, AlertFilter(prior.anomaly_detector.sibling()), start=DAY * 10)
+    from_scratch = run(xs, opsmon(), start=DAY * 10)
     assert flags(from_group) == [40]
     assert flags(from_scratch) == [] and from_scratch[40].warming_up
     assert prior.n == DAY * 4  # the prior itself is untouched
 
 
 def test_prior_that_is_still_warming_up_only_shares_what_it_has() -> None:
-    young = SeriesDetector()
+    young = opsmon()
     run(seasonal(20, seed=9), young)
     assert not young.warmed_up
-    vs = run(seasonal(DAY * 2, seed=10, start=DAY), SeriesDetector.from_prior(young), start=DAY)
+    vs = run(seasonal(DAY * 2, seed=10, start=DAY), AlertFilter(young.anomaly_detector.sibling()), start=DAY)
     assert vs[10].warming_up and flags(vs) == []
 
 
@@ -663,29 +673,31 @@ def test_pickle_round_trip_gives_identical_next_scores() -> None:
 
 def test_state_of_another_version_restarts_learning_with_its_settings() -> None:
     # after an upgrade a worker restores its tables: an old state must not stop it, nor be misread
-    old = SeriesDetector(threshold=0.7, warmup=40)
+    old = opsmon(threshold=0.7, warmup=40)
     run(seasonal(DAY, seed=1), old)
-    state = old.__getstate__()
+    state = old.anomaly_detector.__getstate__()
     state["state_version"] = STATE_VERSION - 1
+    state["threshold"] = 0.7  # a setting of an older release (the decision's now): ignored
     det = SeriesDetector.__new__(SeriesDetector)
     det.__setstate__(state)
     assert det.n == 0 and not det.warmed_up and det.relearned_from == STATE_VERSION - 1
-    assert (det.threshold, det.warmup) == (0.7, 40)
-    assert run(seasonal(DAY, seed=2), det) == run(seasonal(DAY, seed=2), SeriesDetector(threshold=0.7, warmup=40))
+    assert det.warmup == 40 and "threshold" not in det.__dict__
+    again = AlertFilter(det, threshold=0.7)
+    assert run(seasonal(DAY, seed=2), again) == run(seasonal(DAY, seed=2), opsmon(threshold=0.7, warmup=40))
 
 
 def test_score_one_does_not_learn_and_learn_one_returns_none() -> None:
     det = trained(days=2)
     before = pickle.dumps(det)
-    s = det.score_one(40.0, DAY * 2 * STEP)
+    s = det.score_one({"t": DAY * 2 * STEP}, 40.0)
     assert 0.0 <= s <= 1.0 and s > 0.5
     assert pickle.dumps(det) == before
-    assert det.learn_one(20.0, DAY * 2 * STEP) is None
+    assert det.learn_one({"t": DAY * 2 * STEP}, 20.0) is None
     assert pickle.dumps(det) != before
-    young = SeriesDetector()
-    young.learn_one(20.0, 0.0)
+    young = opsmon()
+    young.learn_one({"t": 0.0}, 20.0)
     before = pickle.dumps(young)
-    young.score_one(21.0, STEP)  # not even the cadence is learned from a score
+    young.score_one({"t": STEP}, 21.0)  # not even the cadence is learned from a score
     assert pickle.dumps(young) == before
 
 
@@ -694,8 +706,8 @@ def test_score_then_learn_equals_process_one() -> None:
     xs = seasonal(200, seed=8, start=DAY * 2)
     for i, x in enumerate(xs):
         t = (DAY * 2 + i) * STEP
-        s = a.score_one(x, t)
-        a.learn_one(x, t)
+        s = a.score_one({"t": t}, x)
+        a.learn_one({"t": t}, x)
         assert s == b.process_one(x, t).score
 
 
@@ -704,14 +716,14 @@ def test_non_finite_values_are_neither_scored_nor_learned() -> None:
     for bad in (math.nan, math.inf, -math.inf):
         v = b.process_one(bad, DAY * 2 * STEP)
         assert v.reason == "invalid" and not v.is_anomaly
-        b.learn_one(bad, DAY * 2 * STEP)
-        assert b.score_one(bad, DAY * 2 * STEP) == 0.0
+        b.learn_one({"t": DAY * 2 * STEP}, bad)
+        assert b.score_one({"t": DAY * 2 * STEP}, bad) == 0.0
     assert pickle.dumps(a) == pickle.dumps(b)
 
 
 def test_bad_threshold_is_refused() -> None:
-    with pytest.raises(ValueError):
-        SeriesDetector(threshold=0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        opsmon(threshold=0.0)
 
 
 # ---------------------------------------------------------------- silence
@@ -773,9 +785,35 @@ def test_calendar_from_dict_and_bad_specs() -> None:
 def test_subnormal_then_ordinary_values_give_finite_scores() -> None:
     # Found by the pipeline's property test: a step of 1e-308 then one of 2 made the volatility ratio
     # infinite, and scoring crashed the batch.
-    det = SeriesDetector(period=None, warmup=0)
+    det = opsmon(period=None, warmup=0)
     verdicts = [det.process_one(x) for x in [0.0] * 40 + [1.1125369292536007e-308, 0.0] * 5 + [2.0, 0.0, 2.0]]
     assert all(math.isfinite(v.score) and 0.0 <= v.score <= 1.0 for v in verdicts)
-    stuck = SeriesDetector(period=None, warmup=0)  # steps shrink to exactly zero after subnormal ones
+    stuck = opsmon(period=None, warmup=0)  # steps shrink to exactly zero after subnormal ones
     verdicts = [stuck.process_one(x) for x in [5e-324, 0.0] * 30 + [0.0] * 40]
     assert all(math.isfinite(v.score) for v in verdicts)
+
+
+def test_the_detector_is_a_river_estimator_that_passes_rivers_checks() -> None:
+    from river import base, checks
+
+    det = SeriesDetector()
+    assert isinstance(det, base.SupervisedAnomalyDetector) and isinstance(det, base.Estimator)
+    checks.check_estimator(det)
+    assert det.clone(new_params={"warmup": 7})._get_params()["warmup"] == 7
+    decision = opsmon()
+    assert isinstance(decision, base.AnomalyFilter) and decision.anomaly_detector._get_params() == det._get_params()
+    checks.check_estimator(decision)
+
+
+def test_a_sibling_is_a_clone_plus_the_learned_state() -> None:
+    prior = trained(days=3).anomaly_detector
+    new = prior.sibling()
+    assert new._get_params() == prior._get_params() and new.warmed_up and new.anchor
+    assert new.base.bins == prior.base.bins and new.base is not prior.base  # copied, not shared
+    young = SeriesDetector(warmup=70)
+    assert young.sibling().n == 0 and young.sibling().warmup == 70
+
+
+def test_time_in_x_must_be_a_number() -> None:
+    with pytest.raises(TypeError, match=r"x\['t'\] must be epoch seconds"):
+        SeriesDetector().learn_one({"t": "2026-01-01"}, 1.0)

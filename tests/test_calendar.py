@@ -38,10 +38,10 @@ def test_pattern_time_across_midnight_and_around_the_clock() -> None:
 
 
 def test_devices_are_watched_around_the_clock_stores_follow_their_hours() -> None:
-    cals = Calendars.from_settings(Settings(
-        calendars={"store-1": "mon-sat 08:00-20:00", "site-1": "mon-sat 08:00-20:00",
-                   "site-1/machine-3": "mon-fri 06:00-22:00"},
-        default_calendar="mon-fri 09:00-17:00"))
+    settings = Settings(calendars={"store-1": "mon-sat 08:00-20:00", "site-1": "mon-sat 08:00-20:00",
+                                   "site-1/machine-3": "mon-fri 06:00-22:00"},
+                        default_calendar="mon-fri 09:00-17:00")
+    cals = Calendars.parse(settings.calendars, settings.default_calendar, settings.timezone)
     sunday_noon, saturday_noon = at(22, 12), at(21, 12)
     assert not cals.is_open("store-1", sunday_noon) and cals.is_open("store-1", saturday_noon)
     assert not cals.is_open("store-2", saturday_noon)  # the default calendar

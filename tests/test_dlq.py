@@ -10,7 +10,6 @@ import zlib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from opsmon.settings import Settings
 from streams.calendar import Calendars
 from streams.demand import Demand
 from streams.dlq import (
@@ -65,7 +64,7 @@ def test_decode_raises_nothing_but_invalid_event(case: tuple) -> None:
 
 def _pipelines() -> dict[str, SourcePipeline]:
     """Pipelines as the worker builds them: with the scoring and demand observers."""
-    cals = Calendars.from_settings(Settings())
+    cals = Calendars.parse({})
     out = {}
     for source in SOURCES:
         observers: list = [Scoring(source, ScoringConfig(), cals.is_open, cals.pattern_time)]

@@ -14,6 +14,7 @@ import typer
 from typer.testing import CliRunner
 
 from models import nab
+from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
 from opsmon.cli import eval_nab
 
@@ -159,7 +160,7 @@ def test_eval_nab_writes_nab_results_that_match_the_detector(tmp_path: Path) -> 
         stamps_, values = eval_nab.read_series(tmp_path / "data" / key)
         assert len(rows) == len(values)
         # the same detector, run again, flags exactly the rows scored >= 0.5
-        det = SeriesDetector()
+        det = AlertFilter(SeriesDetector())
         flagged = [det.process_one(x, ts.replace(tzinfo=UTC).timestamp()).is_anomaly
                    for ts, x in zip(stamps_, values, strict=True)]
         assert [float(r["anomaly_score"]) >= 0.5 for r in rows] == flagged
@@ -205,3 +206,40 @@ def test_eval_nab_is_registered() -> None:
     from opsmon.cli import eval_app
 
     assert "nab" in [c.name for c in eval_app.registered_commands]
+
+
+def test_eval_nab_runs_a_river_model_through_the_same_harness(tmp_path: Path) -> None:
+    label_file = write_corpus(tmp_path)
+    app = typer.Typer()
+    app.command()(eval_nab.nab)
+    out = tmp_path / "out"
+    args = ["--data", str(tmp_path / "data"), "--labels", str(label_file), "--out", str(out), "--plots", "0"]
+    result = CliRunner().invoke(app, [*args, "--model", "anomaly.StandardAbsoluteDeviation()"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "model" / "model_scores.json").read_text())
+    assert summary["model"] == "anomaly.StandardAbsoluteDeviation()"
+    assert summary["scores"]["standard"]["artificialWithAnomaly"]["tp"] >= 1  # the spike, at least
+    rows = list(csv.DictReader((out / "model" / "artificialWithAnomaly" / "model_spike.csv").open()))
+    assert len(rows) == 1200 and any(float(r["anomaly_score"]) >= 0.5 for r in rows)
+    bad = CliRunner().invoke(app, [*args, "--model", "anomaly.HalfSpaceTrees(sead=7)"])
+    assert bad.exit_code == 2 and "--model" in bad.output and "sead" in bad.output
+
+
+def test_eval_nab_compare_prints_one_table_of_every_model(tmp_path: Path) -> None:
+    label_file = write_corpus(tmp_path)
+    app = typer.Typer()
+    app.command()(eval_nab.nab)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--labels", str(label_file),
+                                      "--out", str(out), "--compare"], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    models = json.loads((out / "compare.json").read_text())["models"]
+    assert list(models) == list(eval_nab.COMPARE)
+    assert all(m["us_per_value"] > 0 and m["windows"] == 2 for m in models.values())
+    # opsmon's row is the same detector as a plain run's
+    plain = CliRunner().invoke(app, ["--data", str(tmp_path / "data"), "--labels", str(label_file),
+                                     "--out", str(tmp_path / "plain"), "--plots", "0"])
+    assert plain.exit_code == 0
+    std = json.loads((tmp_path / "plain" / "opsmon" / "opsmon_scores.json").read_text())["scores"]["standard"]
+    assert models["opsmon"]["scores"]["standard"] == std["total"]["score"]
+    assert "opsmon's detector beside River's" in result.output and "opsmon" in result.output

@@ -27,11 +27,16 @@ def worker() -> None:
     import warnings
 
     from faust import Worker
+    from pydantic import ValidationError
 
     from streams.app import create_app
 
     warnings.filterwarnings("ignore", message="The pickle codec")
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # a bad setting (a model expression, a limit) stops the worker with it named
+        typer.echo(f"opsmon worker: settings refused: {exc}", err=True)  # whole lines: the fault is read in logs
+        raise typer.Exit(2) from None
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings)
