@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sinks.lineproto import line
-from streams.schemas import InvalidEvent, IotReading, PosTransaction, WebEvent, decode
-from streams.windows import Aggregate, EntityWindows, PosAggregate, WebAggregate
+from streams.schemas import Event, InvalidEvent, IotReading, decode
+from streams.sources import SOURCES, SourceSpec
+from streams.windows import Aggregate, EntityWindows
 
 MAX_REMEMBERED_TXNS = 50_000
 
@@ -54,7 +55,7 @@ class EntityState:
     offset: int = -1  # last source offset folded in; older ones are replays
     last_ts: float = 0.0  # event time of the newest event
     windows: EntityWindows = field(default_factory=EntityWindows)
-    txns: dict[str, float] = field(default_factory=dict)  # POS: recent transaction ids -> event time
+    txns: dict[str, float] = field(default_factory=dict)  # recent event ids -> event time (SourceSpec.event_id)
     models: dict[str, Any] = field(default_factory=dict)  # per-metric model state
 
 
@@ -107,6 +108,7 @@ class SourcePipeline:
                  windows: WindowConfig = WindowConfig(), observers: list[Observer] | None = None,
                  aux: MutableMapping[str, Any] | None = None) -> None:
         self.source = source
+        self.spec: SourceSpec = SOURCES[source]
         self.states = states
         self.aux: MutableMapping[str, Any] = {} if aux is None else aux
         self.cfg = windows
@@ -115,8 +117,8 @@ class SourcePipeline:
         self.last_arrival: dict[int, float] = {}  # partition -> wall clock of last record
         self.idle_flushed: set[int] = set()
         self.totals: Counter = Counter()
-        self._fold = {"iot": self._fold_iot, "pos": self._fold_pos, "web": self._fold_web}[source]
-        self._factory: Callable[[], Aggregate] | None = {"pos": PosAggregate, "web": WebAggregate}.get(source)
+        self._fold = self._fold_window if self.spec.windowed else self._fold_reading
+        self._factory: Callable[[], Aggregate] | None = self.spec.aggregate
 
     # ------------------------------------------------------------------ batches
     def process(self, records: list[Record], now: float) -> Output:
@@ -190,26 +192,32 @@ class SourcePipeline:
         """Event time on a partition: its watermark, advanced by wall-clock time since its last event."""
         return self.watermarks.get(partition, 0.0) + max(0.0, now - self.last_arrival.get(partition, now))
 
-    # ------------------------------------------------------------------ per source
-    def _fold_iot(self, entity: str, state: EntityState, ev: IotReading, out: Output) -> None:
+    # ------------------------------------------------------------------ folding, as the source's spec says
+    def _fold_reading(self, entity: str, state: EntityState, ev: IotReading, out: Output) -> None:
+        """A reading: written as it is, and every measurement handed to the observers at once."""
         ts = ev.ts
-        out.lines.append(line("iot_reading", {"site": ev.site, "device": ev.device},
+        out.lines.append(line(self.spec.measurement, self.spec.entity_tag_values(entity),
                               ev.measurements, int(round(ts * 1000))))
         for obs in self.observers:
             obs.on_value(entity, state, ts, ev.measurements, out)
 
-    def _fold_pos(self, entity: str, state: EntityState, ev: PosTransaction, out: Output) -> str | None:
-        if ev.txn_id in state.txns:
-            return f"duplicate: transaction {ev.txn_id} was already accepted for store {ev.store}"
-        state.txns[ev.txn_id] = ev.ts
-        if len(state.txns) > MAX_REMEMBERED_TXNS:
-            cutoff = sorted(state.txns.values())[len(state.txns) // 2]
-            state.txns = {k: t for k, t in state.txns.items() if t > cutoff}
-        state.windows.for_time(ev.ts, self.cfg.size, PosAggregate).add(ev)
+    def _fold_window(self, entity: str, state: EntityState, ev: Event, out: Output) -> str | None:
+        """An event folded into its window; the reason it is a duplicate, if the spec names event ids."""
+        if self.spec.event_id is not None:
+            eid = self.spec.event_id(ev)
+            if eid in state.txns:
+                return f"duplicate: transaction {eid} was already accepted for {self._tag} {entity}"
+            state.txns[eid] = ev.ts
+            if len(state.txns) > MAX_REMEMBERED_TXNS:
+                cutoff = sorted(state.txns.values())[len(state.txns) // 2]
+                state.txns = {k: t for k, t in state.txns.items() if t > cutoff}
+        assert self._factory is not None
+        state.windows.for_time(ev.ts, self.cfg.size, self._factory).add(ev)  # type: ignore[arg-type]
         return None
 
-    def _fold_web(self, entity: str, state: EntityState, ev: WebEvent, out: Output) -> None:
-        state.windows.for_time(ev.ts, self.cfg.size, WebAggregate).add(ev)
+    @property
+    def _tag(self) -> str:
+        return self.spec.entity_tags[0]
 
     # ------------------------------------------------------------------ windows
     def _emit(self, out: Output, partitions: set[int], flush_all: bool, now: float | None = None) -> None:
@@ -238,7 +246,7 @@ class SourcePipeline:
             dropped = state.windows.expire(wm, cfg.size, cfg.late_retention)
             if due or dropped:
                 out.changed.add(entity)
-            if self.source == "pos" and dropped:
+            if self.spec.event_id is not None and dropped:
                 horizon = wm - cfg.late_retention - cfg.size
                 state.txns = {k: t for k, t in state.txns.items() if t >= horizon}
 
@@ -257,11 +265,5 @@ class SourcePipeline:
     def _window_lines(self, entity: str, start: int, agg: Aggregate, fields: dict[str, float],
                       out: Output) -> None:
         ts_ms = start * 1000
-        if self.source == "pos":
-            out.lines.append(line("pos_window", {"store": entity}, fields, ts_ms))
-            assert isinstance(agg, PosAggregate)
-            for sku, (qty, revenue) in agg.skus.items():
-                out.lines.append(line("pos_sku_window", {"store": entity, "sku": sku},
-                                      {"quantity": round(qty, 6), "revenue": round(revenue, 6)}, ts_ms))
-        else:
-            out.lines.append(line("web_window", {"site": entity}, fields, ts_ms))
+        out.lines.append(line(self.spec.measurement, self.spec.entity_tag_values(entity), fields, ts_ms))
+        out.lines.extend(self.spec.detail_lines(entity, agg, ts_ms))

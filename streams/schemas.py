@@ -192,6 +192,8 @@ def _check_web(ev: WebEvent) -> None:
         raise InvalidEvent("value", "latency_ms is negative")
 
 
+Event = IotReading | PosTransaction | WebEvent | StockEvent  # what ``decode`` returns
+
 _TYPES: dict[str, tuple[type[_Event], Callable]] = {
     "iot": (IotReading, _check_iot),
     "pos": (PosTransaction, _check_pos),

@@ -6,12 +6,13 @@ they no longer justify). Silence is a signal: a device that stops reporting rais
 and a store or site with no events gets zero-valued windows, so a silent till reads as a drop in sales.
 Closed hours (the business calendar) neither alert nor teach the model that zero is normal at noon; equipment
 is watched around the clock, and judged on a day its site is shut as the site is when shut.
-Ratios (error rate, conversion, refund rate, average basket) are judged once they rest on enough trials, quiet
-minutes pooled (``POOLED``), and only a departure the harmful way alerts on metrics with a good direction
-(``HARMFUL``): a night-time error in four requests, or an hour without errors, is nobody's incident. A count
-ratio's count is judged too, against its usual rate (``COUNTED``): 9 errors of 36 requests is a broken checkout
-however often the shop's error rate jumped before. A limit the business set (``models.limits``: pages slower than
-1.5 s, a freezer above -15 °C) alerts whenever it is crossed for as long as it says, whatever the series' history.
+Ratios (error rate, conversion, refund rate, average basket) are judged once they rest on enough trials,
+quiet minutes pooled (``MetricSpec.pooled``), and only a departure the harmful way alerts on metrics with a
+good direction (``MetricSpec.harmful``): a night-time error in four requests, or an hour without errors, is
+nobody's incident. A count ratio's count is judged too, against its usual rate (``MetricSpec.counted``): 9
+errors of 36 requests is a broken checkout however often the shop's error rate jumped before. A limit the
+business set (``models.limits``: pages slower than 1.5 s, a freezer above -15 °C) alerts whenever it is
+crossed for as long as it says, whatever the series' history.
 """
 
 from __future__ import annotations
@@ -32,63 +33,16 @@ from models.silence import SilenceWatch
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent, alert_id
+from streams.sources import SILENCE, SOURCES, SourceSpec
 
-# Which window fields are scored; IoT scores every measurement.
-WINDOW_METRICS = {
-    "pos": ("revenue", "transactions", "avg_basket", "refund_rate"),
-    "web": ("events", "error_rate", "latency_p95", "conversion"),
-}
-# What a ratio or quantile is taken over: with none of it the value is undefined (the window shows 0) and is
-# not scored. A silent till's missing sales are news; its average basket of 0 is not, nor is the 0 ms
-# latency of a night minute without a visitor, which would teach the latency model that 0 ms is usual.
-PER = {"avg_basket": "transactions", "refund_rate": "sales_and_refunds", "error_rate": "events",
-       "latency_p95": "events", "conversion": "sessions"}
-# Ratios judged on enough trials: (numerator, denominator) fields. One error in four night-time requests is not
-# an error rate of 25%, it is too few requests to say: with fewer than ``ScoringConfig.min_trials`` (10) trials a
-# ratio moves by more than 10 points with each one. Quiet minutes are pooled until the ratio rests on that many
-# (a busy minute is judged alone, as before), so the values the model sees carry comparable evidence by day and
-# by night. (30 trials made the pools so long at night that a real burst was judged late or diluted.)
-POOLED = {"error_rate": ("errors", "events"), "conversion": ("purchases", "sessions"),
-          "refund_rate": ("refunds", "sales_and_refunds"), "avg_basket": ("revenue", "transactions")}
-# Metrics with a good direction: only a departure the harmful way (+1: up, -1: down) is an anomaly. Fewer errors,
-# refunds or slow pages than usual, or more of the visitors buying, is nobody's incident; a zero error rate that
-# lasts is not a stuck sensor.
-# The detector judges them one-sided (``SeriesDetector.side``), with window metrics never below 0 (``floor``).
-HARMFUL = {"error_rate": 1, "refund_rate": 1, "latency_p95": 1, "conversion": -1}
-ZERO_FIELDS = {
-    "pos": {"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
-            "refund_amount": 0.0, "voids": 0.0},
-    "web": {"events": 0.0, "page_views": 0.0, "sessions": 0.0, "add_to_cart": 0.0, "checkouts": 0.0,
-            "purchases": 0.0, "conversion": 0.0, "errors": 0.0, "error_rate": 0.0, "latency_p50": 0.0,
-            "latency_p95": 0.0},
-}
-SILENCE = "reporting"  # the metric name of missing-data alerts
+# What each source judges, and how (pooled ratios, harmful direction, counts, runbooks, boards), is declared
+# once in ``streams.sources``; this module reads it.
 REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "shift": "sustained shift",
            "flat": "flat-lined (stuck) signal", "cluster": "burst of unusual values",
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
            "count": "rare count for its usual rate", "limit": "limit crossed",
            "record": "value beyond its whole range of the past week",
            MODEL_REASON: "rare score from its configured model"}
-# Count ratios (see POOLED) whose count is judged too (``models.ratio``): k of n trials against the usual rate, on
-# the harmful side only. The detector judges a ratio's value against how often departures as large began lately,
-# so on a shop whose history is full of checkout failures 25% errors over 36 requests scores just under the bar;
-# its count (9 of 36 at 0.4%) is rarer than one in a billion. The average basket is not a count.
-COUNTED = ("error_rate", "conversion", "refund_rate")
-RUNBOOKS = {
-    ("iot", "temperature"): "Check the unit's door seal and compressor; move stock if it keeps warming.",
-    ("iot", "vibration"): "Inspect bearings and mounts; plan maintenance before the machine fails.",
-    ("iot", "power"): "Check the circuit and the unit's load; a rising draw often precedes a failure.",
-    ("iot", SILENCE): "Check the device's power and network; the gateway log shows its last contact.",
-    ("pos", "revenue"): "Call the store: tills, card terminal and queue; compare with last week's same hour.",
-    ("pos", "transactions"): "Check that every till is online and the card terminal accepts payments.",
-    ("pos", "refund_rate"): "Review recent refunds at the store for a faulty product or misuse.",
-    ("pos", "avg_basket"): "Check prices and promotions that went live recently.",
-    ("web", "error_rate"): "Open the web board: which paths fail; roll back the last deploy if it matches.",
-    ("web", "latency_p95"): "Check the shop's backend and database load; scale or shed traffic.",
-    ("web", "conversion"): "Walk through checkout by hand; payment provider status; recent changes.",
-    ("web", "events"): "Traffic changed: check campaigns, DNS and the CDN.",
-}
-DASHBOARDS = {"iot": "opsmon-iot", "pos": "opsmon-sales", "web": "opsmon-web"}
 MAX_ZERO_WINDOWS_PER_TICK = 1440
 
 
@@ -105,7 +59,7 @@ class ScoringConfig:
     grafana_url: str = "http://127.0.0.1:3000"
     window_size: int = 60
     window_grace: float = 10.0
-    min_trials: float = 10.0  # a ratio (see POOLED) is judged once it rests on this many trials...
+    min_trials: float = 10.0  # a ratio (MetricSpec.pooled) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
     limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
     models: ModelSpecs | None = None  # the River model of each series (models.river_spec); None: opsmon's own
@@ -122,14 +76,14 @@ class SeriesModel:
     last_written: float = -1e18
     last_verdict: Verdict | None = None
     kind: str = ""  # the surprise the latest alert opened with: its resolution is named after it
-    counts: CountTail | None = None  # a count ratio's count test (see COUNTED); made on its first count
+    counts: CountTail | None = None  # a count ratio's count test (MetricSpec.counted); made on its first count
     judged: tuple[float, float] | None = None  # (successes, trials) of the ratio judged last (an alert cites them)
     limits: LimitWatch | None = None  # how long it has been beyond a limit the business set; made on first use
 
 
 def group_of(source: str, entity: str) -> str:
     """The place an entity belongs to: IoT ``site/device`` -> site; a store or web site is its own."""
-    return entity.split("/", 1)[0] if source == "iot" else entity
+    return SOURCES[source].group_of(entity)
 
 
 class Scoring:
@@ -139,6 +93,7 @@ class Scoring:
                  is_open: Callable[[str, float], bool] | None = None,
                  pattern_time: Callable[[str, float], float] | None = None) -> None:
         self.source = source
+        self.spec: SourceSpec = SOURCES[source]
         self.cfg = config or ScoringConfig()
         # the business calendar (streams.calendar.Calendars): whether an entity is scored at t, and which
         # time of day a device's reading is judged like (a Sunday the site is shut: as at closing time)
@@ -183,18 +138,18 @@ class Scoring:
 
     # ------------------------------------------------------------------ observer interface
     def on_value(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
-        """Score a reading (IoT) or a final window's fields (POS, web)."""
-        if self.source == "iot":
-            self._reading(entity, state, ts, values, out)
-        else:
+        """Score a reading's measurements, or a final window's fields."""
+        if self.spec.windowed:
             self._window(entity, state, ts, values, out)
+        else:
+            self._reading(entity, state, ts, values, out)
 
     def on_tick(self, entity: str, state: EntityState, now: float, out: Output) -> None:
         """Silence: a device that stopped reporting; a store or site without windows gets zero windows."""
-        if self.source == "iot":
-            self._device_silence(entity, state, now, out)
-        else:
+        if self.spec.windowed:
             self._zero_windows(entity, state, now, out)
+        else:
+            self._device_silence(entity, state, now, out)
 
     # ------------------------------------------------------------------ IoT
     def _reading(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
@@ -247,29 +202,26 @@ class Scoring:
         fields = self._with_totals(fields)
         if start <= scored_until:
             # a pooled ratio is re-judged on the window's own trials, if they are enough to judge it alone
+            pooled = {m.name: m.pooled for m in self.spec.metrics if m.pooled}
             values = {k: x for k, x in self._window_values(fields).items()
-                      if k not in POOLED or fields.get(POOLED[k][1], 0.0) >= self.cfg.min_trials}
+                      if k not in pooled or fields.get(pooled[k][1], 0.0) >= self.cfg.min_trials}
             self._correction(entity, state, start, values, out, fields)
             return
         self._zero_fill(entity, state, scored_until, start, out)
         self._score_window(entity, state, start, fields, out)
 
     def _with_totals(self, fields: dict[str, float]) -> dict[str, float]:
-        """The window's fields and the ratios' denominators that the window does not carry."""
-        fields = dict(fields)
-        if self.source == "pos":
-            n = fields["sales_and_refunds"] = fields["transactions"] + fields["refunds"]
-            fields["refund_rate"] = fields["refunds"] / n if n else 0.0
-        return fields
+        """The window's fields and the ratios' trials that the window does not carry."""
+        return self.spec.with_totals(dict(fields))
 
     def _window_values(self, fields: dict[str, float]) -> dict[str, float]:
-        """The scored metrics of a window, without those its events leave undefined (see ``PER``)."""
-        return {k: fields[k] for k in WINDOW_METRICS[self.source]
-                if k in fields and (k not in PER or fields.get(PER[k], 1.0) > 0.0)}
+        """The scored metrics of a window, without those its events leave undefined (``MetricSpec.per``)."""
+        return {m.name: fields[m.name] for m in self.spec.metrics
+                if m.name in fields and (m.per is None or fields.get(m.per, 1.0) > 0.0)}
 
     def _pooled(self, state: EntityState, start: float, fields: dict[str, float],
                 is_open: bool) -> dict[str, tuple[float, float]]:
-        """(successes, trials) of the ratios (see ``POOLED``) whose pool of windows, this one included, now rests
+        """(successes, trials) of the ratios (``MetricSpec.pooled``) whose pool of windows, this one included, now rests
         on enough trials.
 
         A pool is judged at its last window's time, and emptied; closing time empties it unjudged (the night's
@@ -277,13 +229,14 @@ class Scoring:
         """
         pools: dict[str, list[float]] = state.models.setdefault("pools", {})
         ready: dict[str, tuple[float, float]] = {}
-        for metric in WINDOW_METRICS[self.source]:
-            if metric not in POOLED:
+        for spec in self.spec.metrics:
+            metric = spec.name
+            if spec.pooled is None:
                 continue
             if not is_open:
                 pools.pop(metric, None)
                 continue
-            num, den = (fields.get(k, 0.0) for k in POOLED[metric])
+            num, den = (fields.get(k, 0.0) for k in spec.pooled)
             if den <= 0.0:
                 continue
             pool = pools.setdefault(metric, [0.0, 0.0, start])
@@ -301,13 +254,14 @@ class Scoring:
         pooled = self._pooled(state, start, fields, is_open)
         for metric, x in self._window_values(fields).items():
             counts = None
-            if metric in POOLED and is_open:
+            spec = self.spec.metric(metric)
+            if spec.pooled is not None and is_open:
                 if metric not in pooled:
                     continue  # too few trials yet: judged with the next windows'
                 k, n = pooled[metric]
                 x = k / n
                 # its count is judged with its value (see _count_verdict), from the series' second ratio on
-                if metric in COUNTED and metric in state.models.get("series", {}):
+                if spec.counted and metric in state.models.get("series", {}):
                     counts = (k, n)
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
@@ -322,11 +276,10 @@ class Scoring:
         n = 0
         while start < upto and n < MAX_ZERO_WINDOWS_PER_TICK:
             if self.is_open(entity, start) and start not in state.windows.windows:
-                measurement = "pos_window" if self.source == "pos" else "web_window"
-                tag = "store" if self.source == "pos" else "site"
-                out.lines.append(line(measurement, {tag: entity}, ZERO_FIELDS[self.source], int(start * 1000)))
+                out.lines.append(line(self.spec.measurement, self.spec.entity_tag_values(entity),
+                                      self.spec.zero_fields, int(start * 1000)))
                 out.counts["zero_windows"] += 1
-                self._score_window(entity, state, start, self._with_totals(ZERO_FIELDS[self.source]), out)
+                self._score_window(entity, state, start, self._with_totals(self.spec.zero_fields), out)
             start += size
             n += 1
         state.models["scored_until"] = max(state.models.get("scored_until", -math.inf), start - size)
@@ -350,8 +303,9 @@ class Scoring:
             if sm is None or sm.alerts.open_since != start:
                 continue
             score = sm.detector.score_value(x, start)
-            if sm.counts is not None and fields is not None and metric in POOLED:  # and its count (see COUNTED)
-                score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in POOLED[metric])))
+            pooled = self.spec.metric(metric).pooled
+            if sm.counts is not None and fields is not None and pooled:  # and its count (MetricSpec.counted)
+                score = max(score, sm.counts.score_one(*(fields.get(f, 0.0) for f in pooled)))
             if sm.kind == "limit" and any(rule.beyond(x) for rule in self._limits_of(entity, metric)):
                 continue  # still beyond the business's limit
             if score < self.cfg.threshold and sm.alerts.withdraw(start):
@@ -365,7 +319,7 @@ class Scoring:
         series = state.models.setdefault("series", {})
         sm = series.get(metric)
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
-        side, floor = (0, -math.inf) if self.source == "iot" else (HARMFUL.get(metric, 0), 0.0)
+        side, floor = self.spec.metric(metric).harmful, self.spec.floor
         det = sm.detector if sm is not None else None
         if isinstance(det, SeriesDetector):  # a state from before the decision had its own home: it wraps the detector
             det = sm.detector = AlertFilter(det, threshold=self.cfg.threshold)  # type: ignore[union-attr]
@@ -375,7 +329,7 @@ class Scoring:
         want = spec.text if spec is not None and spec.preset != OPSMON else OPSMON
         if det is None or det.spec != want:  # a new series, or the configuration changed: its model learns afresh
             if spec is None or want == OPSMON:
-                prior = self.priors.get((group_of(self.source, entity), metric))
+                prior = self.priors.get((self.spec.group_of(entity), metric))
                 inner: SeriesDetector | CalibratedDetector = (
                     prior.sibling() if prior is not None else SeriesDetector(warmup=warmup, side=side, floor=floor))
             else:
@@ -389,7 +343,7 @@ class Scoring:
             inner = det.anomaly_detector
             if isinstance(inner, SeriesDetector):
                 if inner.warmed_up:
-                    self.priors.setdefault((group_of(self.source, entity), metric), inner)
+                    self.priors.setdefault((self.spec.group_of(entity), metric), inner)
                 if inner.side != side:
                     inner.side, inner.floor = side, floor
         return sm
@@ -481,10 +435,11 @@ class Scoring:
         stays rare, the alert stays open.
         """
         k, n = sm.judged = counts
-        if v.reason in ("closed", "invalid") or metric not in HARMFUL:
+        harmful = self.spec.metric(metric).harmful
+        if v.reason in ("closed", "invalid") or not harmful:
             return v
         if sm.counts is None:
-            sm.counts = CountTail(side=HARMFUL[metric], threshold=self.cfg.threshold)
+            sm.counts = CountTail(side=harmful, threshold=self.cfg.threshold)
         incident = sm.alerts.open_since is not None or v.score >= self.cfg.threshold  # not learned
         score, flag = sm.counts.process_one(k, n, event=v.score if v.is_anomaly else 0.0, incident=incident)
         if flag:
@@ -508,10 +463,10 @@ class Scoring:
                            if status == "resolved" else self.explain(entity, metric, v, unit, sm.judged, limit))
         out.alerts.append(AlertEvent(
             id=alert_id(self.source, entity, metric, start), status=status, severity=sm.alerts.severity,
-            source=self.source, entity=entity, group=group_of(self.source, entity), metric=metric,
+            source=self.source, entity=entity, group=self.spec.group_of(entity), metric=metric,
             kind=sm.kind or v.reason or "level", score=round(score, 4), observed=v.observed,
             expected=_finite(v.expected), lower=_finite(v.lower), upper=_finite(v.upper), explanation=explanation,
-            runbook=RUNBOOKS.get((self.source, metric), "Open the board and compare with the same time last week."),
+            runbook=self.spec.metric(metric).runbook,
             dashboard=self.dashboard_link(entity), starts_at=start, ends_at=end, note=note,
             escalated_from=was, escalated_at=escalated_at))
         out.counts["alerts_" + status] += 1
@@ -539,8 +494,9 @@ class Scoring:
         (usual range 600 to 2600).'
         """
         cited = ""
-        if counts is not None and metric in POOLED:
-            num, den = (name.replace("_", " ") for name in POOLED[metric])
+        pooled = self.spec.metric(metric).pooled
+        if counts is not None and pooled:
+            num, den = (name.replace("_", " ") for name in pooled)
             cited = f" ({counts[0]:.0f} {num} of {counts[1]:.0f} {den})"
         if limit is not None:
             return (f"{metric} of {entity} is {v.observed:.4g}{cited}, beyond the limit the business set "
@@ -572,15 +528,7 @@ class Scoring:
 
     def dashboard_link(self, entity: str) -> str:
         """The Grafana board that shows this entity."""
-        uid = DASHBOARDS[self.source]
-        if self.source == "iot":
-            site, _, device = entity.partition("/")
-            query = f"var-site={site}&var-device={device}"
-        elif self.source == "pos":
-            query = f"var-store={entity}"
-        else:
-            query = f"var-site={entity}"
-        return f"{self.cfg.grafana_url}/d/{uid}?{query}"
+        return self.spec.board_link(self.cfg.grafana_url, entity)
 
 
 def _band(v: Verdict) -> str:

@@ -26,7 +26,8 @@ import pytest
 
 from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
-from streams.scoring import HARMFUL, ScoringConfig
+from streams.scoring import ScoringConfig
+from streams.sources import SOURCES
 
 WEEK = 7 * 86400.0
 T0 = 1_704_067_200.0  # Monday 2024-01-01 00:00 UTC: weekdays are where the generators put them
@@ -39,7 +40,7 @@ def production_detector(source: str, metric: str) -> AlertFilter:
     if source == "iot":  # readings: two-sided, unbounded, the readings' warm-up
         det = SeriesDetector(warmup=cfg.warmup, side=0, floor=-math.inf)
     else:
-        det = SeriesDetector(warmup=cfg.window_warmup, side=HARMFUL.get(metric, 0), floor=0.0)
+        det = SeriesDetector(warmup=cfg.window_warmup, side=SOURCES[source].metric(metric).harmful, floor=0.0)
     return AlertFilter(det, threshold=cfg.threshold)
 
 

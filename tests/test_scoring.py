@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
-import streams.scoring as scoring_module
+import streams.sources as sources
 from streams.pipeline import EntityState, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import AlertEvent
 from streams.scoring import SILENCE, Scoring, ScoringConfig
@@ -369,7 +370,9 @@ def test_a_shop_whose_error_rate_naturally_varies_does_not_alert_more_for_its_co
         return [a for seed in range(6) for a in error_rate_alerts(shop_minutes(5, seed, rho=0.01), 3 * 1440)]
 
     with_counts = false_alerts()
-    monkeypatch.setattr(scoring_module, "COUNTED", ())
+    web = sources.SOURCES["web"]  # the same shop without the count test
+    monkeypatch.setitem(sources.SOURCES, "web", replace(web, metrics=tuple(replace(m, counted=False)
+                                                                          for m in web.metrics)))
     assert len(with_counts) <= len(false_alerts()), [(a.kind, round(a.score, 2)) for a in with_counts]
     assert sum(a.kind == "count" for a in with_counts) <= 2
 
