@@ -103,3 +103,16 @@ fi
 
 # --- InfluxDB: influxd built from source, cached per version (deploy/build-influxd.sh) --------------------
 bash "$here/build-influxd.sh"
+
+# --- Browser for the end-to-end test of the alert feedback page (tests/integration/test_feedback_page.py) ---
+# Debian's Chromium and its driver; Playwright drives this binary (executable_path=/usr/bin/chromium)
+# because `playwright install` downloads a browser, which fails without general internet access.
+browser=()
+have chromium || browser+=(chromium)
+have chromedriver || browser+=(chromium-driver)
+if ((${#browser[@]})); then
+  log "installing ${browser[*]}"
+  "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${browser[@]}" >/dev/null
+fi

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Settings(BaseSettings):
     """opsmon configuration; every field can be set as ``OPSMON_<FIELD>`` (case-insensitive).
 
-    Secrets (``*_password``, ``*_token``) can also be read from a file named by
+    Secrets (``*_password``, ``*_token``, ``link_secret``) can also be read from a file named by
     ``OPSMON_<FIELD>_FILE``, so they never need to sit in the environment.
     """
 
@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     # Bearer token for POST /opsmon/feedback on the worker; the endpoint is off until it is set.
     feedback_token: SecretStr | None = None
     feedback_max_bytes: int = 4096
+    # One-click feedback links in alert notifications (docs/alerts.md): on once a link secret is set (at least
+    # 16 bytes, shared by all workers). The links point at the public URL, the business's TLS reverse proxy in
+    # front of the worker's web port (unset: http://127.0.0.1:<worker_web_port>, for a local demo only).
+    link_secret: SecretStr | None = None
+    public_url: str | None = None
+    link_ttl_seconds: float = Field(86400.0, gt=0.0)
 
     # --- worker -------------------------------------------------------------------------------
     app_id: str = "opsmon"
@@ -125,11 +131,18 @@ class Settings(BaseSettings):
         """Fill ``*_password`` / ``*_token`` from ``OPSMON_<FIELD>_FILE`` when set."""
         import os
 
-        for name in ("kafka_sasl_password", "influx_token", "feedback_token"):
+        for name in ("kafka_sasl_password", "influx_token", "feedback_token", "link_secret"):
             path = os.environ.get(f"OPSMON_{name.upper()}_FILE")
             if path and not values.get(name):
                 values[name] = Path(path).read_text().strip()
         return values
+
+    @field_validator("link_secret")
+    @classmethod
+    def _link_secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and 0 < len(value.get_secret_value()) < 16:  # empty: links off
+            raise ValueError("must be at least 16 bytes (e.g. `openssl rand -hex 32`)")
+        return value
 
     @field_validator("limits")
     @classmethod

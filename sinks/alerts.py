@@ -8,6 +8,10 @@ and is raised as :class:`DeliveryRefused` for the caller to dead-letter.
 Alertmanager semantics (v2): an alert is identified by its labels; a firing alert carries an ``endsAt``
 in the near future and must be re-sent before then or Alertmanager resolves it; a resolved alert is the
 same labels with ``endsAt`` at the resolve time.
+
+With a :class:`sinks.links.LinkSigner`, every notification also carries signed one-click links (annotations
+``ack_url``, ``false_positive_url`` and ``image_url``; ``links`` in the webhook's JSON) to the worker's
+feedback page and the alert's chart.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import httpx
 import msgspec
 
 from sinks.events import AlertEvent
+from sinks.links import LinkSigner
 
 log = logging.getLogger(__name__)
 _LABEL_VALUE_MAX = 512
@@ -40,8 +45,8 @@ def _label(v: str) -> str:
     return re.sub(r"[\x00-\x1f]", " ", v)[:_LABEL_VALUE_MAX]
 
 
-def to_alertmanager(ev: AlertEvent, now: float, resend_s: float) -> dict:
-    """The Alertmanager v2 representation of an alert event."""
+def to_alertmanager(ev: AlertEvent, now: float, resend_s: float, links: LinkSigner | None = None) -> dict:
+    """The Alertmanager v2 representation of an alert event (with its one-click links if ``links``)."""
     ends = ev.ends_at if ev.status == "resolved" and ev.ends_at is not None else now + 3 * resend_s
     return {
         "labels": {k: _label(v) for k, v in {
@@ -51,24 +56,26 @@ def to_alertmanager(ev: AlertEvent, now: float, resend_s: float) -> dict:
             "summary": f"{ev.metric} of {ev.entity}: {ev.kind}", "description": ev.explanation,
             "runbook": ev.runbook, "dashboard": ev.dashboard, "alert_id": ev.id, "score": f"{ev.score:.3f}",
             "observed": f"{ev.observed:.6g}", "expected": f"{ev.expected:.6g}",
-            "first_cause": ev.first_cause, "note": ev.note}.items() if v},
+            "first_cause": ev.first_cause, "note": ev.note}.items() if v}
+        # not cut at the label length like the text above: a cut link would only say "not valid"
+        | (links.links(ev.id, now) if links else {}),
         "startsAt": _iso(ev.starts_at),
         "endsAt": _iso(ends),
         "generatorURL": ev.dashboard,
     }
 
 
-def alertmanager_alerts(ev: AlertEvent, now: float, resend_s: float) -> list[dict]:
+def alertmanager_alerts(ev: AlertEvent, now: float, resend_s: float, links: LinkSigner | None = None) -> list[dict]:
     """What Alertmanager gets for an alert event: an escalated alert also resolves its former self.
 
     Alertmanager knows an alert by its labels, severity among them (routes match on it), so the alert
     under its former severity would otherwise stay firing until its ``endsAt``.
     """
-    alerts = [to_alertmanager(ev, now, resend_s)]
+    alerts = [to_alertmanager(ev, now, resend_s, links)]
     if ev.escalated_from and ev.status == "firing":
         former = msgspec.structs.replace(ev, severity=ev.escalated_from, status="resolved",
                                          ends_at=ev.escalated_at, escalated_from="")
-        alerts.append(to_alertmanager(former, now, resend_s))
+        alerts.append(to_alertmanager(former, now, resend_s))  # no links: the alert lives on above
     return alerts
 
 
@@ -110,26 +117,33 @@ class _RetryingPoster:
 class AlertmanagerSink(_RetryingPoster):
     """Posts alerts to ``{url}/api/v2/alerts``."""
 
-    def __init__(self, base_url: str, resend_s: float = 60.0, **kw: object) -> None:
+    def __init__(self, base_url: str, resend_s: float = 60.0, links: LinkSigner | None = None,
+                 **kw: object) -> None:
         super().__init__(base_url.rstrip("/") + "/api/v2/alerts", **kw)  # type: ignore[arg-type]
         self.resend_s = resend_s
+        self.links = links
 
     async def send(self, events: list[AlertEvent], now: float) -> None:
         """Deliver (or re-send) these alerts."""
         if events:
-            await self.post([a for ev in events for a in alertmanager_alerts(ev, now, self.resend_s)])
+            await self.post([a for ev in events for a in alertmanager_alerts(ev, now, self.resend_s, self.links)])
 
 
 class WebhookSink(_RetryingPoster):
     """Posts each alert event as JSON to a plain webhook (chat tools, ticketing, custom receivers),
-    except those of a severity in ``skip`` (for the boards only)."""
+    except those of a severity in ``skip`` (for the boards only); with ``links``, under ``links`` its
+    one-click links."""
 
-    def __init__(self, url: str, skip: Collection[str] = (), **kw: object) -> None:
+    def __init__(self, url: str, skip: Collection[str] = (), links: LinkSigner | None = None, **kw: object) -> None:
         super().__init__(url, **kw)  # type: ignore[arg-type]
         self.skip = frozenset(skip)
+        self.links = links
 
-    async def send(self, events: list[AlertEvent], now: float) -> None:  # noqa: ARG002
+    async def send(self, events: list[AlertEvent], now: float) -> None:
         """Deliver these alerts."""
         for ev in events:
             if ev.severity not in self.skip:
-                await self.post(msgspec.to_builtins(ev))
+                body = msgspec.to_builtins(ev)
+                if self.links:
+                    body["links"] = self.links.links(ev.id, now)
+                await self.post(body)

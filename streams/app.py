@@ -33,8 +33,11 @@ from opsmon.settings import Settings
 from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
+from sinks.links import signer as link_signer
+from streams.alert_chart import AlertCharts
 from streams.calendar import Calendars
 from streams.demand import Demand, apply_stock
+from streams.feedback_page import add_feedback_pages
 from streams.gaps import OffsetGaps, kafka_gaps
 from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig, message_headers
 from streams.schemas import (
@@ -137,10 +140,15 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                             settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
                             reject_file=settings.data_dir / "rejected-lines.txt")
     rt = Runtime(settings=settings, sink=sink, clock=clock)
+    # one-click feedback links in notifications (streams.feedback_page); off without a link secret
+    links = link_signer(settings.link_secret.get_secret_value() if settings.link_secret else "",
+                        settings.public_url, settings.worker_web_port, settings.link_ttl_seconds)
     if settings.alertmanager_url:
-        rt.alert_sinks.append(AlertmanagerSink(settings.alertmanager_url, resend_s=settings.alert_resend_seconds))
+        rt.alert_sinks.append(AlertmanagerSink(settings.alertmanager_url, resend_s=settings.alert_resend_seconds,
+                                               links=links))
     if settings.alert_webhook_url:
-        rt.alert_sinks.append(WebhookSink(settings.alert_webhook_url, skip=settings.boards_only_severities))
+        rt.alert_sinks.append(WebhookSink(settings.alert_webhook_url, skip=settings.boards_only_severities,
+                                          links=links))
     app.opsmon = rt  # type: ignore[attr-defined]
     parts = settings.kafka_partitions
 
@@ -347,6 +355,11 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         async def post(self, request: web.Request) -> web.Response:
             status, body = await _feedback_request(settings, request, alert_index, feedback_topic, rt.clock)
             return self.json(body, status=status)
+
+    if links is not None:
+        charts = AlertCharts(settings.influx_url, settings.influx_token.get_secret_value(), settings.influx_bucket,
+                             settings.data_dir / "charts")
+        add_feedback_pages(app, links, alert_index, feedback_topic, charts, rt.clock)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ARG001

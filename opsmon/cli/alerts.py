@@ -1,4 +1,4 @@
-"""``opsmon alerts list|ack|false-positive|silence``: what on-call staff do with alerts."""
+"""``opsmon alerts list|ack|false-positive|link|silence``: what on-call staff do with alerts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from opsmon.cli.output import print_error
+from opsmon.feedback import link as feedback_link
 from opsmon.feedback import send_feedback
 from opsmon.settings import Settings
 
@@ -71,6 +72,20 @@ def ack(alert_id: str, user: str = typer.Option("", help="Who acknowledges."), n
 def false_positive(alert_id: str, user: str = typer.Option("", help="Who says so."), note: str = "") -> None:
     """Mark an alert as wrong: that series will not alert on the same pattern again."""
     _feedback(alert_id, "false_positive", user, note)
+
+
+@app.command()
+def link(alert_id: str,
+         action: str = typer.Option("false-positive", help="ack, false-positive, or chart (the picture only)."),
+         by: str = typer.Option("", help="The person the link is for: the feedback records them.")) -> None:
+    """Print a signed one-click link for an alert (as notifications carry), e.g. one naming a person."""
+    kinds = {"ack": "ack", "false-positive": "false_positive", "chart": "view"}
+    if action not in kinds:
+        raise typer.BadParameter(f"--action must be one of {', '.join(kinds)}, not {action!r}")
+    try:
+        typer.echo(feedback_link(Settings(), alert_id, kinds[action], by))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 @app.command()

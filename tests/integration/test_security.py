@@ -27,7 +27,7 @@ from tests.events import iot, raw
 from tests.integration.harness import WorkerProcess
 from tests.tsdb import eventually, influx_points
 
-SECRET_FIELDS = ("kafka_sasl_password", "influx_token", "feedback_token")
+SECRET_FIELDS = ("kafka_sasl_password", "influx_token", "feedback_token", "link_secret")
 
 
 def _free_port() -> int:
@@ -102,10 +102,11 @@ def test_worker_over_scram_and_tls_processes_events_and_no_secret_is_ever_logged
     password = auth.password_file.read_text().strip()
     # The InfluxDB token must be one the server knows: the session's writer, user:password generated per session.
     influx_token, feedback_token = pipeline_settings.influx_token.get_secret_value(), f"feedback-{uuid.uuid4().hex}"
+    link_secret = f"link-{uuid.uuid4().hex}"
     monkeypatch.setenv("OPSMON_KAFKA_SASL_PASSWORD_FILE", str(auth.password_file))
     s = _secure(pipeline_settings, stack, "SASL_SSL").model_copy(update={
         "influx_token": SecretStr(influx_token), "feedback_token": SecretStr(feedback_token),
-        "worker_web_port": _free_port(), "log_level": "debug"})
+        "link_secret": SecretStr(link_secret), "worker_web_port": _free_port(), "log_level": "debug"})
     assert "OPSMON_KAFKA_SASL_PASSWORD" not in s.to_env()  # the worker reads it from the file
     worker = worker_factory(s)
 
@@ -127,6 +128,8 @@ def test_worker_over_scram_and_tls_processes_events_and_no_secret_is_ever_logged
     assert "1 dead letter(s): iot 1" in outputs[0]
     outputs.append(_cli(s, "alerts", "ack", f"iot:{site}/d1:temperature:{int(t0)}", exit_code=1))
     assert "unknown alert id" in outputs[-1]  # the token was accepted; the alert does not exist
+    outputs.append(_cli(s, "alerts", "link", f"iot:{site}/d1:temperature:{int(t0)}", "--by", "sam"))
+    assert "/opsmon/link?t=" in outputs[-1]  # signed with the link secret, which it does not show
 
     # A worker with a wrong password stops with the broker's reason, and does not print the password.
     wrong = f"wrong-{uuid.uuid4().hex}"
@@ -141,7 +144,8 @@ def test_worker_over_scram_and_tls_processes_events_and_no_secret_is_ever_logged
     assert wrong not in log
 
     worker.stop()
-    secrets = {"SASL password": password, "InfluxDB token": influx_token, "feedback token": feedback_token}
+    secrets = {"SASL password": password, "InfluxDB token": influx_token, "feedback token": feedback_token,
+               "link secret": link_secret}
     logs = [p for p in (*tmp_path.rglob("*"), *stack.root.rglob("*"))
             if p.is_file() and p != auth.password_file]
     assert any(p.name.startswith("worker-0") for p in logs) and any(p.name == "server.log" for p in logs)
