@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_partitions: int = 4
     kafka_replication: int = 1
+    # Changed state is changelogged, and source offsets committed, at most this often (a checkpoint); a
+    # crashed worker replays from the last one.
+    checkpoint_seconds: float = 5.0
 
     # --- topics -------------------------------------------------------------------------------
     topic_iot: str = "iot.readings"

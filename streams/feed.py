@@ -1,0 +1,211 @@
+"""Source topics consumed as fetched batches, with checkpoints of state and offsets.
+
+Faust's consumer stays the consumer group's member: it gets the source partitions assigned (its assignor
+co-partitions them with the state tables, which it restores from their changelogs before the rebalance
+ends), and only it commits offsets, under its group generation. It never fetches the source partitions:
+they are paused in its client as soon as they are assigned. :class:`SourceFeed` fetches exactly those
+partitions with an aiokafka consumer of its own (manual assignment, no group membership), starting at the
+group's committed offsets, thousands of records per ``getmany``, and hands them to ``handle`` per topic,
+with no per-message Faust event, ack or await.
+
+Offsets move only at a checkpoint, every ``interval`` seconds and when partitions are revoked or the worker
+stops: ``before_commit`` waits for every point written so far to be acknowledged, changelogs the states
+changed since the last checkpoint and flushes the producer (changelogs, dead letters, alert events), then
+the positions reached are committed. A crash replays from the last checkpoint; replay is idempotent (every
+state remembers the last offset folded into it, points carry event times), so the first scores after a
+restart equal those of a worker that never stopped. The feed reads each partition from where the group
+left off, in order, so an offset can only be skipped if the log itself lacks it: ``holes`` counts such
+jumps (none are expected: source topics are neither compacted nor transactional).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from streams.pipeline import Record, message_headers
+
+log = logging.getLogger("opsmon.feed")
+
+Handle = Callable[[str, list[Record]], Awaitable[None]]  # (topic name, records of one fetch, in offset order)
+
+
+@dataclass
+class FeedStats:
+    """Counters of one topic, for ``/opsmon/stats``."""
+
+    fetched: int = 0
+    holes: int = 0  # offset jumps within a partition (expected: none)
+    checkpoints: int = 0
+
+
+@dataclass
+class _Partition:
+    next: int | None = None  # offset of the next record to handle (None: not known until the first fetch)
+    committed: int | None = None
+
+
+@dataclass
+class SourceFeed:
+    """Fetch the source partitions Faust assigned to this worker, hand them over in batches, checkpoint.
+
+    ``group`` is the consumer group (the Faust app id), used only to read committed offsets; commits go
+    through ``commit`` (Faust's consumer, the group member). ``client`` is aiokafka's connection settings.
+    """
+
+    topics: set[str]
+    group: str
+    client: dict[str, Any]
+    handle: Handle
+    before_commit: Callable[[], Awaitable[None]]
+    commit: Callable[[dict[TopicPartition, int]], Awaitable[bool]]
+    interval: float = 5.0
+    batch_max: int = 10_000
+    stats: dict[str, FeedStats] = field(default_factory=dict)
+    _parts: dict[TopicPartition, _Partition] = field(default_factory=dict)
+    _want: set[TopicPartition] | None = None  # assignment to take up once the rebalance has ended
+    _busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task | None = None
+    _last_checkpoint: float = field(default_factory=time.monotonic)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, rebalancing: Callable[[], bool]) -> None:
+        """Start fetching (in a task of the running loop); ``rebalancing()`` True holds it back."""
+        self.stats = {t: FeedStats() for t in self.topics}
+        self._task = asyncio.get_running_loop().create_task(self._run(rebalancing), name="opsmon-feed")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, checkpoint, close the client."""
+        if self._task is not None:
+            async with self._busy:  # the loop is between batches: cancel it there
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+                await self._checkpoint()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The error that ended the fetch loop, if it ended on one."""
+        if self._task is not None and self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    # ------------------------------------------------------------------ rebalances (Faust's signals)
+    def assigned(self, tps: Iterable[Any]) -> None:
+        """The group gave this worker ``tps`` (all topics): fetch the source ones once recovery is over."""
+        self._want = {TopicPartition(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics}
+
+    async def revoked(self, tps: Iterable[Any]) -> set[TopicPartition]:
+        """Partitions are taken away: finish the batch in hand, checkpoint, stop fetching them.
+
+        Called before the revocation completes, while the group generation still allows the commit, so the
+        next owner resumes exactly where this worker's stored work ends. Returns the source partitions gone.
+        """
+        gone = {TopicPartition(tp.topic, tp.partition) for tp in tps if tp.topic in self.topics}
+        async with self._busy:
+            if gone & self._parts.keys():
+                await self._checkpoint()
+            for tp in gone:
+                self._parts.pop(tp, None)
+            if self._consumer is not None and gone:
+                self._reassign(set(self._parts))
+        return gone
+
+    def lag(self) -> dict[str, int]:
+        """Per topic, records in this worker's partitions beyond the committed offsets (what a crash replays)."""
+        out: dict[str, int] = {}
+        if self._consumer is None:
+            return out
+        for tp, part in self._parts.items():
+            high = self._consumer.highwater(tp)
+            if high is not None and part.committed is not None:
+                out[tp.topic] = out.get(tp.topic, 0) + max(0, high - part.committed)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    async def _run(self, rebalancing: Callable[[], bool]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            **self.client, group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            client_id=f"{self.group}-feed")
+        await self._consumer.start()
+        while True:
+            if rebalancing() or (self._want is None and not self._parts):
+                await asyncio.sleep(0.05)
+                continue
+            if self._want is not None:
+                async with self._busy:
+                    await self._take_up(self._want)
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch_max) if self._parts \
+                else {}
+            async with self._busy:
+                for tp, msgs in batches.items():
+                    part = self._parts.get(tp)
+                    if part is None or not msgs:
+                        continue  # revoked while the fetch was under way
+                    first = msgs[0].offset
+                    if part.next is not None and first != part.next:
+                        self.stats[tp.topic].holes += 1
+                        log.error("offsets %d..%d of %s[%d] were not in the fetch", part.next, first - 1,
+                                  tp.topic, tp.partition)
+                    records = [Record(m.partition, m.offset, m.key, m.value, message_headers(m.headers))
+                               for m in msgs]
+                    await self.handle(tp.topic, records)
+                    part.next = msgs[-1].offset + 1
+                    self.stats[tp.topic].fetched += len(msgs)
+                if time.monotonic() - self._last_checkpoint >= self.interval:
+                    await self._checkpoint()
+
+    async def _take_up(self, want: set[TopicPartition]) -> None:
+        """Fetch ``want`` from now on, each new partition from the group's committed offset."""
+        assert self._consumer is not None
+        self._want = None
+        for tp in set(self._parts) - want:
+            self._parts.pop(tp)
+        new = want - set(self._parts)
+        self._reassign(want)
+        for tp in new:
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+                committed = await self._consumer.position(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            self._parts[tp] = _Partition(next=committed, committed=committed)
+        if new:
+            log.info("fetching %s", ", ".join(f"{tp.topic}[{tp.partition}]@{self._parts[tp].next}"
+                                              for tp in sorted(new)))
+
+    def _reassign(self, tps: set[TopicPartition]) -> None:
+        """Fetch ``tps``; the ones kept go on from where they were (a new assignment resets positions)."""
+        assert self._consumer is not None
+        self._consumer.assign(list(tps))
+        for tp in tps:
+            part = self._parts.get(tp)
+            if part is not None and part.next is not None:
+                self._consumer.seek(tp, part.next)
+
+    async def _checkpoint(self) -> None:
+        """Stored points acknowledged, changed state changelogged, producer flushed; then commit the positions."""
+        self._last_checkpoint = time.monotonic()
+        await self.before_commit()
+        offsets = {tp: p.next for tp, p in self._parts.items()
+                   if p.next is not None and p.next != p.committed}
+        if offsets and await self.commit(offsets):
+            for tp, offset in offsets.items():
+                self._parts[tp].committed = offset
+            for topic in {tp.topic for tp in offsets}:
+                self.stats[topic].checkpoints += 1
