@@ -387,8 +387,9 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             body["limits"] = {"rules": len(limits_file.current.rules), "reloads": limits_file.reloads,
                               "error": limits_file.error}
         if rt.feed is not None:
-            lag = rt.feed.lag()
-            body["feed"] = {name: {**vars(st), "committed_lag": lag.get(name, 0)} for name, st in rt.feed.stats.items()}
+            lag, held = rt.feed.lag(), rt.feed.held()
+            body["feed"] = {name: {**vars(st), "partitions": held.get(name, []), "committed_lag": lag.get(name, 0)}
+                            for name, st in rt.feed.stats.items()}
         return self.json(body)
 
     @app.page("/opsmon/feedback")

@@ -124,6 +124,13 @@ class SourceFeed:
                 self._reassign(set(self._parts))
         return gone
 
+    def held(self) -> dict[str, list[int]]:
+        """Per topic, the partitions this worker fetches now."""
+        out: dict[str, list[int]] = {t: [] for t in self.topics}
+        for tp in sorted(self._parts):
+            out[tp.topic].append(tp.partition)
+        return out
+
     def lag(self) -> dict[str, int]:
         """Per topic, records in this worker's partitions beyond the committed offsets (what a crash replays)."""
         out: dict[str, int] = {}
