@@ -22,7 +22,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import faust
@@ -226,20 +226,24 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                 if value is not None:
                     table.send_changelog(partition, key, value)
 
-    async def before_commit() -> None:
-        """Every point written so far acknowledged, changed state changelogged, the producer flushed."""
+    def begin_checkpoint() -> Awaitable[None]:
+        """Changelog the changed state now; the awaitable settles once every point written so far is
+        acknowledged and the producer is flushed (changelogs, dead letters, alert events)."""
         writes, rt.writes = rt.writes, []
-        for w in writes:
-            await w
         changelog()
-        await app.producer.flush()
+
+        async def settle() -> None:
+            for w in writes:
+                await w
+            await app.producer.flush()
+        return settle()
 
     topic_source = {name: src for src, name in source_topics(settings).items()}
     topic_source[settings.topic_stock] = "stock"
     dlqs = {name: topic(settings.dlq_topics[name]) for name in topic_source}
 
     async def handle(topic_name: str, records: list[Record]) -> None:
-        """One fetched batch of one source partition, through its pipeline."""
+        """One fetched batch of one source topic, through its pipeline."""
         source = topic_source[topic_name]
         if source == "stock":
             await handle_stock(records, dlqs[topic_name])
@@ -274,7 +278,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     for name in topic_source:
         # Subscribed through Faust (so the assignor co-partitions them with the tables), fetched by the feed.
         app.topics.add(topic(name))
-    rt.feed = SourceFeed(set(topic_source), settings.app_id, _aiokafka_options(settings), handle, before_commit,
+    rt.feed = SourceFeed(set(topic_source), settings.app_id, _aiokafka_options(settings), handle, begin_checkpoint,
                          commit, interval=settings.checkpoint_seconds, batch_max=BATCH_MAX)
 
     @app.agent(alerts_topic, name="opsmon.alerts", concurrency=1)

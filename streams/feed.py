@@ -9,9 +9,11 @@ group's committed offsets, thousands of records per ``getmany``, and hands them 
 with no per-message Faust event, ack or await.
 
 Offsets move only at a checkpoint, every ``interval`` seconds and when partitions are revoked or the worker
-stops: ``before_commit`` waits for every point written so far to be acknowledged, changelogs the states
-changed since the last checkpoint and flushes the producer (changelogs, dead letters, alert events), then
-the positions reached are committed. A crash replays from the last checkpoint; replay is idempotent (every
+stops. Between two batches the positions reached are noted and ``begin_checkpoint`` changelogs the states
+changed since the last checkpoint; it returns what settles the checkpoint: every point written so far
+acknowledged and the producer flushed (changelogs, dead letters, alert events). Only then are the noted
+positions committed. Fetching goes on while a checkpoint settles (what it commits was noted before), and
+the next checkpoint waits for it. A crash replays from the last checkpoint; replay is idempotent (every
 state remembers the last offset folded into it, points carry event times), so the first scores after a
 restart equal those of a worker that never stopped. The feed reads each partition from where the group
 left off, in order, so an offset can only be skipped if the log itself lacks it: ``holes`` counts such
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -35,7 +38,11 @@ from streams.pipeline import Record, message_headers
 
 log = logging.getLogger("opsmon.feed")
 
-Handle = Callable[[str, list[Record]], Awaitable[None]]  # (topic name, records of one fetch, in offset order)
+Handle = Callable[[str, list[Record]], Awaitable[None]]  # (topic name, records of one fetch, each partition in order)
+
+
+def _timestamp(msg: Any) -> int:
+    return msg.timestamp
 
 
 @dataclass
@@ -65,7 +72,7 @@ class SourceFeed:
     group: str
     client: dict[str, Any]
     handle: Handle
-    before_commit: Callable[[], Awaitable[None]]
+    begin_checkpoint: Callable[[], Awaitable[None]]
     commit: Callable[[dict[TopicPartition, int]], Awaitable[bool]]
     interval: float = 5.0
     batch_max: int = 10_000
@@ -76,6 +83,7 @@ class SourceFeed:
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task | None = None
     _last_checkpoint: float = field(default_factory=time.monotonic)
+    _settling: asyncio.Future | None = None  # the last checkpoint, until its offsets are committed
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, rebalancing: Callable[[], bool]) -> None:
@@ -159,22 +167,27 @@ class SourceFeed:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch_max) if self._parts \
                 else {}
             async with self._busy:
+                by_topic: dict[str, list[list[Any]]] = {}
                 for tp, msgs in batches.items():
                     part = self._parts.get(tp)
                     if part is None or not msgs:
                         continue  # revoked while the fetch was under way
-                    first = msgs[0].offset
-                    if part.next is not None and first != part.next:
+                    if part.next is not None and msgs[0].offset != part.next:
                         self.stats[tp.topic].holes += 1
-                        log.error("offsets %d..%d of %s[%d] were not in the fetch", part.next, first - 1,
+                        log.error("offsets %d..%d of %s[%d] were not in the fetch", part.next, msgs[0].offset - 1,
                                   tp.topic, tp.partition)
-                    records = [Record(m.partition, m.offset, m.key, m.value, message_headers(m.headers))
-                               for m in msgs]
-                    await self.handle(tp.topic, records)
-                    part.next = msgs[-1].offset + 1
-                    self.stats[tp.topic].fetched += len(msgs)
+                    by_topic.setdefault(tp.topic, []).append(msgs)
+                for topic, lists in by_topic.items():
+                    # One batch per topic, its partitions interleaved by record timestamp (each partition's
+                    # order kept), so entities on different partitions are folded in about the order produced.
+                    merged = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_timestamp)
+                    await self.handle(topic, [Record(m.partition, m.offset, m.key, m.value,
+                                                     message_headers(m.headers)) for m in merged])
+                    for msgs in lists:
+                        self._parts[TopicPartition(topic, msgs[0].partition)].next = msgs[-1].offset + 1
+                        self.stats[topic].fetched += len(msgs)
                 if time.monotonic() - self._last_checkpoint >= self.interval:
-                    await self._checkpoint()
+                    await self._checkpoint(wait=False)
 
     async def _take_up(self, want: set[TopicPartition]) -> None:
         """Fetch ``want`` from now on, each new partition from the group's committed offset."""
@@ -205,14 +218,26 @@ class SourceFeed:
             if part is not None and part.next is not None:
                 self._consumer.seek(tp, part.next)
 
-    async def _checkpoint(self) -> None:
-        """Stored points acknowledged, changed state changelogged, producer flushed; then commit the positions."""
+    async def _checkpoint(self, wait: bool = True) -> None:
+        """Note the positions, changelog the changed state; once the writes and the producer have settled,
+        commit the positions noted. ``wait=False`` leaves the settling to a task (the next checkpoint waits)."""
+        if self._settling is not None:
+            settling, self._settling = self._settling, None
+            await settling
         self._last_checkpoint = time.monotonic()
-        await self.before_commit()
-        offsets = {tp: p.next for tp, p in self._parts.items()
-                   if p.next is not None and p.next != p.committed}
+        offsets = {tp: p.next for tp, p in self._parts.items() if p.next is not None and p.next != p.committed}
+        settle = asyncio.ensure_future(self._commit_after(self.begin_checkpoint(), offsets))
+        if wait:
+            await settle
+        else:
+            self._settling = settle
+
+    async def _commit_after(self, settled: Awaitable[None], offsets: dict[TopicPartition, int]) -> None:
+        await settled
         if offsets and await self.commit(offsets):
             for tp, offset in offsets.items():
-                self._parts[tp].committed = offset
+                part = self._parts.get(tp)
+                if part is not None:  # not revoked meanwhile
+                    part.committed = offset
             for topic in {tp.topic for tp in offsets}:
                 self.stats[topic].checkpoints += 1
