@@ -58,6 +58,12 @@ class FeedStats:
 class _Partition:
     next: int | None = None  # offset of the next record to handle (None: not known until the first fetch)
     committed: int | None = None
+    fetched: int | None = None  # offset after the last record fetched
+    pending: list[Any] = field(default_factory=list)  # fetched, held back to interleave with other partitions
+    held_since: float = 0.0
+
+
+HOLD_S = 0.5  # at most this long a partition's records wait for a lagging partition's to interleave with
 
 
 @dataclass
@@ -167,27 +173,59 @@ class SourceFeed:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=self.batch_max) if self._parts \
                 else {}
             async with self._busy:
-                by_topic: dict[str, list[list[Any]]] = {}
+                now = time.monotonic()
                 for tp, msgs in batches.items():
                     part = self._parts.get(tp)
                     if part is None or not msgs:
                         continue  # revoked while the fetch was under way
-                    if part.next is not None and msgs[0].offset != part.next:
+                    expect = part.fetched if part.fetched is not None else part.next
+                    if expect is not None and msgs[0].offset != expect:
                         self.stats[tp.topic].holes += 1
-                        log.error("offsets %d..%d of %s[%d] were not in the fetch", part.next, msgs[0].offset - 1,
+                        log.error("offsets %d..%d of %s[%d] were not in the fetch", expect, msgs[0].offset - 1,
                                   tp.topic, tp.partition)
-                    by_topic.setdefault(tp.topic, []).append(msgs)
-                for topic, lists in by_topic.items():
-                    # One batch per topic, its partitions interleaved by record timestamp (each partition's
-                    # order kept), so entities on different partitions are folded in about the order produced.
-                    merged = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_timestamp)
-                    await self.handle(topic, [Record(m.partition, m.offset, m.key, m.value,
-                                                     message_headers(m.headers)) for m in merged])
-                    for msgs in lists:
-                        self._parts[TopicPartition(topic, msgs[0].partition)].next = msgs[-1].offset + 1
-                        self.stats[topic].fetched += len(msgs)
+                    if not part.pending:
+                        part.held_since = now
+                    part.pending.extend(msgs)
+                    part.fetched = msgs[-1].offset + 1
+                for topic in self.topics:
+                    await self._hand_over(topic, now)
                 if time.monotonic() - self._last_checkpoint >= self.interval:
                     await self._checkpoint(wait=False)
+
+    async def _hand_over(self, topic: str, now: float) -> None:
+        """Hand the records in hand of ``topic`` over as one batch, partitions interleaved by record timestamp.
+
+        While a partition has records in Kafka beyond those fetched, records later than its last one in hand
+        wait for its next ones, and if it has none in hand everything waits, at most ``HOLD_S`` (each
+        partition's order is kept): entities on different partitions are folded in about the order produced,
+        whatever the fetches' boundaries. Caught-up partitions hold nothing back.
+        """
+        assert self._consumer is not None
+        parts = [(tp, p) for tp, p in self._parts.items() if tp.topic == topic]
+        ready = [p for _, p in parts if p.pending]
+        if not ready:
+            return
+        # Partitions with records in Kafka beyond those fetched; the others are caught up and wait for nothing.
+        behind = [p for tp, p in parts if p.fetched is not None and (self._consumer.highwater(tp) or 0) > p.fetched]
+        limit = None
+        if now - min(p.held_since for p in ready) < HOLD_S and behind:
+            if any(not p.pending for p in behind):
+                return
+            limit = min(p.pending[-1].timestamp for p in behind)
+        lists = []
+        for p in ready:
+            take = len(p.pending) if limit is None else \
+                next((i for i, m in enumerate(p.pending) if m.timestamp > limit), len(p.pending))
+            if take:
+                lists.append(p.pending[:take])
+                del p.pending[:take]
+                p.held_since = now
+        merged = lists[0] if len(lists) == 1 else heapq.merge(*lists, key=_timestamp)
+        await self.handle(topic, [Record(m.partition, m.offset, m.key, m.value, message_headers(m.headers))
+                                  for m in merged])
+        for msgs in lists:
+            self._parts[TopicPartition(topic, msgs[0].partition)].next = msgs[-1].offset + 1
+            self.stats[topic].fetched += len(msgs)
 
     async def _take_up(self, want: set[TopicPartition]) -> None:
         """Fetch ``want`` from now on, each new partition from the group's committed offset."""
@@ -216,7 +254,9 @@ class SourceFeed:
         for tp in tps:
             part = self._parts.get(tp)
             if part is not None and part.next is not None:
-                self._consumer.seek(tp, part.next)
+                self._consumer.seek(tp, part.next)  # what was held back is fetched again
+                part.pending.clear()
+                part.fetched = part.next
 
     async def _checkpoint(self, wait: bool = True) -> None:
         """Note the positions, changelog the changed state; once the writes and the producer have settled,
