@@ -30,6 +30,7 @@ import faust.web
 import msgspec
 from aiohttp import web
 from aiokafka.structs import TopicPartition
+from faust.serializers import codecs
 
 from models.alerting import IncidentTracker
 from opsmon.limits_file import LimitsFile
@@ -207,36 +208,44 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         rt.dirty.setdefault("demand", {}).update(out.aux_changed)
         write = asyncio.ensure_future(rt.sink.write(out.lines))
         write.add_done_callback(lambda f: f.cancelled() or f.exception() or rt.delivered.update({source: done}))
-        if changelog_now:
-            await write
-            changelog()
-            return
         rt.writes = [w for w in rt.writes if not w.done()]
         rt.writes.append(write)
+        if changelog_now:
+            await acknowledged()
+            changelog()
+            return
         while len(rt.writes) > MAX_WRITES_IN_FLIGHT:
             await rt.writes.pop(0)
 
+    async def acknowledged() -> None:
+        """Until every point written so far is acknowledged (writes added meanwhile included)."""
+        while rt.writes:
+            writes, rt.writes = rt.writes, []
+            for w in writes:
+                await w
+
     def changelog() -> None:
-        """Send every state changed since the last checkpoint to its changelog (the producer buffers them)."""
+        """Send every state changed since the last checkpoint to its changelog, serialised now.
+
+        Called only right after ``acknowledged()``, with no await in between: a state changelogged never
+        holds an event whose points are not stored (a restart skips the events its state holds). Faust's
+        producer serialises later; the bytes are made here so they are the state of this moment.
+        """
         for name, keys in list(rt.dirty.items()):
             table = demand_table if name == "demand" else tables[name]
             rt.dirty[name] = {}
             for key, partition in keys.items():
                 value = table.data.get(key)
                 if value is not None:
-                    table.send_changelog(partition, key, value)
+                    table.send_changelog(partition, key, codecs.dumps(table.value_serializer, value),
+                                         value_serializer="raw")
 
-    def begin_checkpoint() -> Awaitable[None]:
-        """Changelog the changed state now; the awaitable settles once every point written so far is
-        acknowledged and the producer is flushed (changelogs, dead letters, alert events)."""
-        writes, rt.writes = rt.writes, []
+    async def begin_checkpoint() -> Awaitable[None]:
+        """Every point written so far acknowledged, then the changed state changelogged; returns the producer's
+        flush (changelogs, dead letters, alert events), after which the offsets noted may be committed."""
+        await acknowledged()
         changelog()
-
-        async def settle() -> None:
-            for w in writes:
-                await w
-            await app.producer.flush()
-        return settle()
+        return app.producer.flush()
 
     topic_source = {name: src for src, name in source_topics(settings).items()}
     topic_source[settings.topic_stock] = "stock"

@@ -9,13 +9,13 @@ group's committed offsets, thousands of records per ``getmany``, and hands them 
 with no per-message Faust event, ack or await.
 
 Offsets move only at a checkpoint, every ``interval`` seconds and when partitions are revoked or the worker
-stops. Between two batches the positions reached are noted and ``begin_checkpoint`` changelogs the states
-changed since the last checkpoint; it returns what settles the checkpoint: every point written so far
-acknowledged and the producer flushed (changelogs, dead letters, alert events). Only then are the noted
-positions committed. Fetching goes on while a checkpoint settles (what it commits was noted before), and
-the next checkpoint waits for it. A crash replays from the last checkpoint; replay is idempotent (every
-state remembers the last offset folded into it, points carry event times), so the first scores after a
-restart equal those of a worker that never stopped. The feed reads each partition from where the group
+stops. Between two batches the positions reached are noted and ``begin_checkpoint`` waits until every
+point written so far is acknowledged, then changelogs the states changed since the last checkpoint; it
+returns what settles the checkpoint, the producer's flush (changelogs, dead letters, alert events). Only
+then are the noted positions committed. Fetching goes on while a checkpoint settles (what it commits was
+noted before), and the next checkpoint waits for it. A crash replays from the last checkpoint; replay is
+idempotent (every state remembers the last offset folded into it, points carry event times), so the first
+scores after a restart equal those of a worker that never stopped. The feed reads each partition from where the group
 left off, in order, so an offset can only be skipped if the log itself lacks it: ``holes`` counts such
 jumps (none are expected: source topics are neither compacted nor transactional).
 """
@@ -78,7 +78,7 @@ class SourceFeed:
     group: str
     client: dict[str, Any]
     handle: Handle
-    begin_checkpoint: Callable[[], Awaitable[None]]
+    begin_checkpoint: Callable[[], Awaitable[Awaitable[None]]]
     commit: Callable[[dict[TopicPartition, int]], Awaitable[bool]]
     interval: float = 5.0
     batch_max: int = 10_000
@@ -266,7 +266,7 @@ class SourceFeed:
             await settling
         self._last_checkpoint = time.monotonic()
         offsets = {tp: p.next for tp, p in self._parts.items() if p.next is not None and p.next != p.committed}
-        settle = asyncio.ensure_future(self._commit_after(self.begin_checkpoint(), offsets))
+        settle = asyncio.ensure_future(self._commit_after(await self.begin_checkpoint(), offsets))
         if wait:
             await settle
         else:
