@@ -34,6 +34,8 @@ class Record:
 
 def message_headers(headers: object) -> tuple[tuple[str, bytes], ...]:
     """A consumed message's headers as (name, value) pairs (clients give a list, a mapping or None)."""
+    if not headers:
+        return ()  # most messages: no generator and tuple per record on the hot path
     pairs = headers.items() if isinstance(headers, dict) else headers or ()
     return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
 
