@@ -163,7 +163,9 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
 
             sample = events[:opts.stage_events]
             with ph.phase("time per stage (in process)", len(sample)) as bar:
-                st = _stages.measure_stages(sample, settings, on_progress=bar)
+                # A checkpoint every checkpoint_seconds at the rate the worker reached.
+                st = _stages.measure_stages(sample, settings, on_progress=bar, checkpoint_events=int(
+                    one["events_per_s"] * settings.checkpoint_seconds))
             worker_us = 1e6 / one["events_per_s"] if one["events_per_s"] else None
             st["worker_us_per_event"] = round(worker_us, 2) if worker_us else None
             cpu_us = one.get("cpu_us_per_event")

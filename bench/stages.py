@@ -1,15 +1,18 @@
 """Time per stage of the worker's hot path, measured in this process on the preloaded events.
 
-The worker's agents hand each batch (up to 2,000 events of one source) to ``SourcePipeline.process``
-(with the scoring and demand observers), then changelog every touched entity state (Faust pickles it)
-and await the InfluxDB write. Here the same code runs without Faust and Kafka, in one pass, with timers
-around the calls that make up each stage:
+The worker's feed hands each fetched batch of one source partition to ``SourcePipeline.process`` (with
+the scoring and demand observers) and writes the lines to InfluxDB; at each checkpoint (every
+``checkpoint_seconds``) it changelogs every state changed since the last one (Faust pickles it). Here
+the same code runs without Faust and Kafka, in one pass, with timers around the calls that make up each
+stage:
 
 * decode + validate: ``streams.schemas.decode``;
 * scoring: the observers (``Scoring``, ``Demand``), less the lines they build;
 * line protocol: ``sinks.lineproto.line``, wherever it is called;
 * fold + aggregate: the rest of ``process`` (state lookup, de-duplication, windows);
-* changelog serialise: Faust's ``pickle`` codec on each touched state, batch by batch;
+* changelog serialise: Faust's ``pickle`` codec on each state changed since the last checkpoint, once per
+  checkpoint (a checkpoint every ``checkpoint_events`` events: the worker's rate times the interval, shared
+  between the sources by their share of the events);
 * sink write: the produced lines through ``InfluxWriter`` to the real InfluxDB, awaited batch by batch.
 
 The timers cost about 0.1 µs per call. What is left of the worker's wall time per event is Faust and
@@ -137,8 +140,11 @@ def _instrumented(timers: _Timers) -> Iterator[None]:
 
 
 def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000,
-                   on_progress: Callable[[int], None] | None = None) -> dict:
-    """Microseconds per event of each stage (see the module docstring), on ``events``."""
+                   on_progress: Callable[[int], None] | None = None, checkpoint_events: int = 0) -> dict:
+    """Microseconds per event of each stage (see the module docstring), on ``events``.
+
+    ``checkpoint_events``: events between two checkpoints (0: a checkpoint after every batch).
+    """
     recs = records_by_source(events, settings.kafka_partitions)
     n = sum(len(r) for r in recs.values())
     now = time.time()
@@ -150,19 +156,28 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
         for source, records in recs.items():
             p = _pipeline(source, settings)
             p.observers = [timers.timed_observer(o) for o in p.observers]
+            every = checkpoint_events * len(records) / n
+            changed: set[str] = set()
+            aux_changed: set[str] = set()
+            since = 0
             for i in range(0, len(records), batch):
                 chunk = records[i:i + batch]
                 t0 = time.perf_counter()
                 out = p.process(chunk, now)
-                t1 = time.perf_counter()
-                for entity in out.changed:  # what the agent's deliver() has Faust changelog
-                    size += len(codecs.dumps("pickle", p.states[entity]))
-                for key in out.aux_changed:
-                    size += len(codecs.dumps("pickle", p.aux[key]))
-                changelog += time.perf_counter() - t1
-                processing += t1 - t0
-                states += len(out.changed) + len(out.aux_changed)
+                processing += time.perf_counter() - t0
+                changed |= out.changed
+                aux_changed |= out.aux_changed.keys()
+                since += len(chunk)
                 line_batches.append(out.lines)
+                if since >= every or i + batch >= len(records):  # a checkpoint: what the worker changelogs
+                    t1 = time.perf_counter()
+                    for entity in changed:
+                        size += len(codecs.dumps("pickle", p.states[entity]))
+                    for key in aux_changed:
+                        size += len(codecs.dumps("pickle", p.aux[key]))
+                    changelog += time.perf_counter() - t1
+                    states += len(changed) + len(aux_changed)
+                    changed, aux_changed, since = set(), set(), 0
                 done += len(chunk)
                 if on_progress is not None:
                     on_progress(done)
@@ -178,6 +193,7 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
         "sink write (InfluxDB)": t_sink * us,
     }
     return {"events": n, "by_source": {s: len(r) for s, r in recs.items()}, "batch": batch,
+            "checkpoint_events": checkpoint_events,
             "stages_us": {k: round(v, 2) for k, v in stages.items()},
             "lines_per_event": round(lines / n, 3),
             "changelog_states_per_event": round(states / n, 3),

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.alerting import SEVERITY_ORDER, severity_rank
 from models.limits import Limits
-from opsmon.limits_file import limits_with_file, read_limits_file
+from streams.limits_file import limits_with_file, read_limits_file
 
 if TYPE_CHECKING:
     from models.river_spec import ModelSpecs
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_partitions: int = 4
     kafka_replication: int = 1
+    # Changed state is changelogged, and source offsets committed, at most this often (a checkpoint); a
+    # crashed worker replays from the last one.
+    checkpoint_seconds: float = 5.0
 
     # --- topics -------------------------------------------------------------------------------
     topic_iot: str = "iot.readings"

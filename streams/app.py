@@ -1,10 +1,12 @@
 """The Faust app: topics declared once, thin agents, state in changelogged tables.
 
-Source agents take a batch of events, let :class:`streams.pipeline.SourcePipeline` (with the scoring and
-demand observers) turn it into points, dead letters and alert events, then: send the dead letters and
-alert events, wait until InfluxDB has acknowledged the points, and changelog the touched states. Faust
-acks the batch's offsets only when the loop body is done, and flushes the producer (dead letters, alert
-events, changelogs) before it commits them: at-least-once, and replay is idempotent (see ``pipeline``).
+The source topics (IoT, POS, web, stock) are fetched in batches by :class:`streams.feed.SourceFeed`, not by
+Faust agents: :class:`streams.pipeline.SourcePipeline` (with the scoring and demand observers) turns a
+fetched batch into points, dead letters and alert events; the dead letters and alert events are sent and
+the points written (acknowledged asynchronously, a few writes in flight), and the touched states are
+marked changed. Every ``checkpoint_seconds`` the feed waits for every write's acknowledgement, changelogs
+the changed states, flushes the producer (dead letters, alert events, changelogs) and only then commits
+the source offsets: at-least-once, and replay is idempotent (see ``pipeline``).
 
 The alerts agent groups alert events into incidents and delivers them (Alertmanager, webhook), retrying
 while a receiver is down, so its offsets wait too. The feedback agent applies what people said about an
@@ -14,32 +16,35 @@ alert to that series' alert policy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import faust
 import faust.web
 import msgspec
 from aiohttp import web
+from aiokafka.structs import TopicPartition
+from faust.serializers import codecs
 
 from models.alerting import IncidentTracker
-from opsmon.limits_file import LimitsFile
-from opsmon.settings import Settings
 from sinks.alerts import AlertmanagerSink, DeliveryRefused, WebhookSink
 from sinks.influx import InfluxWriter
 from sinks.lineproto import line
 from sinks.links import signer as link_signer
 from streams.alert_chart import AlertCharts
 from streams.calendar import Calendars
+from streams.config import WorkerSettings
 from streams.demand import Demand, apply_stock
+from streams.feed import SourceFeed
 from streams.feedback_page import add_feedback_pages
-from streams.gaps import OffsetGaps, kafka_gaps
-from streams.pipeline import DeadLetter, EntityState, Output, Record, SourcePipeline, WindowConfig, message_headers
+from streams.limits_file import LimitsFile
+from streams.pipeline import DeadLetter, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import (
     AlertEvent,
     Feedback,
@@ -50,12 +55,13 @@ from streams.schemas import (
     parse_alert_id,
 )
 from streams.scoring import Scoring, ScoringConfig
+from streams.sources import SOURCES
 from streams.topics import source_topics
 
 log = logging.getLogger("opsmon.worker")
 
-BATCH_MAX = 2000
-BATCH_WITHIN_S = 0.25
+BATCH_MAX = 10_000  # records per fetch, over all source partitions
+MAX_WRITES_IN_FLIGHT = 4  # unacknowledged InfluxDB writes before the feed waits (back-pressure)
 TICK_S = 1.0
 STATS_EVERY_S = 10.0
 
@@ -64,7 +70,7 @@ STATS_EVERY_S = 10.0
 class Runtime:
     """What the agents share within one worker process (lives on the app, not in a module global)."""
 
-    settings: Settings
+    settings: WorkerSettings
     sink: InfluxWriter
     clock: Callable[[], float]
     pipelines: dict[str, SourcePipeline] = field(default_factory=dict)
@@ -76,16 +82,19 @@ class Runtime:
     delivered: Counter = field(default_factory=Counter)
     feedback_applied: int = 0
     feedback_to_models: int = 0  # of which changed a model (an alert's policy, or a detector's history)
-    gaps: dict[str, OffsetGaps] = field(default_factory=dict)  # per consumed topic name
+    # per table ("iot", "pos", "web", "demand"), keys changed since the last checkpoint -> their partition
+    dirty: dict[str, dict[str, int]] = field(default_factory=dict)
+    writes: list[asyncio.Future] = field(default_factory=list)  # InfluxDB writes not yet acknowledged
+    feed: SourceFeed | None = None
 
 
-def window_config(settings: Settings) -> WindowConfig:
+def window_config(settings: WorkerSettings) -> WindowConfig:
     """Window policy from settings."""
     return WindowConfig(size=settings.window_seconds, grace=settings.grace_seconds,
                         late_retention=settings.late_retention_seconds, idle_close=settings.idle_close_seconds)
 
 
-def faust_broker_options(settings: Settings) -> dict:
+def faust_broker_options(settings: WorkerSettings) -> dict:
     """Faust's broker URL and credentials from settings."""
     opts: dict = {"broker": [f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")]}
     proto = settings.kafka_security_protocol
@@ -111,7 +120,7 @@ def _pickled_table(app: faust.App, name: str, partitions: int) -> faust.Table:
     return table
 
 
-def create_app(settings: Settings, sink: InfluxWriter | None = None,
+def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
                clock: Callable[[], float] = time.time) -> faust.App:
     """Build the worker's Faust app with its topics, tables, agents, timers and web routes."""
     (settings.data_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -174,15 +183,19 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         if p is None:
             observers: list = [Scoring(source, scoring_cfg, calendars.is_open, calendars.pattern_time)]
             aux = None
-            if source == "pos":
+            if SOURCES[source].forecasts_demand:
                 aux = demand_table.data
                 observers.append(Demand(aux, lead_time_days=settings.stock_lead_time_days))
             p = rt.pipelines[source] = SourcePipeline(source, tables[source].data, window_config(settings),
                                                       observers, aux=aux)
         return p
 
-    async def deliver(source: str, out: Output, dlq: faust.TopicT | None) -> None:
-        """Dead letters and alert events out, points stored (acknowledged), then state changelogged."""
+    async def deliver(source: str, out: Output, dlq: faust.TopicT | None, changelog_now: bool = False) -> None:
+        """Dead letters and alert events out, points written, changed state marked for the next checkpoint.
+
+        The write is acknowledged in the background (the checkpoint waits for it); ``changelog_now`` sends
+        the changed states at once and waits for the write, for callers whose offsets Faust commits (feedback).
+        """
         for dead in out.dead:
             rec = dead.record
             assert dlq is not None
@@ -198,21 +211,94 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await alerts_topic.send(key=ev.group.encode(), value=msgspec.json.encode(ev))
             log.info("alert %s id=%s score=%.3f", ev.status, ev.id, ev.score)
         rt.alerts_sent += len(out.alerts)
-        await rt.sink.write(out.lines)
-        table = tables.get(source)
-        for entity in out.changed if table is not None else ():
-            state: EntityState | None = table.data.get(entity)
-            if state is not None:
-                table.send_changelog(state.partition, entity, state)
-        for key, partition in out.aux_changed.items():
-            demand_table.send_changelog(partition, key, demand_table.data.get(key))
-        rt.delivered[source] += out.counts["events"] + out.counts["dead_lettered"]
+        done = out.counts["events"] + out.counts["dead_lettered"]
+        if source in tables:
+            rt.dirty.setdefault(source, {}).update({e: s.partition for e in out.changed
+                                                    if (s := tables[source].data.get(e)) is not None})
+        rt.dirty.setdefault("demand", {}).update(out.aux_changed)
+        write = asyncio.ensure_future(rt.sink.write(out.lines))
+        write.add_done_callback(lambda f: f.cancelled() or f.exception() or rt.delivered.update({source: done}))
+        rt.writes = [w for w in rt.writes if not w.done()]
+        rt.writes.append(write)
+        if changelog_now:
+            await acknowledged()
+            changelog()
+            return
+        while len(rt.writes) > MAX_WRITES_IN_FLIGHT:
+            await rt.writes.pop(0)
 
-    for source, topic_name in source_topics(settings).items():
+    async def acknowledged() -> None:
+        """Until every point written so far is acknowledged (writes added meanwhile included)."""
+        while rt.writes:
+            writes, rt.writes = rt.writes, []
+            for w in writes:
+                await w
+
+    def changelog() -> None:
+        """Send every state changed since the last checkpoint to its changelog, serialised now.
+
+        Called only right after ``acknowledged()``, with no await in between: a state changelogged never
+        holds an event whose points are not stored (a restart skips the events its state holds). Faust's
+        producer serialises later; the bytes are made here so they are the state of this moment.
+        """
+        for name, keys in list(rt.dirty.items()):
+            table = demand_table if name == "demand" else tables[name]
+            rt.dirty[name] = {}
+            for key, partition in keys.items():
+                value = table.data.get(key)
+                if value is not None:
+                    table.send_changelog(partition, key, codecs.dumps(table.value_serializer, value),
+                                         value_serializer="raw")
+
+    async def begin_checkpoint() -> Awaitable[None]:
+        """Every point written so far acknowledged, then the changed state changelogged; returns the producer's
+        flush (changelogs, dead letters, alert events), after which the offsets noted may be committed."""
+        await acknowledged()
+        changelog()
+        return app.producer.flush()
+
+    topic_source = {name: src for src, name in source_topics(settings).items()}
+    topic_source[settings.topic_stock] = "stock"
+    dlqs = {name: topic(settings.dlq_topics[name]) for name in topic_source}
+
+    async def handle(topic_name: str, records: list[Record]) -> None:
+        """One fetched batch of one source topic, through its pipeline."""
+        source = topic_source[topic_name]
+        if source == "stock":
+            await handle_stock(records, dlqs[topic_name])
+            return
+        async with rt.locks[source]:
+            out = pipeline(source).process(records, rt.clock())
+            await deliver(source, out, dlqs[topic_name])
+
+    async def handle_stock(records: list[Record], dlq: faust.TopicT) -> None:
+        # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
+        out = Output()
+        async with rt.locks["pos"]:
+            for rec in records:
+                try:
+                    ev = decode("stock", rec.value, rt.clock())
+                except InvalidEvent as exc:
+                    out.dead.append(DeadLetter(rec, exc.kind, str(exc)))
+                    out.counts["dead_lettered"] += 1
+                else:
+                    key = apply_stock(demand_table.data, ev, rec.partition, rec.offset)
+                    if key is not None:
+                        out.aux_changed[key] = rec.partition
+                    out.counts["events"] += 1
+            await deliver("stock", out, dlq)
+
+    async def commit(offsets: dict) -> bool:
+        # Through Faust's consumer: the group member, whose generation fences a worker that lost the partition.
+        return await app.consumer._commit(offsets)
+
+    for source in source_topics(settings):
         rt.locks[source] = asyncio.Lock()
-        rt.gaps[topic_name] = kafka_gaps(settings, topic_name)
-        _add_source_agent(app, rt, source, topic(topic_name), topic(settings.dlq_topics[topic_name]),
-                          pipeline, deliver)
+    for name in topic_source:
+        # Subscribed through Faust (so the assignor co-partitions them with the tables), fetched by the feed.
+        app.topics.add(topic(name))
+    rt.feed = SourceFeed(set(topic_source), settings.app_id, _aiokafka_options(settings), handle, begin_checkpoint,
+                         commit, interval=settings.checkpoint_seconds, batch_max=BATCH_MAX)
 
     @app.agent(alerts_topic, name="opsmon.alerts", concurrency=1)
     @_crash_worker_on_error(app)
@@ -249,28 +335,6 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
             await rt.sink.write(points)
             await _deliver_alerts(rt, [ev])
 
-    stock_dlq = topic(settings.dlq_topics[settings.topic_stock])
-    stock_gaps = rt.gaps[settings.topic_stock] = kafka_gaps(settings, settings.topic_stock)
-
-    @app.agent(topic(settings.topic_stock), name="opsmon.stock", concurrency=1)
-    @_crash_worker_on_error(app)
-    async def track_stock(stream: faust.StreamT) -> None:
-        # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
-        async for event in stream.events():
-            msg = event.message
-            for rec in await stock_gaps.fill([Record(msg.partition, msg.offset, msg.key, event.value)]):
-                async with rt.locks["pos"]:
-                    out = Output()
-                    try:
-                        ev = decode("stock", rec.value, rt.clock())
-                    except InvalidEvent as exc:
-                        out.dead.append(DeadLetter(rec, exc.kind, str(exc)))
-                    else:
-                        key = apply_stock(demand_table.data, ev, rec.partition, rec.offset)
-                        if key is not None:
-                            out.aux_changed[key] = rec.partition
-                    await deliver("stock", out, stock_dlq)
-
     @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
     @_crash_worker_on_error(app)
     async def apply_feedback(stream: faust.StreamT) -> None:
@@ -290,7 +354,7 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                     out.changed.add(entity)
                 out.lines.append(line("feedback", {"entity": entity, "metric": metric, "kind": fb.kind},
                                       {"count": 1, "applied": int(applied)}, int(fb.at * 1000)))
-                await deliver(source, out, None)
+                await deliver(source, out, None, changelog_now=True)
                 rt.feedback_applied += 1
                 rt.feedback_to_models += applied
 
@@ -328,9 +392,10 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
     @app.timer(interval=STATS_EVERY_S, name="opsmon.stats")
     async def write_stats() -> None:
         now_ms = int(time.time() * 1000)
-        lag = _committed_lag(app, source_topics(settings))
+        lag = rt.feed.lag() if rt.feed is not None else {}
         lines = [line("opsmon_pipeline", {"worker": settings.app_id, "topic": src},
-                      {**{k: int(v) for k, v in p.totals.items()}, "lag": lag.get(src, 0)}, now_ms)
+                      {**{k: int(v) for k, v in p.totals.items()}, "lag": lag.get(source_topics(settings)[src], 0)},
+                      now_ms)
                  for src, p in rt.pipelines.items()]
         await rt.sink.write(lines)
 
@@ -344,8 +409,10 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
         if limits_file is not None:
             body["limits"] = {"rules": len(limits_file.current.rules), "reloads": limits_file.reloads,
                               "error": limits_file.error}
-        body["skipped_by_consumer"] = {name: {"holes": g.holes, "at_resume": g.at_resume, "fetched": g.filled}
-                                       for name, g in rt.gaps.items()}
+        if rt.feed is not None:
+            lag, held = rt.feed.lag(), rt.feed.held()
+            body["feed"] = {name: {**vars(st), "partitions": held.get(name, []), "committed_lag": lag.get(name, 0)}
+                            for name, st in rt.feed.stats.items()}
         return self.json(body)
 
     @app.page("/opsmon/feedback")
@@ -361,43 +428,48 @@ def create_app(settings: Settings, sink: InfluxWriter | None = None,
                              settings.data_dir / "charts")
         add_feedback_pages(app, links, alert_index, feedback_topic, charts, rt.clock)
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:  # noqa: ARG001
+        assert rt.feed is not None
+        ours = [tp for tp in assigned if tp.topic in topic_source]
+        # Faust's own client never fetches the source partitions (the feed does); its client is paused on them.
+        app.consumer._thread._ensure_consumer().pause(*(TopicPartition(tp.topic, tp.partition) for tp in ours))
+        rt.feed.assigned(assigned)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(app: faust.App, revoked: set, **_: object) -> None:  # noqa: ARG001
+        assert rt.feed is not None
+        gone = await rt.feed.revoked(revoked)  # checkpointed: the next owner starts where stored work ends
         # Another worker owns these partitions now; drop our copy of their state.
-        for name, gaps in rt.gaps.items():
-            gaps.forget(tp.partition for tp in revoked if tp.topic == name)
         for source, topic_name in source_topics(settings).items():
-            gone = {tp.partition for tp in revoked if tp.topic == topic_name}
+            parts = {tp.partition for tp in gone if tp.topic == topic_name}
             p = rt.pipelines.get(source)
-            if gone and p is not None:
-                for entity in [e for e, s in p.states.items() if s.partition in gone]:
+            if parts and p is not None:
+                for entity in [e for e, s in p.states.items() if s.partition in parts]:
                     p.states.pop(entity, None)
-                for part in gone:
+                for part in parts:
                     p.watermarks.pop(part, None)
                     p.last_arrival.pop(part, None)
 
+    @app.task
+    async def run_feed() -> None:
+        assert rt.feed is not None
+        rt.feed.start(lambda: app.rebalancing)
+        while rt.feed.failed is None:
+            await asyncio.sleep(1.0)
+        log.error("source feed failed; stopping the worker so it restarts clean", exc_info=rt.feed.failed)
+        await app.crash(rt.feed.failed)
+
     @app.on_before_shutdown.connect
     async def close_sinks(app: faust.App, **_: object) -> None:  # noqa: ARG001
+        if rt.feed is not None:
+            with contextlib.suppress(Exception):  # a broker that is gone leaves the last checkpoint in force
+                await rt.feed.stop()
         await rt.sink.close()
         for s in rt.alert_sinks:
             await s.close()
 
     return app
-
-
-def _add_source_agent(app: faust.App, rt: Runtime, source: str, topic: faust.TopicT, dlq: faust.TopicT,
-                      pipeline: Callable[[str], SourcePipeline], deliver: Callable) -> None:
-    gaps = rt.gaps[topic.get_topic_name()]
-
-    async def process(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-            records = await gaps.fill([Record(e.message.partition, e.message.offset, e.message.key, e.value,
-                                              message_headers(e.message.headers)) for e in events])
-            async with rt.locks[source]:
-                out = pipeline(source).process(records, rt.clock())
-                await deliver(source, out, dlq)
-
-    app.agent(topic, name=f"opsmon.{source}", concurrency=1)(_crash_worker_on_error(app)(process))
 
 
 def _crash_worker_on_error(app: faust.App) -> Callable:
@@ -421,19 +493,18 @@ def _crash_worker_on_error(app: faust.App) -> Callable:
     return wrap
 
 
-def _committed_lag(app: faust.App, topics: dict[str, str]) -> dict[str, int]:
-    """Per source, messages in this worker's partitions not yet committed (what a crash would replay)."""
-    by_name = {name: src for src, name in topics.items()}
-    lag: dict[str, int] = {}
-    consumer = app.consumer
-    for tp in consumer.assignment():
-        src = by_name.get(tp.topic)
-        high = consumer.highwater(tp) if src else None
-        # Faust keeps the committed offsets only in this private map; None until the first commit.
-        committed = consumer._committed_offset.get(tp)
-        if src and high is not None and committed is not None:
-            lag[src] = lag.get(src, 0) + max(0, high - committed)
-    return lag
+def _aiokafka_options(settings: WorkerSettings) -> dict:
+    """aiokafka's connection settings (the feed's client) from settings."""
+    cfg = settings.kafka_client_config()
+    opts: dict = {"bootstrap_servers": cfg["bootstrap_servers"], "security_protocol": cfg["security_protocol"]}
+    proto = settings.kafka_security_protocol
+    if proto.startswith("SASL"):
+        opts.update(sasl_mechanism=cfg["sasl_mechanism"], sasl_plain_username=cfg["sasl_plain_username"],
+                    sasl_plain_password=cfg["sasl_plain_password"])
+    if proto.endswith("SSL"):
+        cafile = str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None
+        opts["ssl_context"] = ssl.create_default_context(cafile=cafile)
+    return opts
 
 
 def _alert_point(ev: AlertEvent, severity: str, status: str, t: float) -> str:
@@ -453,7 +524,7 @@ async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:
     rt.alerts_delivered += len(events)
 
 
-async def _feedback_request(settings: Settings, request: web.Request, alert_index: faust.Table,
+async def _feedback_request(settings: WorkerSettings, request: web.Request, alert_index: faust.Table,
                             feedback_topic: faust.TopicT, clock: Callable[[], float]) -> tuple[int, dict]:
     """Validate a feedback request and queue it on the feedback topic: (HTTP status, JSON body)."""
     if settings.feedback_token is None:

@@ -1,9 +1,10 @@
 """From a batch of raw Kafka records to points, dead letters and state changes, with no I/O.
 
-The agent hands each batch here, writes the returned lines to the sink, waits for the acknowledgement,
-then changelogs the touched entity states; only after that does Faust ack the offsets. Replay after a
-crash is idempotent: every entity state remembers the last offset folded into it, and points carry event
-timestamps, so a re-processed event overwrites instead of double-counting.
+The worker's feed (``streams.feed``) hands each fetched batch here and writes the returned lines to the
+sink; the touched entity states are changelogged at the next checkpoint, after every write before it was
+acknowledged, and only then are the offsets committed. Replay after a crash is idempotent: every entity
+state remembers the last offset folded into it, and points carry event timestamps, so a re-processed event
+overwrites instead of double-counting.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Record:
 
 def message_headers(headers: object) -> tuple[tuple[str, bytes], ...]:
     """A consumed message's headers as (name, value) pairs (clients give a list, a mapping or None)."""
+    if not headers:
+        return ()  # most messages: no generator and tuple per record on the hot path
     pairs = headers.items() if isinstance(headers, dict) else headers or ()
     return tuple((str(k), v if isinstance(v, bytes) else b"") for k, v in pairs)  # type: ignore[union-attr]
 

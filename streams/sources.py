@@ -95,6 +95,7 @@ class SourceSpec:
     event_id: Callable[[Any], str] | None = None  # an id each event must be accepted once under (a retrying till)
     detail_lines: Callable[[str, Aggregate, int], list[str]] = _no_lines  # more points per window
     floor: float = float("-inf")  # no value goes below it (a window's counts and ratios: 0)
+    forecasts_demand: bool = False  # its windows' units per SKU feed the demand forecasts (streams.demand)
     grouped_by_site: bool = False  # entities are ``site/device``: their place is the site
 
     @property
@@ -143,7 +144,7 @@ IOT = SourceSpec(
 POS = SourceSpec(
     name="pos", measurement="pos_window", entity_tags=("store",), board="opsmon-sales",
     aggregate=PosAggregate, event_id=lambda ev: ev.txn_id, with_totals=_pos_totals, detail_lines=_sku_lines,
-    floor=0.0,
+    floor=0.0, forecasts_demand=True,
     zero_fields={"revenue": 0.0, "transactions": 0.0, "items": 0.0, "avg_basket": 0.0, "refunds": 0.0,
                  "refund_amount": 0.0, "voids": 0.0},
     metrics=(

@@ -76,7 +76,8 @@ def _result(**over: object) -> dict:
     result = {
         "schema": SCHEMA, "run": {"tag": "bench-x", "events": 10}, "preload": {"events": 10},
         "ceiling": {"events_per_s": 400_000.0},
-        "pipeline": {"1": {"events_per_s": 2_000.0, "events_per_s_per_worker": 2_000.0},
+        "pipeline": {"1": {"events_per_s": 2_000.0, "events_per_s_per_worker": 2_000.0, "seconds": 5.0,
+                           "cpu_us_per_event": 40.0, "service_cpu_seconds": {"kafka": 0.3}},
                      "2": {"events_per_s": 3_700.0, "events_per_s_per_worker": 1_850.0}},
         "ratios": {"pipeline_to_ceiling": 0.005, "speedup_2_workers": 1.85},
         "latency": {"target_rate": {"rate_target": 10_000.0, "latency_s": {"p50": 9.0, "p95": None, "p99": None}}},
@@ -88,15 +89,19 @@ def _result(**over: object) -> dict:
 
 def test_targets_mark_met_missed_and_not_measured() -> None:
     rows = {r["name"]: r for r in targets(_result())}
-    assert rows["throughput per worker"]["met"] is False
-    assert rows["pipeline / ceiling"]["met"] is False
-    assert rows["2 workers / 1 worker"]["met"] is True  # 1.85 >= 1.8
-    assert rows["memory per entity"]["met"] is True  # 1,500 bytes <= 2 KiB
-    p99 = rows["p99 latency at 10,000/s"]
+    assert rows["events/s, 1 worker, all stages"]["met"] is False
+    assert rows["pipeline / ceiling"]["met"] is False  # 0.005 < 0.10
+    assert rows["2 workers / 1 worker"]["value"] == 1.85 and rows["2 workers / 1 worker"]["met"] is None  # no target
+    assert rows["memory per IoT device (a full day)"]["met"] is True  # 1,500 bytes <= 8 KiB
+    assert rows["CPU per event in the worker"]["met"] is True  # 40 µs <= 50 µs
+    assert rows["Kafka broker CPU per event"]["value"] == pytest.approx(30.0)  # 0.3 s over 2,000/s x 5 s
+    assert rows["Kafka broker CPU per event"]["met"] is False
+    p99 = rows["p99 latency at 10,000/s offered"]
     assert p99["value"] == INF and p99["met"] is False  # not drained counts as missed, not as unknown
+    assert rows["p99 latency at half capacity"]["met"] is None
     rows = {r["name"]: r for r in targets(_result(ratios={}, latency={}))}
     assert rows["2 workers / 1 worker"]["met"] is None
-    assert rows["p99 latency at 10,000/s"]["met"] is None
+    assert rows["p99 latency at 10,000/s offered"]["met"] is None
 
 
 def test_the_result_document_is_strict_json_with_every_part() -> None:
@@ -105,7 +110,7 @@ def test_the_result_document_is_strict_json_with_every_part() -> None:
     assert validate(result) != []  # the infinite p99 in targets is not strict JSON ...
     safe = json_safe(result)
     assert validate(safe) == []  # ... and json_safe makes it null
-    assert json.loads(json.dumps(safe))["targets"][2]["value"] is None
+    assert json.loads(json.dumps(safe))["targets"][4]["value"] is None
     broken = json_safe(result)
     del broken["ceiling"]
     broken["schema"] = "other/9"

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from models.limits import Limit, LimitError, Limits, LimitWatch
 from opsmon.cli import app as cli
-from opsmon.limits_file import LimitsFile
 from opsmon.settings import Settings
+from streams.limits_file import LimitsFile
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent
 from streams.scoring import Scoring, ScoringConfig

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from models.limits import SOURCES, LimitError
 from opsmon.cli.output import print_error
-from opsmon.limits_file import limits_with_file
 from opsmon.settings import Settings
+from streams.limits_file import limits_with_file
 
 app = typer.Typer(help="Limits the business sets (OPSMON_LIMITS, OPSMON_LIMITS_FILE).", no_args_is_help=True)
 console = Console()

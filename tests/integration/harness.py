@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from opsmon.settings import Settings
 from opsmon.worker_process import WorkerProcess
 
-__all__ = ["WebhookReceiver", "WorkerProcess", "read_topic"]
+__all__ = ["WebhookReceiver", "WorkerProcess", "committed_lag", "read_topic"]
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 60.0) -> list:
@@ -25,6 +25,21 @@ def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 60.
     finally:
         consumer.close()
     return records
+
+
+def committed_lag(settings: Settings, topics: list[str]) -> dict[tuple[str, int], int]:
+    """Per partition of ``topics``, records beyond the worker group's committed offset, read from the broker."""
+    consumer = KafkaConsumer(**settings.kafka_client_config(), group_id=None)
+    admin = KafkaAdminClient(**settings.kafka_client_config())
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+        ends = consumer.end_offsets(tps)
+        committed = admin.list_consumer_group_offsets(settings.app_id)
+    finally:
+        consumer.close()
+        admin.close()
+    return {(tp.topic, tp.partition): end - (committed[tp].offset if tp in committed else 0)
+            for tp, end in ends.items()}
 
 
 class WebhookReceiver:

@@ -12,7 +12,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from streams.topics import create_topics
 from tests.events import iot, raw
-from tests.integration.harness import WorkerProcess
+from tests.integration.harness import WorkerProcess, committed_lag
 from tests.tsdb import eventually, influx_points
 
 STEP = 300.0
@@ -66,7 +66,9 @@ def test_scores_after_a_kill_and_restart_match_a_worker_that_never_stopped(
     _publish(killed, "kill-site", t0, phase1, 0)
     assert eventually(lambda: _count(steady), lambda n: n >= n1, timeout=120) >= n1
     assert eventually(lambda: _count(victim), lambda n: n >= n1, timeout=120) >= n1
-    time.sleep(2)  # past a commit interval, so the restart does not simply replay everything
+    # Past a checkpoint (state changelogged, offsets committed), so the restart does not simply replay everything.
+    assert not any(eventually(lambda: committed_lag(killed, [killed.topic_iot]), lambda lag: not any(lag.values()),
+                              timeout=2 * killed.checkpoint_seconds + 10).values())
     victim.kill()
     restarted = worker_factory(killed)
     _publish(ref, "ref-site", t0, phase2, PHASE1)

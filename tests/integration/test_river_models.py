@@ -15,7 +15,7 @@ from opsmon.settings import Settings
 from streams.publisher import Publisher
 from tests.events import iot, raw
 from tests.integration.harness import WorkerProcess
-from tests.tsdb import eventually, victoria_points
+from tests.tsdb import eventually, influx_points
 
 SITE = "e2e-models"
 HST = "preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=7)"
@@ -36,7 +36,7 @@ def test_each_metric_is_scored_by_its_configured_model_on_one_scale(
             pub.send_raw("iot", f"{SITE}/dev-1", raw(reading))
 
     def scores() -> dict:
-        return victoria_points(s.influx_url, f'{{__name__=~"anomaly_score_.*",entity="{SITE}/dev-1"}}')
+        return influx_points(s, f'{{__name__=~"anomaly_score_.*",entity="{SITE}/dev-1"}}')
 
     def complete(points: dict) -> bool:
         last = int((t0 + 60.0 * (N - 1)) * 1000)
