@@ -185,7 +185,8 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
             aux = None
             if SOURCES[source].forecasts_demand:
                 aux = demand_table.data
-                observers.append(Demand(aux, lead_time_days=settings.stock_lead_time_days))
+                observers.append(Demand(aux, lead_time_days=settings.stock_lead_time_days,
+                                        forecasters=settings.parsed_forecasters if settings.forecasters else None))
             p = rt.pipelines[source] = SourcePipeline(source, tables[source].data, window_config(settings),
                                                       observers, aux=aux)
         return p

@@ -74,6 +74,7 @@ class WorkerSettings(KafkaSettings, Protocol):
     grafana_url: str
     feedback_token: SecretStr | None
     feedback_max_bytes: int
+    forecasters: dict[str, str]
     link_secret: SecretStr | None
     link_ttl_seconds: float
     public_url: str | None
@@ -88,6 +89,11 @@ class WorkerSettings(KafkaSettings, Protocol):
     @property
     def parsed_models(self) -> ModelSpecs:
         """The model of each series."""
+        ...
+
+    @property
+    def parsed_forecasters(self) -> ModelSpecs:
+        """The demand forecaster of each series."""
         ...
 
     @property

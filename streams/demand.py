@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from models.error_quantiles import ErrorQuantiles
 from models.forecast import DemandForecaster
+from models.river_spec import OPSMON, ModelSpecs
 from models.stock import StockTracker
 from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
@@ -22,6 +24,7 @@ from streams.schemas import StockEvent
 DAY = 86_400
 HOUR = 3_600
 TOTAL = "_total"
+UNITS = "units"  # the metric name of demand series in OPSMON_FORECASTERS patterns
 
 
 @dataclass
@@ -58,8 +61,12 @@ class Demand:
     """Keeps per-SKU daily and per-store hourly forecasters current as POS windows close."""
 
     def __init__(self, aux: dict | None = None, day_horizon: int = 7, hour_horizon: int = 24,
-                 lead_time_days: float = 2.0, service_level: float = 0.9) -> None:
+                 lead_time_days: float = 2.0, service_level: float = 0.9,
+                 forecasters: ModelSpecs | None = None) -> None:
         self.aux = aux  # set by the pipeline owner to the auxiliary state mapping
+        # OPSMON_FORECASTERS: a River forecaster per ``pos:<store>/<sku>:units`` pattern (hourly store totals:
+        # ``<store>/_total``), its quantiles learned from its own errors; opsmon's own where none matches.
+        self.forecasters = forecasters
         self.day_horizon = day_horizon
         self.hour_horizon = hour_horizon
         self.lead_time_days = lead_time_days
@@ -113,7 +120,7 @@ class Demand:
             key = f"{store}/{sku}@{kind}"
             f = self.aux.get(key) if self.aux is not None else None
             if f is None:
-                f = DemandForecaster(freq=freq, max_horizon=max(horizon, 1))
+                f = self._new_forecaster(f"{store}/{sku}", freq, max(horizon, 1))
             actual = units.get(sku, 0.0)
             f.learn_one(actual, {"t": float(start)})
             tags = {"store": store, "sku": sku, "bucket": kind}
@@ -132,7 +139,14 @@ class Demand:
                     self._stock_risk(store, sku, f, start + DAY, out)
         out.counts["forecasts"] += len(skus)
 
-    def _stock_risk(self, store: str, sku: str, f: DemandForecaster, now: float, out: Output) -> None:
+    def _new_forecaster(self, series: str, freq: str, horizon: int) -> DemandForecaster | ErrorQuantiles:
+        """A fresh forecaster for ``store/sku``: the configured River one if a pattern names it, else opsmon's."""
+        spec = self.forecasters.matching("pos", series, UNITS) if self.forecasters else None
+        if spec is None or spec.preset == OPSMON:
+            return DemandForecaster(freq=freq, max_horizon=horizon)  # type: ignore[arg-type]
+        return ErrorQuantiles(spec.make(), freq=freq, max_horizon=horizon, spec=spec.text)
+
+    def _stock_risk(self, store: str, sku: str, f: DemandForecaster | ErrorQuantiles, now: float, out: Output) -> None:
         """Days until the SKU runs out at the forecast demand, and whether that is within the lead time."""
         st = self.aux.get(stock_key(store, sku)) if self.aux is not None else None
         if st is None or not st.tracker.known:

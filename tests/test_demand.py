@@ -59,3 +59,59 @@ def test_stock_counts_and_sales_give_days_to_stockout_and_risk() -> None:
         "stock=13.0,days_to_stockout=3.25,reorder_point=12.0,at_risk=0.0",
         "stock=9.0,days_to_stockout=2.25,reorder_point=12.0,at_risk=1.0",
         "stock=5.0,days_to_stockout=1.25,reorder_point=12.0,at_risk=1.0"]
+
+
+def test_a_river_forecaster_from_opsmon_forecasters_serves_the_skus_it_names() -> None:
+    # OPSMON_FORECASTERS sends SKU A of store s to River's HoltWinters; B keeps opsmon's forecaster.
+    from models.error_quantiles import ErrorQuantiles
+    from models.forecast import DemandForecaster
+    from models.river_spec import ModelSpecs
+
+    specs = ModelSpecs.parse({"pos:s/A:units": "holt-winters"}, forecasters=True)
+    aux: dict = {}
+    p = SourcePipeline("pos", {}, WindowConfig(), [Demand(aux, lead_time_days=2.0, forecasters=specs)], aux=aux)
+    lines: list[str] = []
+    for d in range(30):
+        recs = [raw(pos(T0 + d * DAY + 3600 * (9 + k), f"{d}-{k}", store="s", lines=(("A", 1 + d % 7, 2.0),)))
+                for k in range(3)]
+        recs.append(raw(pos(T0 + d * DAY + 3600 * 15, f"{d}-b", store="s", lines=(("B", 1, 5.0),))))
+        lines += p.process([Record(0, d * 10 + i, b"s", r) for i, r in enumerate(recs)], now=T0 + (d + 1) * DAY).lines
+    assert isinstance(aux["s/A@day"], ErrorQuantiles) and isinstance(aux["s/B@day"], DemandForecaster)
+    assert isinstance(aux["s/_total@hour"], DemandForecaster)  # the pattern names no hourly total
+    forecasts = [ln for ln in lines if ln.startswith("forecast,bucket=day,sku=A,store=s predicted=")]
+    assert forecasts, "HoltWinters' forecasts are written like opsmon's"
+    last = forecasts[-1].split()[1]
+    fields = dict(kv.split("=") for kv in last.split(","))
+    # its interval is learned from its own errors on a weekly pattern, and demand is never negative
+    assert 0.0 <= float(fields["lower"]) <= float(fields["median"]) <= float(fields["upper"])
+    assert float(fields["upper"]) > float(fields["lower"])
+
+
+def test_a_river_forecaster_pickled_by_another_version_relearns_instead_of_failing() -> None:
+    import pickle
+
+    from models import error_quantiles
+    from models.river_spec import FORECASTER_CLASSES, FORECASTER_PRESETS, parse_expression
+
+    f = error_quantiles.ErrorQuantiles(parse_expression(FORECASTER_PRESETS["holt-winters"], FORECASTER_CLASSES, "t"),
+                                       max_horizon=7, spec="holt-winters")
+    for day in range(30):
+        f.learn_one(float(day % 7), {"t": day * DAY})
+    same = pickle.loads(pickle.dumps(f))
+    assert same.last == f.last and same.forecast(3) == f.forecast(3) and same.relearned_from is None
+    state = f.__getstate__()
+    state["river_version"] = "0.0.1"  # as if an older river had pickled it
+    other = error_quantiles.ErrorQuantiles.__new__(error_quantiles.ErrorQuantiles)
+    other.__setstate__(state)
+    assert other.relearned_from == (error_quantiles.STATE_VERSION, "0.0.1")
+    assert other.last is None and other.spec == "holt-winters" and other.max_horizon == 7
+
+
+def test_the_wrapper_passes_rivers_estimator_checks() -> None:
+    from river import checks, time_series
+
+    from models.error_quantiles import ErrorQuantiles
+
+    wrapped = ErrorQuantiles(time_series.HoltWinters(alpha=0.3, beta=0.1, gamma=0.6, seasonality=7))
+    checks.check_estimator(wrapped)
+    assert isinstance(wrapped, time_series.base.Forecaster) and wrapped.clone().last is None
