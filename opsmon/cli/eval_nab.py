@@ -84,6 +84,18 @@ def corpus_files(data: Path, windows: dict[str, list[tuple[datetime, datetime]]]
     return keys
 
 
+def read_corpus(data: Path, labels: Path) -> tuple[dict[str, list[tuple[datetime, datetime]]], list[str],
+                                                 dict[str, tuple[list[datetime], list[float]]]]:
+    """The labelled windows, the files in time order and their series; a clear error (exit 2) if unreadable."""
+    try:
+        windows = scorer.parse_windows(json.loads(labels.read_text()))
+        keys = corpus_files(data, windows)
+        return windows, keys, {k: read_series(data / k) for k in keys}
+    except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
+        print_error(f"cannot read the corpus: {exc}")
+        raise typer.Exit(2) from exc
+
+
 def detector_factory(model: str, threshold: float) -> Callable[[], AlertFilter]:
     """Fresh detectors for ``model`` (``opsmon``, a preset or a River expression), deciding as the stream does."""
     if model.strip() == OPSMON:
@@ -261,13 +273,7 @@ def nab(
     except SpecError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from exc
-    try:
-        windows = scorer.parse_windows(json.loads(labels.read_text()))
-        keys = corpus_files(data, windows)
-        series = {k: read_series(data / k) for k in keys}
-    except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
-        print_error(f"cannot read the corpus: {exc}")
-        raise typer.Exit(2) from exc
+    windows, keys, series = read_corpus(data, labels)
     if compare:
         _compare(console, makers, keys, series, windows, threshold, out)
         return
@@ -460,13 +466,7 @@ def nab_loco(data: Path, labels: Path, out: Path, threshold: float, grid_kind: s
     console = Console(width=max(Console().width, 200))
     grid = loco_grid(grid_kind, threshold)
     production = grid[0]  # the production value of every parameter comes first
-    try:
-        windows = scorer.parse_windows(json.loads(labels.read_text()))
-        keys = corpus_files(data, windows)
-        series = {k: read_series(data / k) for k in keys}
-    except (OSError, ValueError) as exc:  # CorpusError, bad JSON, bad numbers
-        print_error(f"cannot read the corpus: {exc}")
-        raise typer.Exit(2) from exc
+    windows, keys, series = read_corpus(data, labels)
     cats = sorted({k.split("/", 1)[0] for k in keys})
     if len(cats) < 2:
         print_error(f"leave-one-category-out needs at least two categories under {data}, found {cats}")

@@ -11,7 +11,7 @@ import pytest
 from deploy.stack import Stack
 from opsmon.settings import Settings
 from streams.topics import create_topics
-from tests.integration.harness import WorkerProcess
+from tests.integration.harness import WebhookReceiver, WorkerProcess
 
 
 def _free_port() -> int:
@@ -53,3 +53,11 @@ def worker_factory(pipeline_settings: Settings, tmp_path: Path) -> Iterator[Call
     yield start
     for w in workers:
         w.stop()
+
+
+@pytest.fixture
+def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
+    """The test's own receiver of what the stack's Alertmanager delivers."""
+    hook = WebhookReceiver(stack_settings.alertmanager_webhook_url)
+    yield hook
+    hook.close()

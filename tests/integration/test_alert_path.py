@@ -7,7 +7,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -26,13 +26,6 @@ from tests.integration.harness import WebhookReceiver, WorkerProcess
 from tests.tsdb import eventually
 
 STEP = 300.0  # a reading every five minutes; detectors learn a full day before they may alert
-
-
-@pytest.fixture
-def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver(stack_settings.alertmanager_webhook_url)
-    yield hook
-    hook.close()
 
 
 @pytest.fixture

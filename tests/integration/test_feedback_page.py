@@ -38,13 +38,6 @@ SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "feedback-pa
 
 
 @pytest.fixture
-def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver(stack_settings.alertmanager_webhook_url)
-    yield hook
-    hook.close()
-
-
-@pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
     """A phone-sized headless Chromium with a fresh profile."""
     if not Path(CHROMIUM).exists():

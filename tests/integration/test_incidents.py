@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from opsmon.settings import Settings
 from streams.publisher import Publisher
@@ -17,13 +15,6 @@ from tests.tsdb import eventually
 
 SHOP = "inc-shop"
 MINUTES = 1700  # a day to learn the daily profile, then the detectors' warm-up
-
-
-@pytest.fixture
-def webhook(stack_settings: Settings) -> Iterator[WebhookReceiver]:
-    hook = WebhookReceiver(stack_settings.alertmanager_webhook_url)
-    yield hook
-    hook.close()
 
 
 def _history(pub: Publisher, t0: float, minutes: int, rng: random.Random, *, sales: bool = True,
