@@ -34,17 +34,16 @@ import pickle
 from collections.abc import Iterator
 from typing import Any
 
-import river
 from river import base
 
 from models.anomaly import FLAG_DECADES
+from models.river_state import dump_with_model, load_model
 from models.surprise import SurpriseCalibrator
 
 _log = logging.getLogger(__name__)
 
 # Bump when the meaning or layout of the pickled state changes: an older state relearns (with a warning).
 STATE_VERSION = 1
-RIVER_VERSION = river.__version__
 REASON = "model"  # the reason of a flag: the configured model's score is rare on this series
 _LEVEL_ALPHA = 0.02  # the recent level shown as "expected" (an EWMA of the values)
 # Detectors whose raw score is bounded by 1 and crowds towards it (a tree's mass, a Gaussian's two-sided tail): their
@@ -189,29 +188,16 @@ class CalibratedDetector(base.SupervisedAnomalyDetector):
         return None
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        # the model as bytes: a model pickled by another river version (Rust-backed statistics) may not load, and
-        # must not stop a worker restoring its tables
-        state["model"] = pickle.dumps(self.model)
-        return {"state_version": STATE_VERSION, "river_version": RIVER_VERSION, **state}
+        return dump_with_model(self.__dict__, "model", STATE_VERSION)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        version, river_version = state.pop("state_version", None), state.pop("river_version", None)
-        model = None
-        if (version, river_version) == (STATE_VERSION, RIVER_VERSION):
-            try:
-                model = pickle.loads(state["model"])
-            except Exception:  # noqa: BLE001 - any unreadable model relearns: a worker restoring its tables must start
-                _log.warning("River model state unreadable: learning restarts", exc_info=True)
-        else:
-            _log.warning("River model state from opsmon state %s / river %s, this code has %s / %s: learning "
-                         "restarts", version, river_version, STATE_VERSION, RIVER_VERSION)
+        model, versions = load_model(state, "model", STATE_VERSION, "River model")
         if model is None:
             fresh = CalibratedDetector(_rebuild(state), **{k: state[k] for k in
                                                            ("grace", "horizon", "tail_q", "tail_rate", "side", "spec")
                                                            if k in state})
             self.__dict__.update(fresh.__dict__)
-            self.relearned_from = (version, river_version)
+            self.relearned_from = versions
             return
         state["model"] = model
         self.__dict__.update(state)

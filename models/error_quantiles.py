@@ -22,24 +22,21 @@ True
 
 from __future__ import annotations
 
-import logging
 import math
-import pickle
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import river
 from river import time_series
 
 from models.river_spec import FORECASTER_CLASSES, FORECASTER_PRESETS, parse_expression
+from models.river_state import dump_with_model, load_model
 
 BUCKET_SECONDS = {"D": 86400, "h": 3600}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Bump when the meaning or layout of the pickled state changes: an older state relearns (with a warning).
 STATE_VERSION = 1
-_log = logging.getLogger(__name__)
 MAX_GAP = 400  # missing buckets learned as zero demand at most (a longer gap starts over from the next bucket)
 
 
@@ -165,23 +162,10 @@ class ErrorQuantiles(time_series.base.Forecaster):
         return tuple(max(0.0, total + (scale * _quantile(errors, q) if errors else 0.0)) for q in taus)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        # the River model as bytes: one pickled by another river version may not load, and must not stop a
-        # worker restoring its tables
-        state["forecaster"] = pickle.dumps(self.forecaster)
-        return {"state_version": STATE_VERSION, "river_version": river.__version__, **state}
+        return dump_with_model(self.__dict__, "forecaster", STATE_VERSION)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        versions = (state.pop("state_version", None), state.pop("river_version", None))
-        model = None
-        if versions == (STATE_VERSION, river.__version__):
-            try:
-                model = pickle.loads(state["forecaster"])
-            except Exception:  # noqa: BLE001 - any unreadable model relearns: a worker restoring its tables must start
-                _log.warning("River forecaster state unreadable: learning restarts", exc_info=True)
-        else:
-            _log.warning("River forecaster state from opsmon state %s / river %s, this code has %s / %s: learning "
-                         "restarts", *versions, STATE_VERSION, river.__version__)
+        model, versions = load_model(state, "forecaster", STATE_VERSION, "River forecaster")
         if model is None:
             spec = state.get("spec", "")
             fresh = ErrorQuantiles(parse_expression(FORECASTER_PRESETS.get(spec, spec), FORECASTER_CLASSES,
