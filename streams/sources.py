@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sinks.lineproto import line
@@ -108,12 +109,16 @@ class SourceSpec:
         """The names of the declared metrics, in their order."""
         return tuple(m.name for m in self.metrics)
 
+    @cached_property
+    def _by_name(self) -> dict[str, MetricSpec]:
+        return {m.name: m for m in self.metrics}
+
     def metric(self, name: str) -> MetricSpec:
         """The declaration of ``name`` (a measurement not declared is judged both ways, with the usual runbook)."""
-        for m in self.metrics:
-            if m.name == name:
-                return m
-        return MetricSpec(name)
+        spec = self._by_name.get(name)
+        if spec is None:  # asked for on every value of the series: made once
+            spec = self._by_name[name] = MetricSpec(name)
+        return spec
 
     def group_of(self, entity: str) -> str:
         """The place an entity belongs to (alerts of one place form incidents): IoT site, store, web site."""
