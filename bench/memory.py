@@ -7,7 +7,8 @@ batches of 2,000, as in the worker, and the RSS is taken again after a garbage c
 
 A device's detectors keep a time-of-day profile of up to 288 bins per metric, filled as the day goes
 by, so the state of a device that has reported for a day is larger than after a few readings: the
-``full day`` measurement feeds one day at a five-minute interval (every bin filled).
+``full day`` measurement feeds a day and an hour at a five-minute interval (every bin filled, and the
+profile formed by the first value after the day: from then on it is kept in single precision).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import time
 
 DAY = 86_400.0
+TICK_S = 10.0  # event time between ticks of the fed pipeline
 
 
 def measure(devices: int, readings: int, interval_s: float, seed: int = 42, sample: int = 500) -> dict:
@@ -28,10 +30,12 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     import psutil
     from faust.serializers import codecs
 
-    from bench.workload import ALWAYS_OPEN, PRELOAD_START, raw_events
+    from bench.workload import ALWAYS_OPEN, PRELOAD_START, event_time, raw_events
     from opsmon.simulator import Mix, Simulator
     from streams.pipeline import Record, SourcePipeline
-    from streams.scoring import Scoring, ScoringConfig
+    from streams.scoring import Scoring, ScoringConfig, _series_of
+    from streams.state_codec import STATE_CODEC
+    from streams.state_codec import register as register_state_codec
 
     per_site = min(devices, 100)
     sim = Simulator(seed=seed, sites=devices // per_site, devices_per_site=per_site, stores=1, web_sites=1,
@@ -44,14 +48,23 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     batch: list[Record] = []
     n = 0
     start = PRELOAD_START
+    now = start + readings * interval_s + 1  # the wall clock: event time is the stream's own
+    ticked = start
+    # As in the worker: batches of what arrives (at most 2,000), and a tick as event time moves on (every
+    # TICK_S), at which devices idle for OPSMON_STATE_IDLE_SECONDS are frozen (streams.scoring._freeze).
     for _, key, value in raw_events(sim, start, start + readings * interval_s):
         batch.append(Record(0, n, key, value))
         n += 1
-        if len(batch) == 2000:
-            pipeline.process(batch, start + readings * interval_s + 1)
+        ts = event_time(value)
+        if len(batch) == 2000 or ts - ticked >= TICK_S:
+            pipeline.process(batch, now)
             batch = []
+            if ts - ticked >= TICK_S:
+                pipeline.tick(now)
+                ticked = ts
     if batch:
-        pipeline.process(batch, start + readings * interval_s + 1)
+        pipeline.process(batch, now)
+    pipeline.tick(now + 1.0)  # the worker's next tick, a second later
     del batch
     elapsed = time.perf_counter() - t0
     gc.collect()
@@ -59,12 +72,15 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     states = pipeline.states
     names = list(states)[:: max(1, len(states) // sample)][:sample]
     pickled = sum(len(pickle.dumps(states[e], protocol=pickle.HIGHEST_PROTOCOL)) for e in names) / len(names)
-    changelog = sum(len(codecs.dumps("pickle", states[e])) for e in names) / len(names)
+    register_state_codec()
+    changelog = sum(len(codecs.dumps(STATE_CODEC, states[e])) for e in names) / len(names)
+    series = sum(len(_series_of(states[e])) for e in names) / len(names)  # a device's metrics (thawed to count)
     return {"devices": len(states), "readings": n, "readings_per_device": round(n / max(1, len(states)), 1),
             "interval_s": interval_s, "seconds": round(elapsed, 2),
             "rss_delta_mib": round((rss1 - rss0) / 2**20, 2),
             "rss_bytes_per_entity": round((rss1 - rss0) / max(1, len(states)), 1),
-            "pickle_bytes_per_entity": round(pickled, 1), "changelog_bytes_per_entity": round(changelog, 1)}
+            "pickle_bytes_per_entity": round(pickled, 1), "changelog_bytes_per_entity": round(changelog, 1),
+            "changelog_bytes_per_series": round(changelog / max(series, 1.0), 1)}
 
 
 def measure_in_subprocess(devices: int, readings: int, interval_s: float, timeout_s: float = 300.0) -> dict:

@@ -52,6 +52,8 @@ def targets(result: dict) -> list[dict]:
         ("p99 latency at half capacity", "<= 1 s", p99(lat.get("half_capacity")), "s", lambda v: v <= 1.0),
         ("memory per IoT device (a full day)", "<= 8 KiB RSS", mem.get("per_entity_bytes"), "bytes",
          lambda v: v <= 8 * KIB),
+        ("state serialised per series (a full day)", "<= 3 KiB",
+         (mem.get("full_day") or {}).get("changelog_bytes_per_series"), "bytes", lambda v: v <= 3 * KIB),
         ("Kafka broker CPU per event", "<= 20 µs", broker_us, "µs", lambda v: v <= 20),
         ("2 workers / 1 worker", "reported (2 cores)", ratios.get("speedup_2_workers"), "x", None),
     ]

@@ -204,7 +204,8 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
                 for i, n in enumerate(opts.memory_devices):
                     series.append(_memory.measure_in_subprocess(n, opts.memory_readings, 10.0))
                     bar(i + 1)
-                full_day = _memory.measure_in_subprocess(opts.full_day_devices, 288, 300.0)
+                # a day and an hour at five-minute intervals: the first value after the day forms the profile
+                full_day = _memory.measure_in_subprocess(opts.full_day_devices, 300, 300.0)
                 bar(mem_steps)
             result["memory"] = {"series": series, "full_day": full_day,
                                 # A device runs for days: its state after a full day is the one to budget for.

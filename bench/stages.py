@@ -39,6 +39,8 @@ from sinks.influx import InfluxWriter
 from streams.demand import Demand
 from streams.pipeline import Record, SourcePipeline, WindowConfig
 from streams.scoring import Scoring, ScoringConfig
+from streams.state_codec import STATE_CODEC
+from streams.state_codec import register as register_state_codec
 
 STAGES = ("decode + validate", "fold + aggregate", "scoring (models)", "line protocol", "changelog serialise",
           "sink write (InfluxDB)")
@@ -156,6 +158,7 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
         for source, records in recs.items():
             p = _pipeline(source, settings)
             p.observers = [timers.timed_observer(o) for o in p.observers]
+            register_state_codec()
             every = checkpoint_events * len(records) / n
             changed: set[str] = set()
             aux_changed: set[str] = set()
@@ -172,9 +175,9 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
                 if since >= every or i + batch >= len(records):  # a checkpoint: what the worker changelogs
                     t1 = time.perf_counter()
                     for entity in changed:
-                        size += len(codecs.dumps("pickle", p.states[entity]))
+                        size += len(codecs.dumps(STATE_CODEC, p.states[entity]))
                     for key in aux_changed:
-                        size += len(codecs.dumps("pickle", p.aux[key]))
+                        size += len(codecs.dumps(STATE_CODEC, p.aux[key]))
                     changelog += time.perf_counter() - t1
                     states += len(changed) + len(aux_changed)
                     changed, aux_changed, since = set(), set(), 0

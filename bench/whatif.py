@@ -6,7 +6,6 @@ They change only this process, never a file, and some trade durability for speed
 measurements of proposals, not fixes.
 
 * ``no-changelog``: entity states are not changelogged at all (the upper bound of any changelog fix).
-* ``raw-pickle``: the state tables' values are pickled without Faust's base64 layer (25% fewer bytes).
 
 The worker changelogs changed state once per checkpoint; another interval is measured by running the
 bench with ``OPSMON_CHECKPOINT_SECONDS`` set, not by a patch.
@@ -19,7 +18,6 @@ from collections.abc import Callable
 
 PATCHES: dict[str, str] = {
     "no-changelog": "no entity state changelogged (upper bound)",
-    "raw-pickle": "state pickled without base64",
 }
 
 
@@ -29,26 +27,8 @@ def _no_changelog() -> None:
     Collection.send_changelog = lambda self, *a, **k: None  # type: ignore[method-assign]
 
 
-def _raw_pickle() -> None:
-    from faust.serializers import codecs
-
-    import streams.app
-
-    codecs.register("rawpickle", codecs.raw_pickle())
-    build = streams.app._pickled_table
-
-    def pickled_table(app, name, partitions):  # noqa: ANN001, ANN202
-        table = build(app, name, partitions)
-        table.value_serializer = "rawpickle"
-        table.changelog_topic = table._new_changelog_topic()
-        return table
-
-    streams.app._pickled_table = pickled_table
-
-
 _APPLY: dict[str, Callable[[], None]] = {
     "no-changelog": _no_changelog,
-    "raw-pickle": _raw_pickle,
 }
 
 

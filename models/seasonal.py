@@ -55,6 +55,16 @@ def _floats(values: Iterable[float] = ()) -> array[float]:
     return array("d", values)
 
 
+def _shape(values: Iterable[float] = ()) -> array[float]:
+    """A formed profile, correction or deviation: single precision (4 bytes a value).
+
+    These are zero-mean shapes around the level, not raw values: float32's seven digits lie far below
+    their noise, and they are most of what a series keeps and changelogs. A first period's raw bin means
+    include the level (a meter reading of 10**9 would lose its units) and stay in doubles.
+    """
+    return array("f", values)
+
+
 def _counts(values: Iterable[int] = ()) -> array[int]:
     """Counts and day numbers in one block."""
     return array("i", values)
@@ -103,7 +113,8 @@ class SeasonalBaseline:
         self.dt = 0.0  # mean sampling interval in seconds (0: not known yet)
         self.bins = 0  # profile bins, fixed at the second timestamped value
         self.ready = False  # first period complete: the profile is in use
-        # Profiles are arrays of doubles, not lists of float objects: a quarter of the memory, the same numbers.
+        # Profiles are arrays, not lists of float objects: doubles while the first period's raw means are kept,
+        # then single precision once formed (_shape).
         self.season: array[float] = _floats()
         self.season_n: array[int] = _counts()  # values per bin in the first period (then empty)
         # bins the first period did not see (a shut day's hours; bit k: bin k), and the values those begun have had
@@ -286,7 +297,7 @@ class SeasonalBaseline:
             return True
         ns, need = self._shut_size()
         if not self.shut:
-            self.shut = _floats([0.0] * ns)
+            self.shut = _shape([0.0] * ns)
             self.shut_n = _counts([0] * ns)
         c = self.shut_n[h]
         if c < need:
@@ -356,7 +367,7 @@ class SeasonalBaseline:
         day = int(t // self.period)  # type: ignore[operator]
         if day > self.young_until:
             if self.dev:  # the profile has settled: this memory is no longer needed
-                self.dev, self.dev_day = _floats(), _counts()
+                self.dev, self.dev_day = _shape(), _counts()
             return False
         k, s, _, wv = where
         flat = x - self.slow - self.mu * wv  # the value against the level alone
@@ -377,7 +388,7 @@ class SeasonalBaseline:
         """End of the first period (``n`` values): the smoothed bin means become the profile and level."""
         self.unseen = sum(1 << k for k, v in enumerate(self.season) if v != v)
         smoothed, mean = _smooth(self.season)
-        self.season = _floats(smoothed)
+        self.season = _shape(smoothed)
         if mean == mean:
             self.slow = mean
         nb = self.bins
@@ -390,7 +401,7 @@ class SeasonalBaseline:
         # prior: the share of the profile that is not the noise of its bin means (empirical Bayes)
         self.cov_ps = max(0.0, self.var_ps - _SMOOTHED * self.noise / self.per_bin)
         self.lam = self.cov_ps / self.var_ps if self.var_ps > 0.0 else 1.0
-        self.dev = _floats([0.0] * nb)
+        self.dev = _shape([0.0] * nb)
         self.dev_day = _counts([0] * nb)
         self.young_until = int(t // self.period) + _CONFIRM  # type: ignore[operator]
 
@@ -408,7 +419,7 @@ class SeasonalBaseline:
             c = self.week_n[kw] = self.week_n[kw] + 1
             self.week[kw] = raw if c == 1 else self.week[kw] + (raw - self.week[kw]) / c
             if t - self.week_t0 >= self.week_s:  # type: ignore[operator]
-                self.week = _floats(_smooth(self.week)[0])
+                self.week = _shape(_smooth(self.week)[0])
                 self.week_sum = 0.0
                 self.week_n = _counts()
             return

@@ -56,6 +56,8 @@ from streams.schemas import (
 )
 from streams.scoring import Scoring, ScoringConfig
 from streams.sources import SOURCES
+from streams.state_codec import STATE_CODEC
+from streams.state_codec import register as register_state_codec
 from streams.topics import source_topics
 
 log = logging.getLogger("opsmon.worker")
@@ -110,12 +112,13 @@ def faust_broker_options(settings: WorkerSettings) -> dict:
 
 
 def _pickled_table(app: faust.App, name: str, partitions: int) -> faust.Table:
-    """A table whose values are pickled (River-style model state only pickles)."""
+    """A table whose values are pickled (River-style model state only pickles) and compressed (streams.state_codec)."""
     table = app.Table(name, default=None, partitions=partitions)
     # Only opsmon workers write these changelogs; restrict them with Kafka ACLs in production (README,
     # Security). Faust derives a table's serializers from its value type and fixes them in the changelog
     # topic it builds at once, so set them and build that topic again.
-    table.key_serializer, table.value_serializer = "json", "pickle"
+    register_state_codec()
+    table.key_serializer, table.value_serializer = "json", STATE_CODEC
     table.changelog_topic = table._new_changelog_topic()
     return table
 
@@ -173,7 +176,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
     limits_file = LimitsFile(settings.limits_file, settings.limits) if settings.limits_file else None
     scoring_cfg = ScoringConfig(threshold=settings.score_threshold, grafana_url=settings.grafana_url,
                                 window_size=settings.window_seconds, window_grace=settings.grace_seconds,
-                                min_trials=settings.rate_min_trials,
+                                min_trials=settings.rate_min_trials, freeze_idle_s=settings.state_idle_seconds,
                                 limits=limits_file.current if limits_file else settings.parsed_limits,
                                 models=settings.parsed_models if settings.models else None)
 

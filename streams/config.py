@@ -48,6 +48,7 @@ class WorkerSettings(KafkaSettings, Protocol):
     kafka_sasl_password: SecretStr | None
     kafka_ssl_cafile: Path | None
     checkpoint_seconds: float
+    state_idle_seconds: float
     dlq_suffix: str
     window_seconds: int
     grace_seconds: int

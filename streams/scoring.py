@@ -34,6 +34,7 @@ from sinks.lineproto import line
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent, alert_id
 from streams.sources import SILENCE, SOURCES, SourceSpec
+from streams.state_codec import freeze, thaw
 
 # What each source judges, and how (pooled ratios, harmful direction, counts, runbooks, boards), is declared
 # once in ``streams.sources``; this module reads it.
@@ -44,6 +45,7 @@ REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "s
            "record": "value beyond its whole range of the past week",
            MODEL_REASON: "rare score from its configured model"}
 MAX_ZERO_WINDOWS_PER_TICK = 1440
+FROZEN = "frozen"  # EntityState.models key of an idle entity's series, compressed (_freeze)
 
 
 @dataclass
@@ -62,6 +64,9 @@ class ScoringConfig:
     min_trials: float = 10.0  # a ratio (MetricSpec.pooled) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
     limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
+    # a device silent this long (event time) keeps its series as one compressed pickle until its next value;
+    # 0: always decoded (see Scoring.on_tick)
+    freeze_idle_s: float = 60.0
     models: ModelSpecs | None = None  # the River model of each series (models.river_spec); None: opsmon's own
 
 
@@ -79,6 +84,38 @@ class SeriesModel:
     counts: CountTail | None = None  # a count ratio's count test (MetricSpec.counted); made on its first count
     judged: tuple[float, float] | None = None  # (successes, trials) of the ratio judged last (an alert cites them)
     limits: LimitWatch | None = None  # how long it has been beyond a limit the business set; made on first use
+
+
+def _series_of(state: EntityState) -> dict[str, SeriesModel]:
+    """An entity's series by metric, decoded first if it was idle (``_freeze``)."""
+    m = state.models
+    series = m.get("series")
+    if series is None:
+        series = m["series"] = {}
+    frozen = m.pop(FROZEN, None)
+    if frozen is not None:
+        series.update(thaw(frozen))
+    return series
+
+
+def _freeze(state: EntityState) -> None:
+    """Keep an idle entity's series as one compressed pickle (a fifth of their memory) until they are needed.
+
+    A device reporting every few minutes spends most of its time waiting for its next reading, with ~60 KiB
+    of detectors in objects; frozen they take what their changelog record takes. Thawing costs about a
+    checkpoint's pickling of the entity, once per value after an idle spell, and restores every float
+    exactly, so when a series freezes never changes a score. The silence alert stays decoded: ticks read it.
+    """
+    series = state.models.get("series")
+    if not series or (len(series) == 1 and SILENCE in series):
+        return
+    idle = {metric: sm for metric, sm in series.items() if metric != SILENCE}
+    previous = state.models.get(FROZEN)
+    if previous is not None:  # (not reached: anything that adds a series thaws first)
+        idle = {**thaw(previous), **idle}
+    state.models[FROZEN] = freeze(idle)
+    for metric in idle:
+        del series[metric]
 
 
 def group_of(source: str, entity: str) -> str:
@@ -112,7 +149,7 @@ class Scoring:
         incident as ordinary, and a fault that recurs until it is fixed keeps alerting. An alert a limit opened
         changes no model either way; a false positive closes it until its breach has ended.
         """
-        sm = state.models.get("series", {}).get(metric) if state is not None else None
+        sm = _series_of(state).get(metric) if state is not None else None
         if sm is None:
             return False
         # a limit's alert changes no model: the limit is the business's setting (change OPSMON_LIMITS if it is wrong)
@@ -150,6 +187,8 @@ class Scoring:
             self._zero_windows(entity, state, now, out)
         else:
             self._device_silence(entity, state, now, out)
+            if self.cfg.freeze_idle_s and now - state.last_ts >= self.cfg.freeze_idle_s:
+                _freeze(state)
 
     # ------------------------------------------------------------------ IoT
     def _reading(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:
@@ -261,7 +300,7 @@ class Scoring:
                 k, n = pooled[metric]
                 x = k / n
                 # its count is judged with its value (see _count_verdict), from the series' second ratio on
-                if spec.counted and metric in state.models.get("series", {}):
+                if spec.counted and metric in _series_of(state):
                     counts = (k, n)
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
@@ -299,7 +338,7 @@ class Scoring:
                     out: Output, fields: dict[str, float] | None = None) -> None:
         """A late event changed a scored window: withdraw an alert it opened if it no longer holds."""
         for metric, x in values.items():
-            sm = state.models.get("series", {}).get(metric)
+            sm = _series_of(state).get(metric)
             if sm is None or sm.alerts.open_since != start:
                 continue
             score = sm.detector.score_value(x, start)
@@ -316,7 +355,7 @@ class Scoring:
 
     # ------------------------------------------------------------------ shared
     def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
-        series = state.models.setdefault("series", {})
+        series = _series_of(state)
         sm = series.get(metric)
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
         side, floor = self.spec.metric(metric).harmful, self.spec.floor

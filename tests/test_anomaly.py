@@ -164,7 +164,8 @@ def test_one_threshold_means_the_same_on_any_scale() -> None:
     xs[DAY * 3] += 6 * SIGMA
     celsius = run(xs)
     takings = run([1000.0 * x + 250.0 for x in xs])
-    assert max(abs(a.score - b.score) for a, b in zip(celsius, takings, strict=True)) < 1e-9
+    # (equal to single precision: a formed profile is kept in float32, rounded on each scale's own grid)
+    assert max(abs(a.score - b.score) for a, b in zip(celsius, takings, strict=True)) < 1e-6
     assert flags(celsius) == flags(takings) == [DAY * 3]
 
 

@@ -30,7 +30,7 @@ def bench(
                                           "py-spy (when installed).")] = True,
     what_if: Annotated[list[str] | None, typer.Option(
         "--what-if", help="Also run one worker with a proposed change patched in (bench.whatif): no-changelog, "
-        "raw-pickle, or both joined by a comma. Repeatable.")] = None,
+        "several are joined by a comma. Repeatable.")] = None,
     keep_stack: Annotated[bool, typer.Option(help="Leave the bench stack running if this run started it.")] = False,
     data_dir: Annotated[Path, typer.Option(help="The bench stack's data and the runs' logs.")] = Path(".opsmon/bench"),
 ) -> None:
