@@ -204,7 +204,8 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
 async def _sink(settings: Settings, batches: list[list[str]]) -> tuple[float, int]:
     """Seconds to write every batch through the worker's writer, one awaited write per batch as the agents do."""
     writer = InfluxWriter(settings.influx_url, settings.influx_token.get_secret_value(), settings.influx_org,
-                          settings.influx_bucket, max_batch_lines=settings.influx_batch_lines)
+                          settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
+                          gzip=settings.influx_gzip)
     try:
         t0 = time.perf_counter()
         for lines in batches:
