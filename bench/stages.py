@@ -33,6 +33,7 @@ from faust.serializers import codecs
 import streams.demand
 import streams.pipeline
 import streams.scoring
+import streams.sources
 from bench.workload import RawEvent
 from opsmon.settings import Settings
 from sinks.influx import InfluxWriter
@@ -128,7 +129,8 @@ class _Timers:
 def _instrumented(timers: _Timers) -> Iterator[None]:
     """Timers around ``decode`` and ``line`` in the modules of the hot path, restored afterwards."""
     patched = [(streams.pipeline, "decode", timers.timed_decode(streams.pipeline.decode))]
-    patched += [(m, "line", timers.timed_line(m.line)) for m in (streams.pipeline, streams.scoring, streams.demand)]
+    patched += [(m, "line", timers.timed_line(m.line))
+                for m in (streams.pipeline, streams.scoring, streams.demand, streams.sources)]
     saved = [(m, name, getattr(m, name)) for m, name, _ in patched]
     for m, name, f in patched:
         setattr(m, name, f)
