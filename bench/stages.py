@@ -33,6 +33,7 @@ from faust.serializers import codecs
 import streams.demand
 import streams.pipeline
 import streams.scoring
+import streams.sources
 from bench.workload import RawEvent
 from opsmon.settings import Settings
 from sinks.influx import InfluxWriter
@@ -130,7 +131,8 @@ class _Timers:
 def _instrumented(timers: _Timers) -> Iterator[None]:
     """Timers around ``decode`` and ``line`` in the modules of the hot path, restored afterwards."""
     patched = [(streams.pipeline, "decode", timers.timed_decode(streams.pipeline.decode))]
-    patched += [(m, "line", timers.timed_line(m.line)) for m in (streams.pipeline, streams.scoring, streams.demand)]
+    patched += [(m, "line", timers.timed_line(m.line))
+                for m in (streams.pipeline, streams.scoring, streams.demand, streams.sources)]
     saved = [(m, name, getattr(m, name)) for m, name, _ in patched]
     for m, name, f in patched:
         setattr(m, name, f)
@@ -207,7 +209,8 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
 async def _sink(settings: Settings, batches: list[list[str]]) -> tuple[float, int]:
     """Seconds to write every batch through the worker's writer, one awaited write per batch as the agents do."""
     writer = InfluxWriter(settings.influx_url, settings.influx_token.get_secret_value(), settings.influx_org,
-                          settings.influx_bucket, max_batch_lines=settings.influx_batch_lines)
+                          settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
+                          gzip=settings.influx_gzip)
     try:
         t0 = time.perf_counter()
         for lines in batches:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     influx_batch_lines: int = 5000
     influx_flush_seconds: float = 0.5
     influx_max_retry_seconds: float = 300.0
+    # gzip the write requests: "auto" compresses unless the server's host is loopback (there it only costs CPU).
+    influx_gzip: Literal["auto", "on", "off"] = "auto"
 
     # --- models and alerts ---------------------------------------------------------------------
     # Score at which a value is flagged: 0.5 is a one-in-a-hundred surprise for that series.

@@ -11,6 +11,16 @@ from collections.abc import Mapping
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\", "\n": " "})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\", "\n": " "})
 
+# A series writes the same measurement and tags on every point, and escaping and sorting them was a third of
+# the cost of a line: the escaped "measurement,tags" head is kept per (measurement, tag keys, tag values). Bounded, and
+# emptied when full rather than kept in LRU order (a hit must stay one dict lookup); the fleet's series fit
+# many times over (5 heads per IoT device), so a clear costs one rebuild per series.
+MAX_CACHED_HEADS = 1 << 15  # ~290 bytes each: at most ~10 MB, ~6,500 IoT devices per worker
+_heads: dict[tuple, str] = {}
+# Field keys come from a small, fixed vocabulary (metric names); escaped once, with the "=" appended.
+MAX_CACHED_FIELD_KEYS = 4096
+_field_keys: dict[str, str] = {}
+
 
 def escape_tag(s: str) -> str:
     """Escape a tag key, tag value or field key."""
@@ -27,10 +37,35 @@ def _field_value(v: float | int | bool | str) -> str:
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _head(measurement: str, tags: Mapping[str, str]) -> str:
+    """``measurement,k=v,...``: tags sorted (InfluxDB's preferred order), empty values skipped."""
+    return measurement.translate(_MEASUREMENT_ESCAPES) + "".join(
+        [f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v])
+
+
+def _field_key(k: str) -> str:
+    """``k=``, escaped, remembered for the next line."""
+    key = escape_tag(k) + "="
+    if len(_field_keys) >= MAX_CACHED_FIELD_KEYS:
+        _field_keys.clear()
+    _field_keys[k] = key
+    return key
+
+
 def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
          ts_ms: int) -> str:
     """One point; tags are sorted (InfluxDB's preferred order) and empty tag values are skipped."""
-    head = measurement.translate(_MEASUREMENT_ESCAPES)
-    tag_part = "".join(f",{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
-    field_part = ",".join(f"{escape_tag(k)}={_field_value(v)}" for k, v in fields.items())
-    return f"{head}{tag_part} {field_part} {ts_ms}"
+    cache_key = (measurement, *tags, *tags.values())  # keys then values: as unambiguous as items, smaller
+    head = _heads.get(cache_key)
+    if head is None:
+        head = _head(measurement, tags)
+        if len(_heads) >= MAX_CACHED_HEADS:
+            _heads.clear()
+        _heads[cache_key] = head
+    keys = _field_keys
+    parts = []
+    for k, v in fields.items():
+        name = keys.get(k) or _field_key(k)
+        # Nearly every field is a float: its exact type skips _field_value's isinstance chain (bool first).
+        parts.append(name + (repr(v) if type(v) is float else _field_value(v)))
+    return f"{head} {','.join(parts)} {ts_ms}"

@@ -150,7 +150,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
     if sink is None:
         sink = InfluxWriter(settings.influx_url, settings.influx_token.get_secret_value(), settings.influx_org,
                             settings.influx_bucket, max_batch_lines=settings.influx_batch_lines,
-                            reject_file=settings.data_dir / "rejected-lines.txt")
+                            reject_file=settings.data_dir / "rejected-lines.txt", gzip=settings.influx_gzip)
     rt = Runtime(settings=settings, sink=sink, clock=clock)
     # one-click feedback links in notifications (streams.feedback_page); off without a link secret
     links = link_signer(settings.link_secret.get_secret_value() if settings.link_secret else "",

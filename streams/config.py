@@ -7,7 +7,7 @@ any object of this shape, as the bench and tests do) as a plain argument.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import SecretStr
 
@@ -59,6 +59,7 @@ class WorkerSettings(KafkaSettings, Protocol):
     influx_org: str
     influx_bucket: str
     influx_batch_lines: int
+    influx_gzip: Literal["auto", "on", "off"]
     score_threshold: float
     rate_min_trials: float
     calendars: dict[str, str]

@@ -127,48 +127,61 @@ class SourcePipeline:
     def process(self, records: list[Record], now: float) -> Output:
         """Fold a batch of records in and return what to write, dead-letter and changelog."""
         out = Output()
-        touched: set[int] = set()
+        touched = {rec.partition for rec in records}
+        for part in touched:
+            self.last_arrival[part] = now
+        self.idle_flushed -= touched
+        # Per event only what differs between events: settings, tables and counters are held in locals, and
+        # the counters are added to ``out.counts`` once per batch.
+        states, watermarks, source, fold, dead = self.states, self.watermarks, self.source, self._fold, out.dead
+        changed = out.changed
+        windowed = self._factory is not None
+        size, grace, late_retention = self.cfg.size, self.cfg.grace, self.cfg.late_retention
+        n_events = n_replayed = n_late = n_dead = 0
         for rec in records:
-            touched.add(rec.partition)
-            self.last_arrival[rec.partition] = now
-            self.idle_flushed.discard(rec.partition)
+            part = rec.partition
             try:
-                ev = decode(self.source, rec.value, now)
+                ev = decode(source, rec.value, now)
             except InvalidEvent as exc:
-                out.dead.append(DeadLetter(rec, exc.kind, str(exc)))
-                out.counts["dead_lettered"] += 1
+                dead.append(DeadLetter(rec, exc.kind, str(exc)))
+                n_dead += 1
                 continue
             entity = ev.entity
-            state = self.states.get(entity)
+            state = states.get(entity)
             if state is None:
-                state = EntityState(partition=rec.partition)
-                self.states[entity] = state
-            if rec.offset <= state.offset and rec.partition == state.partition:
-                out.counts["replayed"] += 1  # already folded in before a restart
+                state = EntityState(partition=part)
+                states[entity] = state
+            if rec.offset <= state.offset and part == state.partition:
+                n_replayed += 1  # already folded in before a restart
                 continue
-            ts = ev.ts
-            wm = self.watermarks.get(rec.partition, 0.0)
-            if self._factory is not None and ts + self.cfg.late_retention < wm - self.cfg.size:
-                out.dead.append(DeadLetter(rec, "late", f"late: event time is {wm - ts:.0f}s behind the "
-                                           f"stream, beyond the {self.cfg.late_retention:.0f}s correction period"))
-                out.counts["dead_lettered"] += 1
+            ts = ev.ts  # a datetime conversion: once per event, handed to the fold
+            wm = watermarks.get(part, 0.0)
+            if windowed and ts + late_retention < wm - size:
+                dead.append(DeadLetter(rec, "late", f"late: event time is {wm - ts:.0f}s behind the "
+                                       f"stream, beyond the {late_retention:.0f}s correction period"))
+                n_dead += 1
                 continue
-            reason = self._fold(entity, state, ev, out)
+            reason = fold(entity, state, ev, ts, out)
             if reason is not None:
-                out.dead.append(DeadLetter(rec, "duplicate", reason))
-                out.counts["dead_lettered"] += 1
+                dead.append(DeadLetter(rec, "duplicate", reason))
+                n_dead += 1
                 continue
-            if ts < wm - self.cfg.grace:
-                out.counts["late"] += 1
+            if ts < wm - grace:
+                n_late += 1
             state.offset = rec.offset
-            state.last_ts = max(state.last_ts, ts)
-            out.changed.add(entity)
-            out.counts["events"] += 1
+            if ts > state.last_ts:
+                state.last_ts = ts
+            changed.add(entity)
+            n_events += 1
             if ts > wm:
-                self.watermarks[rec.partition] = ts
-        if self._factory is not None:
+                watermarks[part] = ts
+        counts = out.counts
+        for key, n in (("dead_lettered", n_dead), ("replayed", n_replayed), ("late", n_late), ("events", n_events)):
+            if n:
+                counts[key] += n
+        if windowed:
             self._emit(out, partitions=touched, flush_all=False)
-        self.totals.update(out.counts)
+        self.totals.update(counts)
         return out
 
     def tick(self, now: float) -> Output:
@@ -196,26 +209,25 @@ class SourcePipeline:
         return self.watermarks.get(partition, 0.0) + max(0.0, now - self.last_arrival.get(partition, now))
 
     # ------------------------------------------------------------------ folding, as the source's spec says
-    def _fold_reading(self, entity: str, state: EntityState, ev: IotReading, out: Output) -> None:
-        """A reading: written as it is, and every measurement handed to the observers at once."""
-        ts = ev.ts
+    def _fold_reading(self, entity: str, state: EntityState, ev: IotReading, ts: float, out: Output) -> None:
+        """A reading (``ts``: its event time): written as it is, and every measurement handed to the observers."""
         out.lines.append(line(self.spec.measurement, self.spec.entity_tag_values(entity),
                               ev.measurements, int(round(ts * 1000))))
         for obs in self.observers:
             obs.on_value(entity, state, ts, ev.measurements, out)
 
-    def _fold_window(self, entity: str, state: EntityState, ev: Event, out: Output) -> str | None:
-        """An event folded into its window; the reason it is a duplicate, if the spec names event ids."""
+    def _fold_window(self, entity: str, state: EntityState, ev: Event, ts: float, out: Output) -> str | None:
+        """An event (at ``ts``) folded into its window; the reason it is a duplicate, if the spec names event ids."""
         if self.spec.event_id is not None:
             eid = self.spec.event_id(ev)
             if eid in state.txns:
                 return f"duplicate: transaction {eid} was already accepted for {self._tag} {entity}"
-            state.txns[eid] = ev.ts
+            state.txns[eid] = ts
             if len(state.txns) > MAX_REMEMBERED_TXNS:
                 cutoff = sorted(state.txns.values())[len(state.txns) // 2]
                 state.txns = {k: t for k, t in state.txns.items() if t > cutoff}
         assert self._factory is not None
-        state.windows.for_time(ev.ts, self.cfg.size, self._factory).add(ev)  # type: ignore[arg-type]
+        state.windows.for_time(ts, self.cfg.size, self._factory).add(ev)  # type: ignore[arg-type]
         return None
 
     @property

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
-from sinks.influx import InfluxWriter
+from sinks.influx import InfluxWriter, is_loopback, use_gzip
 
 
 class WriteServer:
@@ -26,10 +27,12 @@ class WriteServer:
         self.failing = 0
         self.delay_s = delay_s
         self.requests = 0
+        self.gzipped = 0  # requests whose body was gzipped
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
-        body = await request.read()
+        body = await request.read()  # aiohttp inflates a gzipped body itself
+        self.gzipped += request.headers.get("Content-Encoding") == "gzip"
         if body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         lines = body.decode().splitlines()
@@ -165,3 +168,31 @@ def test_an_outage_while_a_refused_batch_is_searched_is_waited_out(tmp_path: Pat
             assert w.stats.rejected == 1 and w.stats.retries >= 2
             await w.close()
     run(main())
+
+
+@pytest.mark.parametrize(("mode", "gzipped"), [("auto", False), ("off", False), ("on", True), (True, True)])
+def test_gzip_is_off_on_loopback_unless_asked_for(mode: str | bool, gzipped: bool) -> None:
+    async def main() -> None:
+        server = WriteServer()
+        async with serve(server) as url:
+            w = InfluxWriter(url, "t", "o", "b", gzip=mode)  # type: ignore[arg-type]
+            await w.write(["m f=1 1", "m f=2 2"])
+            assert server.stored == ["m f=1 1", "m f=2 2"] and w.gzip is gzipped
+            assert server.gzipped == (1 if gzipped else 0)
+            await w.close()
+    run(main())
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("http://127.0.0.1:8086", True), ("http://127.1.2.3", True), ("http://localhost:8086", True),
+    ("http://LOCALHOST", True), ("http://[::1]:8086/", True), ("https://influx.example.com", False),
+    ("http://10.0.0.5:8086", False), ("http://[2001:db8::1]:8086", False), ("http://influx:8086", False)])
+def test_auto_compresses_unless_the_host_is_loopback(url: str, loopback: bool) -> None:
+    assert is_loopback(url) is loopback
+    assert use_gzip(url, "auto") is not loopback
+    assert use_gzip(url, "on") is True and use_gzip(url, "off") is False
+
+
+def test_an_unknown_gzip_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="auto, on or off"):
+        use_gzip("http://127.0.0.1", "yes")  # type: ignore[arg-type]
