@@ -5,8 +5,8 @@ is a one-in-a-hundred rarity on its series. ``AlertFilter`` (River's ``AnomalyFi
 
 - ``classify(score)``: the score reaches ``threshold`` (River's filter idiom);
 - a flag opens an *event*: no new flag until ``refractory`` unremarkable values have passed (one alert per event;
-  alerting adds its own hysteresis), unless the event escalates: a score ``escalate`` decades rarer than the worst
-  the event has shown so far is news (a dip that turns into an outage) and is flagged again;
+  alerting adds its own hysteresis), unless the event escalates: a score ``escalate`` decades, and a quarter, rarer
+  than the worst the event has shown so far is news (a dip that turns into an outage) and is flagged again;
 - an event that starts at the same time of day (within a quarter of an hour) as events on at least ``RECUR_MIN`` of
   the last ``RECUR_DAYS`` days is a daily recurrence (a nightly job's load), not news: it opens an event without a
   flag, unless it is ``escalate`` decades rarer than those it repeats. (A detector with a daily profile would adopt
@@ -48,6 +48,9 @@ RECUR_DAYS = 7
 RECUR_MIN = 2
 _RECUR_TOL = 1.0 / 96.0  # of the period
 _RECUR_KEEP = 32  # recent events remembered for recurrences
+# An escalation must also be rarer by this share of the event's worst so far: a rarity of 8 decades is an extrapolation
+# of the series' tail, and 9 is within its error; one more decade is news after 2, not after 8
+_ESC_SHARE = 0.25
 
 _tuple_new = tuple.__new__  # builds a Verdict (as its own __new__ does) without one more Python call per value
 
@@ -145,7 +148,7 @@ class AlertFilter(base.AnomalyFilter):
         if score >= th or self.quiet:  # otherwise (most values) no event opens, goes on or ends
             decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
             flag = (score >= th and not warming
-                    and (self.quiet == 0 or decades >= self.worst + self.escalate))
+                    and (self.quiet == 0 or decades >= self.worst + self.escalate + _ESC_SHARE * self.worst))
             if flag and self.quiet == 0:  # a new event
                 if t is not None and self._recurs(t, decades):
                     flag = False  # the last days' event again: it opens an event, silently

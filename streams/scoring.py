@@ -42,6 +42,7 @@ REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "s
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
            "count": "rare count for its usual rate", "limit": "limit crossed",
            "record": "value beyond its whole range of the past week",
+           "dropout": "run of zeros (or its floor) where the series is busy",
            MODEL_REASON: "rare score from its configured model"}
 MAX_ZERO_WINDOWS_PER_TICK = 1440
 

@@ -817,3 +817,26 @@ def test_a_sibling_is_a_clone_plus_the_learned_state() -> None:
 def test_time_in_x_must_be_a_number() -> None:
     with pytest.raises(TypeError, match=r"x\['t'\] must be epoch seconds"):
         SeriesDetector().learn_one({"t": "2026-01-01"}, 1.0)
+
+
+def test_a_run_of_zeros_on_a_busy_count_series_is_a_dropout_and_nightly_zeros_are_not() -> None:
+    """Counts with a floor: a busy page that reads zero for a while flags as a dropout; a shop shut every night does
+    not, though its additive baseline expects something at night."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    from tests.test_detection_unseen import bursty_counts
+    rng = random.Random(5)
+    series = bursty_counts(12)  # gamma-Poisson counts with bursts: zeros at a busy hour are no level surprise
+    busy = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    verdicts = [busy.process_one(x, t) for t, x in zip(series.times, series.values, strict=True)]
+    lo, hi = series.windows[0]  # an hour of zeros at 14:00
+    assert [v.reason for v in verdicts[lo:hi] if v.is_anomaly] == ["dropout"]
+    assert verdicts[lo].score < 0.5  # one zero is not yet a run
+    shop = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    flags = []
+    for i in range(24 * 42):  # hourly takings, shut 20:00-08:00 every day
+        x = 500.0 * (1.0 + rng.gauss(0.0, 0.1)) if 8 <= i % 24 < 20 else 0.0
+        v = shop.process_one(x, 3600.0 * i)
+        flags.append(v.is_anomaly and v.reason == "dropout")
+    assert not any(flags)
