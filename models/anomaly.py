@@ -28,6 +28,8 @@ holiday at a taxi rank). Six surprises are measured against it, and a seventh ag
 - ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail);
 - ``dropout`` (a series with a ``floor``, such as counts and takings): a run of values at the floor where the
   baseline expects many, judged as counts (a negative binomial with the level's spread; see ``_dropout``);
+- ``stuck`` (a two-sided series whose values rarely repeat): the same value three times or more in a row, judged
+  against the series' own rate of repeats (see ``_stuck``): a sensor that has stopped measuring;
 - ``record``: the value lies beyond the series' highest or lowest of the past week by more than a tenth of
   that range (``models.record``): the baseline adapts and the level's tail grows with every large departure,
   so a value the series has not come near all week can look ordinary to the others.
@@ -85,7 +87,7 @@ _log = logging.getLogger(__name__)
 # volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
 # episode judged against the others. 4: the worst surprise of the open event (escalation). 5: the level's
 # two sides calibrated apart. 6: events, escalation and recurrences moved to models.alert_filter. 7: runs at the
-# floor (dropout).
+# floor (dropout) and repeats (stuck).
 STATE_VERSION = 7
 RIVER_VERSION = river.__version__
 
@@ -103,6 +105,11 @@ DROPOUT = "dropout"  # a run of values at the series' floor (zero sales, zero ev
 # A run of values at the floor is judged from this many values on: one zero at a busy time can be a count's own
 # noise (a gamma-Poisson count has zeros), three in a row where the baseline expects many are an outage.
 _DROPOUT_RUN = 3
+STUCK = "stuck"  # the same value again and again on a series whose values rarely repeat
+_STUCK_RUN = 2  # repeats (three equal values) before a run is judged
+# ... on a series whose values repeat less often than this: one that sits at zero, or reads to a coarse unit, has runs
+# of its own (and they come in runs, which no rate per value describes)
+_STUCK_RARE = 0.005
 _Q90 = 1.6449  # the 90th percentile of |N(0, 1)|: the level's usual 90th percentile in standard deviations
 # Weighted Bonferroni over seven shares: a surprise's p is scaled up by the number of shares over its own. The fast
 # shift (mostly the level's own evidence averaged over a few values) and the record (the level's evidence against the
@@ -272,8 +279,9 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
         self.tick_share = 1.0  # a value's share of a tick (below 1 when sampled faster than ticks)
         self.tick_decades = 0.0  # -log10 of it: values per tick, the rarity a flag needs on top
-        self.at_floor = 0  # values in a row at the floor (see _dropout)
         self.floor_rate = 0.0  # share of values at the floor over about ``horizon`` values
+        self.repeats = 0  # values in a row equal to the one before (see _stuck and, at the floor, _dropout)
+        self.repeat_rate = 0.0  # share of values equal to the one before, over about ``horizon`` values
 
     # ------------------------------------------------------------------ public API
     @property
@@ -482,7 +490,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         if rec and self.side and (self.side > 0) != self.record.is_high(x):
             rec = 0.0
         return (z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec,  # (below the baseline)
-                x <= self.floor)
+                x <= self.floor, step == 0.0)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -492,7 +500,8 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         own: list[float] = []
         lps = self.cal.log10ps(z, own, feats[10])
         rare = own[_LEVEL] <= _RARE or own[_SHIFT] <= _RARE or own[_FAST] <= _RARE
-        drop = self._dropout(feats[7]) if feats[12] and self.side <= 0 else 0.0
+        drop = self._dropout(feats[7]) if feats[12] and feats[13] and self.side <= 0 else 0.0
+        stuck = self._stuck() if feats[13] and not self.side else 0.0  # (a one-sided rate at rest repeats)
         # Unrolled over the six surprises: this runs for every value. A rare surprise (p < 1/10) that is too small
         # to matter counts as p = 1/10; the floors are only worked out when a surprise is rare at all.
         spike, level, shift, flat, fast, vol = lps
@@ -532,6 +541,9 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         drop += _HALF_SHARE  # (the level's evidence, judged as counts: half a share, as the record)
         if drop < best:
             best, reason = drop, DROPOUT
+        stuck += _HALF_SHARE  # (the flat surprise's evidence, judged as repeats: half a share)
+        if stuck < best:
+            best, reason = stuck, STUCK
         ev = 1.0 if notable and not self.cl_prev else 0.0
         ca = self.cluster_alpha
         k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
@@ -556,7 +568,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         share of the series' recent values at the floor: an additive baseline can expect takings at night from a
         shop shut every night (zero-inflation, which the negative binomial does not know).
         """
-        k = self.at_floor + 1
+        k = self.repeats + 2  # the values in a row at the floor: this one, the one before, and its repeats
         m = expected - self.floor
         if k < _DROPOUT_RUN or not m > 0.0:
             return 0.0
@@ -566,6 +578,23 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         if self.floor_rate > 0.0 and math.log10(self.floor_rate) > lp0:  # zeros are common here (a shop shut at night)
             lp0 = math.log10(self.floor_rate)
         return 0.5 * k * lp0
+
+    def _stuck(self) -> float:
+        """log10 p of the run of equal values that this value extends (0 while too short to judge).
+
+        A sensor that sends the same reading again and again, where its readings rarely repeat, has stopped
+        measuring. ``p1``, the chance that a value repeats the one before, is the series' recent share of repeats,
+        and no less than one in as many values as that share rests on (a series that never repeated in a week is
+        not thereby certain never to); half the run's repeats count as independent evidence, ``p1 ** (k / 2)``. Only
+        a series that rarely repeats is judged (``_STUCK_RARE``): a quantised or integer one (counts, a percentage to
+        one decimal, a disk idle at zero) repeats often, in runs, and is left to ``flat``.
+        """
+        k = self.repeats + 1
+        if k < _STUCK_RUN or self.repeat_rate >= _STUCK_RARE:
+            return 0.0
+        n = self.n if self.n < self.horizon else self.horizon
+        p1 = self.repeat_rate if self.repeat_rate * n > 1.0 else 1.0 / n
+        return 0.5 * k * math.log10(p1)
 
     def _forming(self, feats: tuple) -> bool:
         """Whether the value falls in a profile bin still forming (``SeasonalBaseline.unseen``): not judged."""
@@ -613,12 +642,14 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _, at_floor = feats
-        self.at_floor = self.at_floor + 1 if at_floor else 0
+        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _, at_floor, same = feats
+        # runs of repeats and of values at the floor, and how often each happens (a running mean at first)
+        self.repeats = self.repeats + 1 if same else 0
+        a = self.tick_share / self.horizon
+        if a * n < 1.0:
+            a = 1.0 / (n + 1)
+        self.repeat_rate += a * ((1.0 if same else 0.0) - self.repeat_rate)
         if self.floor > -math.inf:
-            a = self.tick_share / self.horizon
-            if a * n < 1.0:
-                a = 1.0 / (n + 1)
             self.floor_rate += a * ((1.0 if at_floor else 0.0) - self.floor_rate)
         base, cal = self.base, self.cal
         # a value at a profile bin still forming is the bin's to learn: measured against the bin's guess, its

@@ -124,14 +124,14 @@ def test_slow_drift_away_from_the_daily_pattern_is_flagged() -> None:
     assert at < found[0] <= at + DAY // 4  # within six hours, before it is 12 sigma off
 
 
-def test_stuck_sensor_is_flagged_as_flat() -> None:
+def test_stuck_sensor_is_flagged_as_stuck() -> None:
     xs = seasonal(DAY * 4, seed=4)
     at = DAY * 3
     xs[at:at + 60] = [xs[at]] * 60  # the same reading, exactly, for five hours
     vs = run(xs)
     found = [i for i in flags(vs) if i >= at]
     assert found and found[0] < at + 30
-    assert vs[found[0]].reason == "flat"
+    assert vs[found[0]].reason == "stuck"  # a noisy series repeating itself exactly (before: "flat", the steps' ratio)
     assert flags(vs[:at]) == []
 
 
@@ -840,3 +840,23 @@ def test_a_run_of_zeros_on_a_busy_count_series_is_a_dropout_and_nightly_zeros_ar
         v = shop.process_one(x, 3600.0 * i)
         flags.append(v.is_anomaly and v.reason == "dropout")
     assert not any(flags)
+
+
+def test_a_noisy_sensor_that_repeats_one_reading_is_stuck_and_a_quantised_one_is_not() -> None:
+    """The same reading again and again where readings never repeat flags as stuck; a series read to a coarse unit
+    repeats all the time, and its runs are not news."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    rng = random.Random(7)
+    noisy = AlertFilter(SeriesDetector(warmup=60))
+    coarse = AlertFilter(SeriesDetector(warmup=60))
+    for i in range(288 * 8):
+        x = 20.0 + 2.0 * math.sin(2.0 * math.pi * i / 288) + rng.gauss(0.0, 0.3)
+        noisy.process_one(x, 300.0 * i)
+        coarse.process_one(float(round(x)), 300.0 * i)
+    t = 300.0 * 288 * 8
+    stuck = [noisy.process_one(20.5, t + 300.0 * i) for i in range(8)]
+    assert stuck[0].reason != "stuck" and stuck[1].reason != "stuck"  # two equal readings are no run yet
+    assert any(v.is_anomaly and v.reason == "stuck" for v in stuck)
+    assert not any(coarse.process_one(20.0, t + 300.0 * i).reason == "stuck" for i in range(8))

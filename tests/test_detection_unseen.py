@@ -260,8 +260,8 @@ def test_sensor_regime_changes_few_false_flags() -> None:
     assert_few_false_flags("sensor_regimes")  # measured 0.26-0.53/week
 
 
-@pytest.mark.xfail(strict=True, reason="measured 3/4, 3/4, 4/4 caught: the noise doubling is missed on seed 12 "
-                   "(score 0.07) and the two-hour stuck reading on seed 11 (0.48); the level step always caught")
+@pytest.mark.xfail(strict=True, reason="measured 4/4, 3/4, 4/4 caught: the noise doubling is missed on seed 12 "
+                   "(score 0.07); the two-hour stuck reading is caught as 'stuck', the level step always")
 def test_sensor_regime_changes_anomalies_caught() -> None:
     assert_all_caught("sensor_regimes")
 
