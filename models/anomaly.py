@@ -39,8 +39,9 @@ Each surprise becomes a tail probability ``p`` against the series' own recent hi
 exponential tail beyond anything seen); a record's is the chance of one as far beyond the range among the
 week's values. The fast ``shift``, an average of the last few distances that ``level`` judges one by one, and the
 ``record``, the level's evidence against the week's range rather than the baseline, add little evidence of their
-own: their ``p`` counts double. The smallest ``p`` times seven (Bonferroni over the seven shares)
-gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
+own: their ``p`` counts double; so does that of a ``dropout`` (the level's evidence, judged as counts) and of a run
+of ``stuck`` values (the ``flat`` surprise's, judged as repeats). The smallest ``p`` times seven (Bonferroni over
+the seven shares) gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
 on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the surprises (about one
 in 700 for a single one, so an event that recurs daily in five-minute data does not flag), 0.67 is
 ten times rarer, 0.75 a hundred; it never saturates.
@@ -110,6 +111,11 @@ _STUCK_RUN = 2  # repeats (three equal values) before a run is judged
 # ... on a series whose values repeat less often than this: one that sits at zero, or reads to a coarse unit, has runs
 # of its own (and they come in runs, which no rate per value describes)
 _STUCK_RARE = 0.005
+# When the weekly correction forms, the surprise history counted so far (departures judged by a baseline that did not
+# know Saturdays) keeps this share, on a series whose history would remember it for more than two weeks (hourly
+# takings: 2000 values are twelve weeks; five-minute data forget it within a week anyway, and are left as they are).
+# Not nothing: the series' tails were learned then too.
+_FORMATIVE_KEEP = 0.25
 _Q90 = 1.6449  # the 90th percentile of |N(0, 1)|: the level's usual 90th percentile in standard deviations
 # Weighted Bonferroni over seven shares: a surprise's p is scaled up by the number of shares over its own. The fast
 # shift (mostly the level's own evidence averaged over a few values) and the record (the level's evidence against the
@@ -538,10 +544,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         rec = feats[11] + _HALF_SHARE
         if rec < best:
             best, reason = rec, RECORD
-        drop += _HALF_SHARE  # (the level's evidence, judged as counts: half a share, as the record)
+        # the level's evidence judged as counts, and the flat surprise's judged as repeats: half a share each, as the
+        # record. (Only a value at the floor, or repeating the last exactly, has them: SHARES is not recounted.)
+        drop += _HALF_SHARE
         if drop < best:
             best, reason = drop, DROPOUT
-        stuck += _HALF_SHARE  # (the flat surprise's evidence, judged as repeats: half a share)
+        stuck += _HALF_SHARE
         if stuck < best:
             best, reason = stuck, STUCK
         ev = 1.0 if notable and not self.cl_prev else 0.0
@@ -675,7 +683,10 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         settled = self.n_mature >= _SETTLE
         self.held = held = self.held + 1 if rare and settled else 0
         clip = self.clip * cal.u[_LEVEL] if settled else math.inf
+        weekly = bool(base.week_n)
         formed = base.learn(x, t, self.t_last, n, clip, where, held > 0 and 0 < held * w <= self.hold, shut, w)
+        if weekly and not base.week_n and self.week and base.dt * self.horizon > 2.0 * self.week:
+            cal.forget_history(_FORMATIVE_KEEP)  # the weekly correction has just formed
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known
         self.step_slow += _STEP_ALPHA * w * (step - self.step_slow)

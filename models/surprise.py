@@ -5,7 +5,8 @@ baseline, ...). ``SurpriseCalibrator`` turns each into a tail probability learne
 own history, so that the same probability means the same rarity whatever the unit or noise:
 
 - a running 90% quantile ``u`` of each surprise, tracked in the log domain (scale-free);
-- the mean excess ``b`` over it: an exponential tail above ``u`` (peaks over threshold);
+- the mean excess ``b`` over it: an exponential tail above ``u`` (peaks over threshold), as predicted from the
+  ``n`` excesses ``b`` rests on: the Lomax tail ``(1 + x / (n b)) ** -n``, heavier while they are few;
 - a histogram of up-crossings in half-octaves of ``z / u`` (up to ``2**16`` times ``u``, for spiky
   series), whose counts decay with a ``horizon`` of values: an episode counts once, at each level it
   reaches, however long it lasts.
@@ -122,6 +123,19 @@ class SurpriseCalibrator:
         self.u = [0.0] * n
         self.b = [0.0] * n
         self.m = 0
+
+    def forget_history(self, keep: float = 0.0) -> None:
+        """Keep ``keep`` of the episode history, values and episodes alike (the scales are kept).
+
+        For a history counted against a poorer model (a baseline without its weekly correction): its departures
+        were partly the model's, and would otherwise make real ones of that size look ordinary for as long as the
+        history remembers them.
+        """
+        for h in self.hist:
+            for j in range(NB):
+                h[j] *= keep
+        self.tot *= keep
+        self.top = {} if keep == 0.0 else self.top
 
     def forget_episodes(self) -> None:
         """No surprise is within an episode any more (a new series starts from this history)."""
