@@ -26,6 +26,10 @@ holiday at a taxi rank). Six surprises are measured against it, and a seventh ag
 - ``volatility``: log-ratio of the recent to the long-run deseasonalised step: a series that starts
   to shake (oscillation, bursts);
 - ``cluster``: notable surprises arriving faster than their long-run rate (Poisson tail);
+- ``dropout`` (a series with a ``floor``, such as counts and takings): a run of values at the floor where the
+  baseline expects many, judged as counts (a negative binomial with the level's spread; see ``_dropout``);
+- ``stuck`` (a two-sided series whose values rarely repeat): the same value three times or more in a row, judged
+  against the series' own rate of repeats (see ``_stuck``): a sensor that has stopped measuring;
 - ``record``: the value lies beyond the series' highest or lowest of the past week by more than a tenth of
   that range (``models.record``): the baseline adapts and the level's tail grows with every large departure,
   so a value the series has not come near all week can look ordinary to the others.
@@ -35,8 +39,9 @@ Each surprise becomes a tail probability ``p`` against the series' own recent hi
 exponential tail beyond anything seen); a record's is the chance of one as far beyond the range among the
 week's values. The fast ``shift``, an average of the last few distances that ``level`` judges one by one, and the
 ``record``, the level's evidence against the week's range rather than the baseline, add little evidence of their
-own: their ``p`` counts double. The smallest ``p`` times seven (Bonferroni over the seven shares)
-gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
+own: their ``p`` counts double; so does that of a ``dropout`` (the level's evidence, judged as counts) and of a run
+of ``stuck`` values (the ``flat`` surprise's, judged as repeats). The smallest ``p`` times seven (Bonferroni over
+the seven shares) gives ``L = -log10 p`` and the score ``L / (L + FLAG_DECADES)``: the same score means the same rarity
 on every series whatever its unit or noise; 0.5 is ``p = 1/100`` over the surprises (about one
 in 700 for a single one, so an event that recurs daily in five-minute data does not flag), 0.67 is
 ten times rarer, 0.75 a hundred; it never saturates.
@@ -82,8 +87,9 @@ _log = logging.getLogger(__name__)
 # 2: seasonal baseline and surprise calibrator in their own objects; weekly correction, fast shift,
 # volatility. 3: the profile's first weight from its signal-to-noise ratio; an ongoing fast-shift
 # episode judged against the others. 4: the worst surprise of the open event (escalation). 5: the level's
-# two sides calibrated apart. 6: events, escalation and recurrences moved to models.alert_filter.
-STATE_VERSION = 6
+# two sides calibrated apart. 6: events, escalation and recurrences moved to models.alert_filter. 7: runs at the
+# floor (dropout) and repeats (stuck).
+STATE_VERSION = 7
 RIVER_VERSION = river.__version__
 
 # Score 0.5 <=> a surprise whose tail probability (after Bonferroni) is 10**-FLAG_DECADES. NAB's costs
@@ -96,6 +102,21 @@ _SPIKE, _LEVEL, _SHIFT, _FLAT, _FAST, _VOL, _CLUSTER = range(7)
 _NCAL = 6  # surprises with an empirical calibrator (the cluster one is analytic)
 _LN10 = math.log(10.0)
 RECORD = "record"  # the value is beyond the week's range (models.record)
+DROPOUT = "dropout"  # a run of values at the series' floor (zero sales, zero events) where it is busy
+# A run of values at the floor is judged from this many values on: one zero at a busy time can be a count's own
+# noise (a gamma-Poisson count has zeros), three in a row where the baseline expects many are an outage.
+_DROPOUT_RUN = 3
+STUCK = "stuck"  # the same value again and again on a series whose values rarely repeat
+_STUCK_RUN = 2  # repeats (three equal values) before a run is judged
+# ... on a series whose values repeat less often than this: one that sits at zero, or reads to a coarse unit, has runs
+# of its own (and they come in runs, which no rate per value describes)
+_STUCK_RARE = 0.005
+# When the weekly correction forms, the surprise history counted so far (departures judged by a baseline that did not
+# know Saturdays) keeps this share, on a series whose history would remember it for more than two weeks (hourly
+# takings: 2000 values are twelve weeks; five-minute data forget it within a week anyway, and are left as they are).
+# Not nothing: the series' tails were learned then too.
+_FORMATIVE_KEEP = 0.25
+_Q90 = 1.6449  # the 90th percentile of |N(0, 1)|: the level's usual 90th percentile in standard deviations
 # Weighted Bonferroni over seven shares: a surprise's p is scaled up by the number of shares over its own. The fast
 # shift (mostly the level's own evidence averaged over a few values) and the record (the level's evidence against the
 # week's range rather than the baseline) have half a share each; the six others a whole one.
@@ -264,6 +285,9 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         self.held = 0  # rare values in a row (the baseline holds while an episode is young)
         self.tick_share = 1.0  # a value's share of a tick (below 1 when sampled faster than ticks)
         self.tick_decades = 0.0  # -log10 of it: values per tick, the rarity a flag needs on top
+        self.floor_rate = 0.0  # share of values at the floor over about ``horizon`` values
+        self.repeats = 0  # values in a row equal to the one before (see _stuck and, at the floor, _dropout)
+        self.repeat_rate = 0.0  # share of values equal to the one before, over about ``horizon`` values
 
     # ------------------------------------------------------------------ public API
     @property
@@ -471,7 +495,8 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         rec = self.record.log10p(x)  # a record on the harmless side (see ``side``) is none
         if rec and self.side and (self.side > 0) != self.record.is_high(x):
             rec = 0.0
-        return z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec  # (below the baseline)
+        return (z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec,  # (below the baseline)
+                x <= self.floor, step == 0.0)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -481,6 +506,8 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         own: list[float] = []
         lps = self.cal.log10ps(z, own, feats[10])
         rare = own[_LEVEL] <= _RARE or own[_SHIFT] <= _RARE or own[_FAST] <= _RARE
+        drop = self._dropout(feats[7]) if feats[12] and feats[13] and self.side <= 0 else 0.0
+        stuck = self._stuck() if feats[13] and not self.side else 0.0  # (a one-sided rate at rest repeats)
         # Unrolled over the six surprises: this runs for every value. A rare surprise (p < 1/10) that is too small
         # to matter counts as p = 1/10; the floors are only worked out when a surprise is rare at all.
         spike, level, shift, flat, fast, vol = lps
@@ -517,6 +544,14 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         rec = feats[11] + _HALF_SHARE
         if rec < best:
             best, reason = rec, RECORD
+        # the level's evidence judged as counts, and the flat surprise's judged as repeats: half a share each, as the
+        # record. (Only a value at the floor, or repeating the last exactly, has them: SHARES is not recounted.)
+        drop += _HALF_SHARE
+        if drop < best:
+            best, reason = drop, DROPOUT
+        stuck += _HALF_SHARE
+        if stuck < best:
+            best, reason = stuck, STUCK
         ev = 1.0 if notable and not self.cl_prev else 0.0
         ca = self.cluster_alpha
         k = (self.cl_short + ca * (ev - self.cl_short)) / ca  # events in the recent ~1/ca values
@@ -529,6 +564,45 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         big = -best - _BONFERRONI - self.tick_decades
         score = big / (big + FLAG_DECADES) if big > 0.0 else 0.0
         return score, reason, notable, rare
+
+    def _dropout(self, expected: float) -> float:
+        """log10 p of the run of values at the floor that this value extends (0 while too short to judge).
+
+        A count at its floor is judged as counts are: a negative binomial with the baseline's mean (above the floor)
+        and the level's usual spread as its variance (Poisson when the spread is smaller), whose chance of a value
+        at the floor is ``p0``. Half the run's values count as independent evidence (counts in a row are not):
+        ``p0 ** (k / 2)``. Counts spread well beyond their mean (bursts) give a large ``p0``, so their quiet spells
+        are ordinary; a busy till or page that reads zero for minutes on end is not. Nor is ``p0`` taken below the
+        share of the series' recent values at the floor: an additive baseline can expect takings at night from a
+        shop shut every night (zero-inflation, which the negative binomial does not know).
+        """
+        k = self.repeats + 2  # the values in a row at the floor: this one, the one before, and its repeats
+        m = expected - self.floor
+        if k < _DROPOUT_RUN or not m > 0.0:
+            return 0.0
+        sd = self.cal.u[_LEVEL] / _Q90
+        v = sd * sd
+        lp0 = m * m / (v - m) * math.log10(m / v) if v > m else -m / _LN10
+        if self.floor_rate > 0.0 and math.log10(self.floor_rate) > lp0:  # zeros are common here (a shop shut at night)
+            lp0 = math.log10(self.floor_rate)
+        return 0.5 * k * lp0
+
+    def _stuck(self) -> float:
+        """log10 p of the run of equal values that this value extends (0 while too short to judge).
+
+        A sensor that sends the same reading again and again, where its readings rarely repeat, has stopped
+        measuring. ``p1``, the chance that a value repeats the one before, is the series' recent share of repeats,
+        and no less than one in as many values as that share rests on (a series that never repeated in a week is
+        not thereby certain never to); half the run's repeats count as independent evidence, ``p1 ** (k / 2)``. Only
+        a series that rarely repeats is judged (``_STUCK_RARE``): a quantised or integer one (counts, a percentage to
+        one decimal, a disk idle at zero) repeats often, in runs, and is left to ``flat``.
+        """
+        k = self.repeats + 1
+        if k < _STUCK_RUN or self.repeat_rate >= _STUCK_RARE:
+            return 0.0
+        n = self.n if self.n < self.horizon else self.horizon
+        p1 = self.repeat_rate if self.repeat_rate * n > 1.0 else 1.0 / n
+        return 0.5 * k * math.log10(p1)
 
     def _forming(self, feats: tuple) -> bool:
         """Whether the value falls in a profile bin still forming (``SeasonalBaseline.unseen``): not judged."""
@@ -576,7 +650,15 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
     def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
         """Fold one value into the state."""
         n = self.n
-        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _ = feats
+        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _, at_floor, same = feats
+        # runs of repeats and of values at the floor, and how often each happens (a running mean at first)
+        self.repeats = self.repeats + 1 if same else 0
+        a = self.tick_share / self.horizon
+        if a * n < 1.0:
+            a = 1.0 / (n + 1)
+        self.repeat_rate += a * ((1.0 if same else 0.0) - self.repeat_rate)
+        if self.floor > -math.inf:
+            self.floor_rate += a * ((1.0 if at_floor else 0.0) - self.floor_rate)
         base, cal = self.base, self.cal
         # a value at a profile bin still forming is the bin's to learn: measured against the bin's guess, its
         # departure is not the series' (no surprise, no moving average, no deseasonalised step learns it)
@@ -601,7 +683,10 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         settled = self.n_mature >= _SETTLE
         self.held = held = self.held + 1 if rare and settled else 0
         clip = self.clip * cal.u[_LEVEL] if settled else math.inf
+        weekly = bool(base.week_n)
         formed = base.learn(x, t, self.t_last, n, clip, where, held > 0 and 0 < held * w <= self.hold, shut, w)
+        if weekly and not base.week_n and self.week and base.dt * self.horizon > 2.0 * self.week:
+            cal.forget_history(_FORMATIVE_KEEP)  # the weekly correction has just formed
         self.step_fast = sf
         # both start from 0 on purpose: "flat" stays silent until the usual step size is known
         self.step_slow += _STEP_ALPHA * w * (step - self.step_slow)

@@ -5,7 +5,8 @@ baseline, ...). ``SurpriseCalibrator`` turns each into a tail probability learne
 own history, so that the same probability means the same rarity whatever the unit or noise:
 
 - a running 90% quantile ``u`` of each surprise, tracked in the log domain (scale-free);
-- the mean excess ``b`` over it: an exponential tail above ``u`` (peaks over threshold);
+- the mean excess ``b`` over it: an exponential tail above ``u`` (peaks over threshold), as predicted from the
+  ``n`` excesses ``b`` rests on: the Lomax tail ``(1 + x / (n b)) ** -n``, heavier while they are few;
 - a histogram of up-crossings in half-octaves of ``z / u`` (up to ``2**16`` times ``u``, for spiky
   series), whose counts decay with a ``horizon`` of values: an episode counts once, at each level it
   reaches, however long it lasts.
@@ -123,6 +124,19 @@ class SurpriseCalibrator:
         self.b = [0.0] * n
         self.m = 0
 
+    def forget_history(self, keep: float = 0.0) -> None:
+        """Keep ``keep`` of the episode history, values and episodes alike (the scales are kept).
+
+        For a history counted against a poorer model (a baseline without its weekly correction): its departures
+        were partly the model's, and would otherwise make real ones of that size look ordinary for as long as the
+        history remembers them.
+        """
+        for h in self.hist:
+            for j in range(NB):
+                h[j] *= keep
+        self.tot *= keep
+        self.top = {} if keep == 0.0 else self.top
+
     def forget_episodes(self) -> None:
         """No surprise is within an episode any more (a new series starts from this history)."""
         self.above = [-1] * len(self.above)
@@ -173,6 +187,7 @@ class SurpriseCalibrator:
         (as if no surprise were ``sustained``). ``neg``: the ``signed`` surprise is on its negative side.
         """
         u, lq, sg = self.u, self.lq, self.signed
+        ne = self._excesses()
         out: list[float] = []
         judged: list[tuple[int, float]] | None = None  # sustained surprises judged against the other episodes
         for i, zi in enumerate(z):
@@ -181,7 +196,8 @@ class SurpriseCalibrator:
                 out.append(lq if zi > 0.0 and ui > 0.0 else 0.0)
                 continue
             bi = self.b[i]
-            lexp = lq - (zi - ui) / bi * _LOG10E if bi > 0.0 else -300.0
+            # the exponential tail, as predicted from ``ne`` excesses: a Lomax tail, heavier while they are few
+            lexp = lq - ne * math.log10(1.0 + (zi - ui) / (ne * bi)) if bi > 0.0 else -300.0
             k = self.nslot if neg and i == sg else i  # a signed surprise's episodes on its side
             j = _level(zi, ui)
             if j >= NB and zi < self.top.get(k, 0.0) * _HALF_OCTAVE:  # beyond the histogram, but not beyond what
@@ -212,10 +228,23 @@ class SurpriseCalibrator:
                 out[i] = lp
         return out
 
+    def _excesses(self) -> float:
+        """How many excesses the tail's scale ``b`` rests on: those seen, up to the memory of its average.
+
+        The scale is an estimate; averaged over what it might be (a gamma posterior over the rate), the exponential
+        tail becomes a Lomax one, ``(1 + x / (n b)) ** -n``: heavier while ``n`` is small, the exponential as it
+        grows. A series a few days old does not yet know how far its bursts can go, and its first large one is
+        less of a surprise than an exponential fitted on a handful of excesses says.
+        """
+        n = (1.0 - self.tail_q) * self.m
+        cap = 2.0 / self.tail_rate
+        return 1.0 if n < 1.0 else (cap if n > cap else n)
+
     def reach(self, i: int, decades: float) -> float:
-        """Size of surprise ``i`` whose exponential-tail probability is ``10**-decades``."""
+        """Size of surprise ``i`` whose tail probability (``log10ps``'s, beyond the histogram) is ``10**-decades``."""
         d = decades + self.lq
-        return self.u[i] + self.b[i] * (0.0 if d < 0.0 else d) * _LN10
+        ne = self._excesses()
+        return self.u[i] + ne * self.b[i] * (10.0 ** ((0.0 if d < 0.0 else d) / ne) - 1.0)
 
     def learn(self, z: list[float], count: bool, weight: float = 1.0, neg: bool = False) -> None:
         """Fold in one value's surprises; ``count``: also into the histogram of episodes.

@@ -43,6 +43,8 @@ REASONS = {"spike": "sudden jump", "level": "departure from the usual level", "s
            "volatility": "unusually erratic signal (bursts, oscillation)", "silence": "silence",
            "count": "rare count for its usual rate", "limit": "limit crossed",
            "record": "value beyond its whole range of the past week",
+           "dropout": "run of zeros (or its floor) where the series is busy",
+           "stuck": "reading repeated exactly, on a series whose readings rarely repeat",
            MODEL_REASON: "rare score from its configured model"}
 MAX_ZERO_WINDOWS_PER_TICK = 1440
 FROZEN = "frozen"  # EntityState.models key of an idle entity's series, compressed (_freeze)

@@ -124,14 +124,14 @@ def test_slow_drift_away_from_the_daily_pattern_is_flagged() -> None:
     assert at < found[0] <= at + DAY // 4  # within six hours, before it is 12 sigma off
 
 
-def test_stuck_sensor_is_flagged_as_flat() -> None:
+def test_stuck_sensor_is_flagged_as_stuck() -> None:
     xs = seasonal(DAY * 4, seed=4)
     at = DAY * 3
     xs[at:at + 60] = [xs[at]] * 60  # the same reading, exactly, for five hours
     vs = run(xs)
     found = [i for i in flags(vs) if i >= at]
     assert found and found[0] < at + 30
-    assert vs[found[0]].reason == "flat"
+    assert vs[found[0]].reason == "stuck"  # a noisy series repeating itself exactly (before: "flat", the steps' ratio)
     assert flags(vs[:at]) == []
 
 
@@ -818,3 +818,46 @@ def test_a_sibling_is_a_clone_plus_the_learned_state() -> None:
 def test_time_in_x_must_be_a_number() -> None:
     with pytest.raises(TypeError, match=r"x\['t'\] must be epoch seconds"):
         SeriesDetector().learn_one({"t": "2026-01-01"}, 1.0)
+
+
+def test_a_run_of_zeros_on_a_busy_count_series_is_a_dropout_and_nightly_zeros_are_not() -> None:
+    """Counts with a floor: a busy page that reads zero for a while flags as a dropout; a shop shut every night does
+    not, though its additive baseline expects something at night."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    from tests.test_detection_unseen import bursty_counts
+    rng = random.Random(5)
+    series = bursty_counts(12)  # gamma-Poisson counts with bursts: zeros at a busy hour are no level surprise
+    busy = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    verdicts = [busy.process_one(x, t) for t, x in zip(series.times, series.values, strict=True)]
+    lo, hi = series.windows[0]  # an hour of zeros at 14:00
+    assert [v.reason for v in verdicts[lo:hi] if v.is_anomaly] == ["dropout"]
+    assert verdicts[lo].score < 0.5  # one zero is not yet a run
+    shop = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    flags = []
+    for i in range(24 * 42):  # hourly takings, shut 20:00-08:00 every day
+        x = 500.0 * (1.0 + rng.gauss(0.0, 0.1)) if 8 <= i % 24 < 20 else 0.0
+        v = shop.process_one(x, 3600.0 * i)
+        flags.append(v.is_anomaly and v.reason == "dropout")
+    assert not any(flags)
+
+
+def test_a_noisy_sensor_that_repeats_one_reading_is_stuck_and_a_quantised_one_is_not() -> None:
+    """The same reading again and again where readings never repeat flags as stuck; a series read to a coarse unit
+    repeats all the time, and its runs are not news."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    rng = random.Random(7)
+    noisy = AlertFilter(SeriesDetector(warmup=60))
+    coarse = AlertFilter(SeriesDetector(warmup=60))
+    for i in range(288 * 8):
+        x = 20.0 + 2.0 * math.sin(2.0 * math.pi * i / 288) + rng.gauss(0.0, 0.3)
+        noisy.process_one(x, 300.0 * i)
+        coarse.process_one(float(round(x)), 300.0 * i)
+    t = 300.0 * 288 * 8
+    stuck = [noisy.process_one(20.5, t + 300.0 * i) for i in range(8)]
+    assert stuck[0].reason != "stuck" and stuck[1].reason != "stuck"  # two equal readings are no run yet
+    assert any(v.is_anomaly and v.reason == "stuck" for v in stuck)
+    assert not any(coarse.process_one(20.0, t + 300.0 * i).reason == "stuck" for i in range(8))
