@@ -235,7 +235,8 @@ def run_rebalance(base: Settings, fleet: Fleet, rate: float, tag: str, run_dir: 
 
     ``settle_s``: the load runs this long before each change (and after the join), so each starts from a
     steady group; ``timeout_s``: the longest a change is given to catch up (its figures are None past it).
-    ``on_progress`` gets the number of changes measured (of 3).
+    ``on_progress`` gets the number of changes measured (of 3). A worker that dies during a change ends the
+    phase: the changes measured so far are returned with ``error``, the worker's last words (and its log).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     settings = with_topics(base, tag)
@@ -244,6 +245,9 @@ def run_rebalance(base: Settings, fleet: Fleet, rate: float, tag: str, run_dir: 
     first, second = workers
     changes: dict[str, dict] = {}
     at: dict[str, dict] = {}  # per change: when it was made and the members after it (recorded)
+    error = ""
+    samples: list[Sample] = []
+    sent = 0
     try:
         first.start()
         first.wait_ready()
@@ -282,11 +286,14 @@ def run_rebalance(base: Settings, fleet: Fleet, rate: float, tag: str, run_dir: 
                 second.proc.terminate()  # SIGTERM: revocation, a last checkpoint, leaving the group
                 return {}
 
-            time.sleep(settle_s)
-            measure("steady", 1, dict)
-            measure("join", 2, join)
-            time.sleep(settle_s)
-            measure("leave", 1, leave)
+            try:
+                time.sleep(settle_s)
+                measure("steady", 1, dict)
+                measure("join", 2, join)
+                time.sleep(settle_s)
+                measure("leave", 1, leave)
+            except RuntimeError as exc:  # a worker died in a change: that is the finding, the bench goes on
+                error = str(exc)
             samples = sampler.snapshot()
             sent = feeder.sent
     finally:
@@ -296,4 +303,4 @@ def run_rebalance(base: Settings, fleet: Fleet, rate: float, tag: str, run_dir: 
         (run_dir / "samples.json").write_text(json.dumps(record(samples, at)))
     return {"rate": rate, "sent": sent, "partitions": settings.kafka_partitions * len(source_topics(settings)),
             "checkpoint_seconds": settings.checkpoint_seconds, "settle_s": settle_s, "timeout_s": timeout_s,
-            **changes}
+            **changes, **({"error": error[-2000:]} if error else {})}

@@ -103,7 +103,8 @@ def validate(result: dict) -> list[str]:
     for change in REBALANCE_CHANGES if isinstance(rebalance, dict) else ():
         figures = rebalance.get(change)
         if not isinstance(figures, dict):
-            problems.append(f"rebalance.{change} is missing")
+            if not rebalance.get("error"):  # a worker that died in a change ends the phase
+                problems.append(f"rebalance.{change} is missing")
             continue
         problems += [f"rebalance.{change}.{k} is not a number of seconds" for k in REBALANCE_FIGURES
                      if not (figures.get(k) is None or isinstance(figures.get(k), int | float)) or k not in figures]
@@ -231,6 +232,8 @@ def rebalance_rows(rebalance: dict | None) -> list[tuple[str, str, str]]:
             label += f"; ready in {f.get('ready_s', 0):.1f} s)"
         rows.append(("", label, f"{_secs(f.get('rebalanced_s'))} / {_secs(f.get('caught_up_s'))}; "
                                 f"{_secs(f.get('unfetched_max_s'))} / {_secs(f.get('paused_s'))}"))
+    if rebalance.get("error"):
+        rows.append(("", "[red]a worker died[/]: " + rebalance["error"].splitlines()[0], "phase ended"))
     return rows
 
 

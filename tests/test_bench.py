@@ -245,6 +245,10 @@ def test_the_rebalance_part_of_the_result_document() -> None:
     del result["rebalance"]["steady"]
     assert validate(result) == ["rebalance.steady is missing", "rebalance.leave.paused_s is not a number of seconds"]
     assert validate({**result, "rebalance": None}) == []  # skipped (--skip-rebalance)
+    # A worker that died in a change ended the phase: the changes before it, and the error.
+    died = {"rate": 5_000.0, "steady": result["rebalance"]["join"], "error": "worker exited with 1:\nlog tail"}
+    assert validate({**result, "rebalance": died}) == []
+    assert rebalance_rows(died)[-1] == ("", "[red]a worker died[/]: worker exited with 1:", "phase ended")
 
 
 def test_profile_categories_follow_the_whole_stack() -> None:
