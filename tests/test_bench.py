@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,13 +13,14 @@ from bench.latency import Stamper, replayed
 from bench.metrics import flat_and_bounded, percentile, percentiles, rate_between, ratio, slope, stage_split
 from bench.profile import categorise, top_functions
 from bench.proxy import timestamps
-from bench.rebalance import Sample, recovery
+from bench.rebalance import Sample, recorded, recovery
 from bench.report import SCHEMA, json_safe, rebalance_rows, targets, validate
 from bench.stages import records_by_source
 from bench.workload import event_time
 from streams.schemas import decode
 
 INF = math.inf
+DATA = Path(__file__).parent / "data"
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -224,6 +226,21 @@ def test_steady_group_catches_up_at_the_next_checkpoint() -> None:
 
     figures = recovery(_timeline(12.0, group=steady), 1.0, members=1)
     assert figures == {"rebalanced_s": 0.0, "caught_up_s": 4.0, "unfetched_max_s": 0.0, "paused_s": 0.25}
+
+
+def test_rebalance_figures_read_again_from_a_recorded_quick_run() -> None:
+    with gzip.open(DATA / "rebalance_quick.json.gz") as f:
+        doc = json.load(f)
+    figures = recorded(doc)
+    for change, printed in doc["figures"].items():
+        assert figures[change] == pytest.approx(printed, abs=0.011), change  # times recorded to the ms
+    join, leave = figures["join"], figures["leave"]
+    # What the run saw: a join and a leave each leave partitions unfetched for 18-24 s (the moved tables'
+    # state restored from the changelogs) and take 30 s to all fetched, 39-41 s to caught up, against 12 s
+    # for a moment without a change.
+    assert 18 < join["unfetched_max_s"] < 19 and 23 < leave["unfetched_max_s"] < 24
+    assert join["rebalanced_s"] < join["caught_up_s"] and leave["rebalanced_s"] < leave["caught_up_s"]
+    assert figures["steady"]["unfetched_max_s"] == 0.0 and figures["steady"]["caught_up_s"] < join["caught_up_s"]
 
 
 def test_the_rebalance_part_of_the_result_document() -> None:
