@@ -114,7 +114,7 @@ def metric_panel(spec: SourceSpec, metric: MetricSpec) -> timeseries.Panel:
 
 
 def metric_title(spec: SourceSpec, metric: MetricSpec) -> str:
-    """The title of ``metric_panel``'s graph (alert rules link to it)."""
+    """The title of ``metric_panel``'s graph, e.g. 'Average basket per store'."""
     return f"{metric.label} per {spec.entity_tags[0]}"
 
 
