@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-SCHEMA = "opsmon-bench/1"
+SCHEMA = "opsmon-bench/2"  # 2: the rebalance phase
 KIB = 1024
 
 
@@ -30,12 +30,19 @@ def targets(result: dict) -> list[dict]:
     lat = result.get("latency") or {}
     mem = result.get("memory") or {}
     stages = result.get("stages") or {}
+    rebalance = result.get("rebalance") or {}
 
     def p99(run: dict | None) -> float | None:
         if not run:
             return None
         v = (run.get("latency_s") or {}).get("p99")
         return math.inf if v is None else v  # not drained counts as missed, not as unknown
+
+    def caught_up(change: dict | None) -> float | None:
+        if not change:
+            return None
+        v = change.get("caught_up_s")
+        return math.inf if v is None else v  # measured, but not caught up within the phase's timeout
 
     broker = (one.get("service_cpu_seconds") or {}).get("kafka")
     window_events = (one.get("events_per_s") or 0) * (one.get("seconds") or 0)
@@ -56,6 +63,8 @@ def targets(result: dict) -> list[dict]:
          (mem.get("full_day") or {}).get("changelog_bytes_per_series"), "bytes", lambda v: v <= 3 * KIB),
         ("Kafka broker CPU per event", "<= 20 µs", broker_us, "µs", lambda v: v <= 20),
         ("2 workers / 1 worker", "reported (2 cores)", ratios.get("speedup_2_workers"), "x", None),
+        ("rebalance: a worker joins, caught up", "reported", caught_up(rebalance.get("join")), "s", None),
+        ("rebalance: a worker leaves, caught up", "reported", caught_up(rebalance.get("leave")), "s", None),
     ]
     return [{"name": name, "target": target, "value": value, "unit": unit,
              "met": None if value is None or ok is None else bool(ok(value))}
@@ -65,14 +74,18 @@ def targets(result: dict) -> list[dict]:
 REQUIRED: dict[str, type | tuple[type, ...]] = {
     "schema": str, "run": dict, "preload": dict, "ceiling": dict, "pipeline": dict, "ratios": dict,
     "latency": dict, "stages": (dict, type(None)), "profile": (dict, type(None)), "memory": dict,
-    "soak": (dict, type(None)), "targets": list,
+    "soak": (dict, type(None)), "rebalance": (dict, type(None)), "targets": list,
 }
+# The figures of each change of the group in ``rebalance`` (bench.rebalance.recovery): seconds, or None when
+# the change did not get there within the phase's timeout.
+REBALANCE_CHANGES = ("steady", "join", "leave")
+REBALANCE_FIGURES = ("rebalanced_s", "caught_up_s", "unfetched_max_s", "paused_s")
 
 
 def validate(result: dict) -> list[str]:
     """Problems with a result document (empty when it is well-formed).
 
-    >>> validate({"schema": "opsmon-bench/1"})[0]
+    >>> validate({"schema": "opsmon-bench/2"})[0]
     'missing run'
     """
     problems = [f"missing {k}" for k in REQUIRED if k not in result]
@@ -88,6 +101,15 @@ def validate(result: dict) -> list[str]:
     one = (result.get("pipeline") or {}).get("1") if isinstance(result.get("pipeline"), dict) else None
     if one is not None and not isinstance(one.get("events_per_s"), int | float):
         problems.append("pipeline.1.events_per_s is not a number")
+    rebalance = result.get("rebalance")
+    for change in REBALANCE_CHANGES if isinstance(rebalance, dict) else ():
+        figures = rebalance.get(change)
+        if not isinstance(figures, dict):
+            if not rebalance.get("error"):  # a worker that died in a change ends the phase
+                problems.append(f"rebalance.{change} is missing")
+            continue
+        problems += [f"rebalance.{change}.{k} is not a number of seconds" for k in REBALANCE_FIGURES
+                     if not (figures.get(k) is None or isinstance(figures.get(k), int | float)) or k not in figures]
     try:
         json.dumps(result, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -180,12 +202,45 @@ def figures_table(result: dict) -> Table:
         t.add_row("memory", f"{row['devices']:,} devices, a full day ({row['readings_per_device']:g} readings)",
                   f"{row['rss_bytes_per_entity'] / KIB:,.1f} KiB RSS, {row['changelog_bytes_per_entity'] / KIB:,.1f}"
                   " KiB changelog")
+    for row in rebalance_rows(result.get("rebalance")):
+        t.add_row(*row)
     soak = result.get("soak")
     if soak:
         t.add_row("soak", f"{soak['minutes']:g} min at {soak['rate']:,.0f}/s: RSS slope, lag max",
                   f"{soak['rss_slope_mib_per_min']:+.2f} MiB/min, {soak['lag_max']:,}")
         t.add_row("", "memory flat / lag bounded", f"{soak['memory_flat']} / {soak['lag_bounded']}")
     return t
+
+
+def rebalance_rows(rebalance: dict | None) -> list[tuple[str, str, str]]:
+    """The figures table's rows of the rebalance phase: one per change of the group.
+
+    >>> rebalance_rows({"rate": 5000.0, "checkpoint_seconds": 5.0, "join": {"rebalanced_s": 7.5,
+    ...     "caught_up_s": 11.0, "unfetched_max_s": 2.5, "paused_s": 1.5, "ready_s": 4.0}})[1]
+    ('', 'a 2nd worker joins (spawned; ready in 4.0 s)', '7.5 s / 11.0 s; 2.5 s / 1.5 s')
+    """
+    if not rebalance:
+        return []
+    rows = [("rebalance", f"at {rebalance.get('rate', 0):,.0f}/s, checkpoints every "
+                          f"{rebalance.get('checkpoint_seconds', 0):g} s: all partitions fetched / caught up; "
+                          "longest unfetched / without events", "")]
+    labels = {"steady": "no change (the floor: a checkpoint)", "join": "a 2nd worker joins (spawned",
+              "leave": "the 2nd worker leaves (SIGTERM)"}
+    for change, label in labels.items():
+        f = rebalance.get(change)
+        if not f:
+            continue
+        if change == "join":
+            label += f"; ready in {f.get('ready_s', 0):.1f} s)"
+        rows.append(("", label, f"{_secs(f.get('rebalanced_s'))} / {_secs(f.get('caught_up_s'))}; "
+                                f"{_secs(f.get('unfetched_max_s'))} / {_secs(f.get('paused_s'))}"))
+    if rebalance.get("error"):
+        rows.append(("", "[red]a worker died[/]: " + rebalance["error"].splitlines()[0], "phase ended"))
+    return rows
+
+
+def _secs(v: float | None) -> str:
+    return "not within the timeout" if v is None else f"{v:.1f} s"
 
 
 def stages_table(result: dict) -> Table | None:
@@ -252,7 +307,8 @@ def chart(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    reb = result.get("rebalance") or {}
+    fig, axes = plt.subplots(1, 4 if reb else 3, figsize=(21 if reb else 16, 5.2))
     ax = axes[0]
     pipe = result.get("pipeline") or {}
     bars = [("ceiling\n(fetch+decode)", (result.get("ceiling") or {}).get("events_per_s"))]
@@ -298,9 +354,30 @@ def chart(result: dict, path: Path) -> None:
     ax.set_ylabel("KiB per IoT device")
     ax.set_title("memory per tracked entity (devices × readings)")
     ax.legend(fontsize=8)
+    if reb:
+        _rebalance_chart(axes[3], reb)
     fig.suptitle(f"opsmon bench {result['run'].get('started_at', '')} — {result['run'].get('events', 0):,} events, "
                  f"{result['run'].get('machine', {}).get('cpus', '?')} CPUs")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _rebalance_chart(ax: Any, reb: dict) -> None:
+    """Seconds from each change of the group until every partition is fetched again, and until caught up."""
+    changes = [c for c in REBALANCE_CHANGES if reb.get(c)]
+    timeout = reb.get("timeout_s") or 0.0
+    for j, (key, label) in enumerate((("rebalanced_s", "all partitions fetched"),
+                                      ("caught_up_s", "caught up (committed)"))):
+        ys = [reb[c].get(key) for c in changes]
+        xs = [i + (j - 0.5) * 0.4 for i in range(len(changes))]
+        ax.bar(xs, [timeout if y is None else y for y in ys], width=0.4, label=label)
+        for x, y in zip(xs, ys, strict=True):
+            ax.text(x, timeout if y is None else y, f">{timeout:.0f}s" if y is None else f"{y:.1f}s", ha="center",
+                    va="bottom", fontsize=8)
+    ax.set_xticks(range(len(changes)), [{"steady": "no change", "join": "2nd worker\njoins",
+                                         "leave": "2nd worker\nleaves"}[c] for c in changes])
+    ax.set_ylabel("seconds after the change")
+    ax.set_title(f"rebalance at {reb.get('rate', 0):,.0f}/s (checkpoints every {reb.get('checkpoint_seconds', 0):g} s)")
+    ax.legend(fontsize=8)

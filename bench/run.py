@@ -22,6 +22,7 @@ from bench import latency as _latency
 from bench import memory as _memory
 from bench import pipeline as _pipeline
 from bench import profile as _profile
+from bench import rebalance as _rebalance
 from bench import report as _report
 from bench import soak as _soak
 from bench import stages as _stages
@@ -37,6 +38,9 @@ class Options:
     events: int = 100_000
     quick: bool = False
     skip_scaling: bool = False
+    skip_rebalance: bool = False
+    rebalance_settle_s: float = 10.0  # the steady load before each change of the group
+    rebalance_timeout_s: float = 120.0
     soak_minutes: float = 0.0
     soak_rate: float | None = None  # default: half the measured capacity of one worker
     latency_rate: float = 10_000.0
@@ -63,6 +67,8 @@ class Options:
         self.memory_devices = (1_000, 5_000)
         self.full_day_devices = 100
         self.stage_events = min(self.stage_events, 10_000)
+        self.rebalance_settle_s = min(self.rebalance_settle_s, 5.0)
+        self.rebalance_timeout_s = min(self.rebalance_timeout_s, 60.0)
         return self
 
 
@@ -108,7 +114,8 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
     base = bench_settings(data_dir, opts.partitions)
     stack = BenchStack(base, keep=opts.keep_stack)
     result: dict = {"schema": _report.SCHEMA, "run": {}, "preload": {}, "ceiling": {}, "pipeline": {}, "ratios": {},
-                    "latency": {}, "stages": None, "profile": None, "memory": {}, "soak": None, "targets": []}
+                    "latency": {}, "stages": None, "profile": None, "memory": {}, "soak": None, "rebalance": None,
+                    "targets": []}
     columns = (SpinnerColumn(), TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
@@ -160,6 +167,14 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
             result["ratios"] = {
                 "pipeline_to_ceiling": _round(ratio(one["events_per_s_per_worker"], result["ceiling"]["events_per_s"])),
                 "speedup_2_workers": _round(ratio(two["events_per_s"], one["events_per_s"])) if two else None}
+
+            if not opts.skip_rebalance:
+                # Half of one worker's capacity: a change's backlog is caught up, not added to a standing one.
+                rate = max(100.0, round(0.5 * one["events_per_s"], -1))
+                with ph.phase(f"rebalance: a worker joins, leaves ({rate:,.0f}/s)", 3) as bar:
+                    result["rebalance"] = _rebalance.run_rebalance(
+                        base, opts.fleet, rate, f"{tag}-rb", run_dir / "rebalance", settle_s=opts.rebalance_settle_s,
+                        timeout_s=opts.rebalance_timeout_s, on_progress=bar)
 
             sample = events[:opts.stage_events]
             with ph.phase("time per stage (in process)", len(sample)) as bar:

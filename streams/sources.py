@@ -44,6 +44,11 @@ class MetricSpec:
     ``counted``: the ratio's count is judged too, against its usual rate (``models.ratio.CountTail``), on the
     harmful side: on a shop whose history is full of checkout failures, 25% errors over 36 requests scores
     just under the detector's bar, while its count (9 of 36 at 0.4%) is rarer than one in a billion.
+
+    ``title``, ``unit`` and ``rollup`` say how the source's board draws a windowed metric: a panel per
+    metric, its windows added up over each point of the graph by ``rollup``, an InfluxQL selection of the
+    fields written (empty: the field's sum, or a pooled ratio's sum of successes over its sum of trials; a
+    derived field such as the refund rate is not written, so it spells its ratio out).
     """
 
     name: str
@@ -52,6 +57,23 @@ class MetricSpec:
     pooled: tuple[str, str] | None = None
     counted: bool = False
     runbook: str = DEFAULT_RUNBOOK
+    title: str = ""  # empty: the name, capitalised
+    unit: str = "short"  # a Grafana unit: short, percentunit, ms, ...
+    rollup: str = ""
+
+    @property
+    def label(self) -> str:
+        """The metric as people read it on a board."""
+        return self.title or self.name.replace("_", " ").capitalize()
+
+    @property
+    def select(self) -> str:
+        """The InfluxQL selection that adds the metric's windows up (see ``rollup``)."""
+        if self.rollup:
+            return self.rollup
+        if self.pooled is not None:
+            return f'sum("{self.pooled[0]}") / sum("{self.pooled[1]}")'
+        return f'sum("{self.name}")'
 
 
 def _pos_totals(fields: dict[str, float]) -> dict[str, float]:
@@ -64,10 +86,13 @@ def _same(fields: dict[str, float]) -> dict[str, float]:
     return fields
 
 
+SKU_MEASUREMENT = "pos_sku_window"
+
+
 def _sku_lines(entity: str, agg: Aggregate, ts_ms: int) -> list[str]:
     """Units and revenue per SKU of a POS window (what demand forecasts and the sales board read)."""
     assert isinstance(agg, PosAggregate)
-    return [line("pos_sku_window", {"store": entity, "sku": sku},
+    return [line(SKU_MEASUREMENT, {"store": entity, "sku": sku},
                  {"quantity": round(qty, 6), "revenue": round(revenue, 6)}, ts_ms)
             for sku, (qty, revenue) in agg.skus.items()]
 
@@ -108,6 +133,13 @@ class SourceSpec:
     def judged(self) -> tuple[str, ...]:
         """The names of the declared metrics, in their order."""
         return tuple(m.name for m in self.metrics)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields written to ``measurement``: a window's, or the declared readings (a device may send more)."""
+        if self.windowed:
+            return tuple(self.zero_fields)
+        return tuple(m.name for m in self.metrics if m.name != SILENCE)
 
     @cached_property
     def _by_name(self) -> dict[str, MetricSpec]:
@@ -157,10 +189,12 @@ POS = SourceSpec(
                                       "same hour."),
         MetricSpec("transactions", runbook="Check that every till is online and the card terminal accepts "
                                            "payments."),
-        MetricSpec("avg_basket", per="transactions", pooled=("revenue", "transactions"),
+        MetricSpec("avg_basket", per="transactions", pooled=("revenue", "transactions"), title="Average basket",
                    runbook="Check prices and promotions that went live recently."),
         MetricSpec("refund_rate", harmful=1, per="sales_and_refunds", pooled=("refunds", "sales_and_refunds"),
-                   counted=True, runbook="Review recent refunds at the store for a faulty product or misuse."),
+                   counted=True, unit="percentunit",
+                   rollup='sum("refunds") / (sum("transactions") + sum("refunds"))',
+                   runbook="Review recent refunds at the store for a faulty product or misuse."),
     ),
 )
 
@@ -173,10 +207,12 @@ WEB = SourceSpec(
     metrics=(
         MetricSpec("events", runbook="Traffic changed: check campaigns, DNS and the CDN."),
         MetricSpec("error_rate", harmful=1, per="events", pooled=("errors", "events"), counted=True,
+                   unit="percentunit",
                    runbook="Open the web board: which paths fail; roll back the last deploy if it matches."),
-        MetricSpec("latency_p95", harmful=1, per="events",
+        MetricSpec("latency_p95", harmful=1, per="events", title="Latency p95", unit="ms", rollup='max("latency_p95")',
                    runbook="Check the shop's backend and database load; scale or shed traffic."),
         MetricSpec("conversion", harmful=-1, per="sessions", pooled=("purchases", "sessions"), counted=True,
+                   unit="percentunit",
                    runbook="Walk through checkout by hand; payment provider status; recent changes."),
     ),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -12,12 +13,14 @@ from bench.latency import Stamper, replayed
 from bench.metrics import flat_and_bounded, percentile, percentiles, rate_between, ratio, slope, stage_split
 from bench.profile import categorise, top_functions
 from bench.proxy import timestamps
-from bench.report import SCHEMA, json_safe, targets, validate
+from bench.rebalance import Sample, recorded, recovery
+from bench.report import SCHEMA, json_safe, rebalance_rows, targets, validate
 from bench.stages import records_by_source
 from bench.workload import event_time
 from streams.schemas import decode
 
 INF = math.inf
+DATA = Path(__file__).parent / "data"
 
 
 def test_percentile_interpolates_like_numpy() -> None:
@@ -82,6 +85,9 @@ def _result(**over: object) -> dict:
         "ratios": {"pipeline_to_ceiling": 0.005, "speedup_2_workers": 1.85},
         "latency": {"target_rate": {"rate_target": 10_000.0, "latency_s": {"p50": 9.0, "p95": None, "p99": None}}},
         "stages": None, "profile": None, "memory": {"per_entity_bytes": 1_500.0}, "soak": None, "targets": [],
+        "rebalance": {"rate": 5_000.0, "checkpoint_seconds": 5.0, "timeout_s": 60.0, **{
+            change: {"rebalanced_s": 0.0 if change == "steady" else 6.0, "caught_up_s": 5.5, "unfetched_max_s": 0.0,
+                     "paused_s": 0.5} for change in ("steady", "join", "leave")}},
     }
     result.update(over)
     return result
@@ -120,6 +126,146 @@ def test_the_result_document_is_strict_json_with_every_part() -> None:
     broken = json_safe(result)
     broken["targets"][0]["met"] = "yes"
     assert any("met is 'yes'" in p for p in validate(broken))
+
+
+PARTS = ("iot[0]", "iot[1]", "web[0]", "web[1]")
+
+
+def _group(t: float, *held: tuple[str, ...], consumed: int, committed: int | dict[str, int], ends: int) -> Sample:
+    offsets = committed if isinstance(committed, dict) else dict.fromkeys(PARTS, committed)
+    return Sample(t, tuple(frozenset(h) for h in held), consumed, offsets, dict.fromkeys(PARTS, ends))
+
+
+def _timeline(until: float, step: float = 0.25, **at: object) -> list[Sample]:
+    """Samples every ``step`` from -2 s to ``until`` made by ``at["group"](t)``."""
+    group = at["group"]
+    assert callable(group)
+    return [group(-2.0 + i * step) for i in range(int((until + 2.0) / step) + 1)]
+
+
+def test_rebalance_figures_of_a_worker_joining() -> None:
+    def group(t: float) -> Sample:
+        # Worker 0 holds everything until the rebalance at 3 s revokes it all; its last checkpoint commits 1,000,
+        # the partitions' ends at the change. From 4 s each worker holds two. Nothing is taken in from 3 s to
+        # 4.5 s. The ends grow by 10 a second: 1,040 when the group is whole again at 4 s, which the checkpoint
+        # at 8 s (1,030) does not reach and the one at 9 s (1,050) does: caught up at 9 s, not at 4 s.
+        if t < 3.0:
+            held: tuple[tuple[str, ...], ...] = (PARTS, ())
+        elif t < 4.0:
+            held = ((), ())
+        else:
+            held = (PARTS[:2], PARTS[2:])
+        consumed = int(100 * min(t, 3.0) + 100 * max(0.0, t - 4.5))
+        committed = 1_050 if t >= 9.0 else 1_030 if t >= 8.0 else 1_000 if t >= 3.0 else 900
+        return _group(t, *held, consumed=consumed, committed=committed, ends=int(1_000 + 10 * t))
+
+    figures = recovery(_timeline(15.0, group=group), 0.0, members=2)
+    assert figures == {"rebalanced_s": 4.0, "caught_up_s": 9.0, "unfetched_max_s": 1.0, "paused_s": 1.75}
+    # Measured from later, the same catch-up.
+    assert recovery(_timeline(15.0, group=group), 2.0, members=2)["caught_up_s"] == 7.0
+
+
+def test_a_partition_left_unfetched_after_a_join_delays_the_catch_up_and_is_named_by_its_stretch() -> None:
+    def group(t: float) -> Sample:
+        # faust#629: after the rebalance at 1 s web[1] is fetched by nobody until 20 s.
+        if t < 1.0:
+            held: tuple[tuple[str, ...], ...] = (PARTS, ())
+        elif t < 20.0:
+            held = (PARTS[:2], PARTS[2:3])
+        else:
+            held = (PARTS[:2], PARTS[2:])
+        committed = {p: 1_000 if t >= 5.0 else 950 for p in PARTS}
+        committed["web[1]"] = 1_000 if t >= 25.0 else 950
+        return _group(t, *held, consumed=int(100 * t) + 200, committed=committed, ends=1_000)
+
+    figures = recovery(_timeline(30.0, group=group), 0.0, members=2)
+    assert figures["rebalanced_s"] == 20.0 and figures["caught_up_s"] == 25.0
+    assert figures["unfetched_max_s"] == 19.0
+    assert figures["paused_s"] == 0.25  # the other partitions kept the events coming
+
+
+def test_rebalance_figures_of_a_worker_leaving_and_of_a_change_that_never_recovers() -> None:
+    def leave(t: float) -> Sample:
+        held = (PARTS[:2], PARTS[2:]) if t < 2.0 else (PARTS, ())  # worker 1's two move to worker 0 at 2 s
+        return _group(t, *held, consumed=int(50 * t) + 200, committed=500 if t >= 6.0 else 400, ends=500)
+
+    assert recovery(_timeline(10.0, group=leave), 0.0, members=1) == {
+        "rebalanced_s": 2.0, "caught_up_s": 6.0, "unfetched_max_s": 0.0, "paused_s": 0.25}
+
+    def stuck(t: float) -> Sample:
+        held = (PARTS[:2], PARTS[2:]) if t < 1.0 else ((), ())  # revoked from both, then nothing
+        return _group(t, *held, consumed=int(50 * min(t, 1.0)) + 200, committed=400, ends=500)
+
+    figures = recovery(_timeline(10.0, group=stuck), 0.0, members=1)
+    assert figures["rebalanced_s"] is None and figures["caught_up_s"] is None
+    assert figures["unfetched_max_s"] == 9.0 and figures["paused_s"] == 9.0  # to the last sample
+    # Before the samples reach the change, nothing is known yet.
+    assert recovery(_timeline(-1.0, group=stuck), 0.0, members=1)["caught_up_s"] is None
+
+
+def test_a_worker_that_does_not_answer_is_neither_fetching_nor_not() -> None:
+    def group(t: float) -> Sample:
+        # The rebalance after a join settles at 2 s, but worker 0's event loop is blocked from 1 s to 4 s
+        # (no answer to /opsmon/stats): the group is known to be whole only at 4 s, and no partition is known
+        # to have gone unfetched.
+        sample = _group(t, *((PARTS, ()) if t < 1.0 else (PARTS[:2], PARTS[2:])), consumed=int(100 * t) + 100,
+                        committed=500 if t >= 5.0 else 400, ends=450)
+        if 1.0 <= t < 4.0:
+            sample = Sample(sample.t, (None, sample.held[1]), sample.consumed, sample.committed, sample.ends)
+        return sample
+
+    assert recovery(_timeline(8.0, group=group), 0.0, members=2) == {
+        "rebalanced_s": 4.0, "caught_up_s": 5.0, "unfetched_max_s": 0.0, "paused_s": 0.25}
+
+
+def test_steady_group_catches_up_at_the_next_checkpoint() -> None:
+    def steady(t: float) -> Sample:
+        checkpoint = 5.0 * (t // 5.0)  # offsets move at checkpoints, every 5 s, to the ends then
+        return _group(t, PARTS, (), consumed=int(100 * t) + 300, committed=int(60 * checkpoint) + 240,
+                      ends=int(60 * t) + 240)
+
+    figures = recovery(_timeline(12.0, group=steady), 1.0, members=1)
+    assert figures == {"rebalanced_s": 0.0, "caught_up_s": 4.0, "unfetched_max_s": 0.0, "paused_s": 0.25}
+
+
+def test_rebalance_figures_read_again_from_a_recorded_quick_run() -> None:
+    with gzip.open(DATA / "rebalance_quick.json.gz") as f:
+        doc = json.load(f)
+    figures = recorded(doc)
+    for change, printed in doc["figures"].items():
+        assert figures[change] == pytest.approx(printed, abs=0.011), change  # times recorded to the ms
+    join, leave = figures["join"], figures["leave"]
+    # What the run saw: a join and a leave each leave partitions unfetched for 18-24 s (the moved tables'
+    # state restored from the changelogs) and take 30 s to all fetched, 39-41 s to caught up, against 12 s
+    # for a moment without a change.
+    assert 18 < join["unfetched_max_s"] < 19 and 23 < leave["unfetched_max_s"] < 24
+    assert join["rebalanced_s"] < join["caught_up_s"] and leave["rebalanced_s"] < leave["caught_up_s"]
+    assert figures["steady"]["unfetched_max_s"] == 0.0 and figures["steady"]["caught_up_s"] < join["caught_up_s"]
+
+
+def test_the_rebalance_part_of_the_result_document() -> None:
+    result = _result()
+    result["targets"] = targets(result)
+    result = json_safe(result)
+    assert validate(result) == []
+    rows = {r["name"]: r for r in result["targets"]}
+    assert rows["rebalance: a worker joins, caught up"]["value"] == 5.5
+    assert rows["rebalance: a worker leaves, caught up"]["met"] is None  # reported, no target
+    assert [label for _, label, _ in rebalance_rows(result["rebalance"])][1:] == [
+        "no change (the floor: a checkpoint)", "a 2nd worker joins (spawned; ready in 0.0 s)",
+        "the 2nd worker leaves (SIGTERM)"]
+    result["rebalance"]["join"]["caught_up_s"] = None  # not within the timeout: valid, and said so
+    assert validate(result) == []
+    assert "not within the timeout" in rebalance_rows(result["rebalance"])[2][2]
+    assert {r["name"]: r for r in targets(result)}["rebalance: a worker joins, caught up"]["value"] == INF
+    result["rebalance"]["leave"]["paused_s"] = "slow"
+    del result["rebalance"]["steady"]
+    assert validate(result) == ["rebalance.steady is missing", "rebalance.leave.paused_s is not a number of seconds"]
+    assert validate({**result, "rebalance": None}) == []  # skipped (--skip-rebalance)
+    # A worker that died in a change ended the phase: the changes before it, and the error.
+    died = {"rate": 5_000.0, "steady": result["rebalance"]["join"], "error": "worker exited with 1:\nlog tail"}
+    assert validate({**result, "rebalance": died}) == []
+    assert rebalance_rows(died)[-1] == ("", "[red]a worker died[/]: worker exited with 1:", "phase ended")
 
 
 def test_profile_categories_follow_the_whole_stack() -> None:

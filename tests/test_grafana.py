@@ -4,6 +4,7 @@ and ``push`` over real HTTP to a loopback server speaking the few Grafana API en
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import threading
@@ -19,12 +20,14 @@ from grafana_foundation_sdk.models import alerting as am
 from typer.testing import CliRunner
 
 from deploy.grafana import provision, rules
-from deploy.grafana.boards import all_boards
+from deploy.grafana.boards import all_boards, sales
+from deploy.grafana.boards import web as web_board
 from deploy.grafana.boards.common import FOLDER_UID, all_panels
 from deploy.grafana.datasource import InfluxTarget
 from deploy.grafana.influxql import DATASOURCE_UID, InfluxQLQuery, dashboard_from_json
 from deploy.grafana.push import GrafanaPushError, push
 from opsmon.cli import app
+from streams.sources import SKU_MEASUREMENT, SOURCES, MetricSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 BOARD_UIDS = ["opsmon-overview", "opsmon-iot", "opsmon-sales", "opsmon-web", "opsmon-pipeline"]
@@ -130,6 +133,58 @@ def test_queries_use_only_the_data_model(where: str, query: str) -> None:
         for name in re.findall(r'"(\w+)"', clause):
             assert name in tags, f'GROUP BY "{name}": not a tag of {measurements}'
     assert "$timeFilter" in query or query.startswith("SHOW "), "no time range"
+
+
+# --- the boards read the sources' declarations (streams.sources) -----------------------------------
+
+def _queries_from(board: dict, measurement: str) -> list[str]:
+    return [t["query"] for p in board["panels"] for t in p.get("targets", []) if f'FROM "{measurement}"' in t["query"]]
+
+
+def test_every_judged_metric_of_a_windowed_source_is_drawn_on_its_board_as_declared() -> None:
+    for spec in SOURCES.values():
+        assert spec.board in BOARD_JSON, spec.name
+        if not spec.windowed:
+            continue  # a reading source's board repeats over the readings' field keys: every reading is drawn
+        queries = _queries_from(BOARD_JSON[spec.board], spec.measurement)
+        for metric in spec.metrics:
+            assert any(f"SELECT {metric.select} " in q or f"{metric.select} AS " in q for q in queries), \
+                f"{spec.board}: no panel draws {spec.name}'s {metric.name} as {metric.select}"
+
+
+def test_board_queries_read_only_fields_the_sources_write() -> None:
+    written = {spec.measurement: (set(spec.entity_tags), set(spec.fields)) for spec in SOURCES.values()}
+    read = set()
+    for where, query in all_queries():
+        measurements = set(re.findall(r'FROM "(\w+)"', query))
+        read |= measurements
+        if not measurements or not measurements <= written.keys():
+            continue  # the scores, alerts and the pipeline's own points: test_queries_use_only_the_data_model
+        tags = set().union(*(written[m][0] for m in measurements))
+        fields = set().union(*(written[m][1] for m in measurements))
+        aliases = set(re.findall(r'AS "([^"]+)"', query))
+        for name in re.findall(r'"([^"]+)"', query):
+            if "$" not in name and name not in aliases | measurements:
+                assert name in tags | fields, f'{where}: "{name}" is not written to {measurements}: {query}'
+    assert written.keys() | {SKU_MEASUREMENT} <= read
+
+
+def test_a_metric_added_to_a_source_gets_a_panel_on_its_board(monkeypatch: pytest.MonkeyPatch) -> None:
+    pos, site = SOURCES["pos"], SOURCES["web"]
+    monkeypatch.setitem(SOURCES, "pos", dataclasses.replace(pos, metrics=(
+        *pos.metrics, MetricSpec("items", title="Units", runbook="Count the shelf against the till."))))
+    monkeypatch.setitem(SOURCES, "web", dataclasses.replace(site, measurement="shop_window", metrics=(
+        *site.metrics, MetricSpec("page_views", rollup='max("page_views")'))))
+    board = json.loads(provision.dashboard_json(sales.build()))
+    panel = next(p for p in board["panels"] if p["title"] == "Units per store")
+    assert panel["targets"][0]["query"].startswith('SELECT sum("items") FROM "pos_window" WHERE "store" =~ /^$store$/')
+    assert panel["description"].endswith("Count the shelf against the till.")
+    board = json.loads(provision.dashboard_json(web_board.build()))
+    panel = next(p for p in board["panels"] if p["title"] == "Page views per site")
+    assert panel["targets"][0]["query"].startswith('SELECT max("page_views") FROM "shop_window"')
+    # A measurement renamed in the declaration is renamed on the whole board.
+    queries = [t["query"] for p in board["panels"] for t in p.get("targets", [])]
+    assert not any("web_window" in q for q in queries) and len(_queries_from(board, "shop_window")) > 8
 
 
 def test_provisioning_files_on_disk_are_up_to_date() -> None:

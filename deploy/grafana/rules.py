@@ -18,18 +18,17 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import alerting as am
 from grafana_foundation_sdk.models import dashboard as dm
 
-from deploy.grafana.boards import iot, pipeline, web
+from deploy.grafana.boards import iot, pipeline
+from deploy.grafana.boards import web as web_board
 from deploy.grafana.boards.common import (
     FOLDER_TITLE,
     FOLDER_UID,
-    UID_IOT,
     UID_PIPELINE,
-    UID_SALES,
-    UID_WEB,
     panel_id,
     where,
 )
 from deploy.grafana.influxql import DATASOURCE_UID, InfluxQL, register
+from streams.sources import SOURCES
 
 GROUP_TITLE = "opsmon anomalies"
 GROUP_INTERVAL_S = 60
@@ -63,7 +62,8 @@ class RuleSpec:
 
 
 def specs() -> list[RuleSpec]:
-    """The rules opsmon ships with."""
+    """The rules opsmon ships with; a rule about one metric of a source takes its runbook from the declaration."""
+    pos, web = SOURCES["pos"], SOURCES["web"]
     return [
         RuleSpec(
             uid="opsmon-iot-anomaly", title="IoT reading anomalous",
@@ -74,7 +74,7 @@ def specs() -> list[RuleSpec]:
             summary="{{ $labels.entity }}: {{ $labels.metric }} is anomalous (score {{ $values.B.Value }})",
             runbook="Check the device on site: sensor fault, door left open, failing compressor or motor? "
                     "Acknowledge or mark false positive so the model learns.",
-            dashboard_uid=UID_IOT, panel_title=iot.SCORE_TITLE),
+            dashboard_uid=SOURCES["iot"].board, panel_title=iot.SCORE_TITLE),
         RuleSpec(
             uid="opsmon-sales-drop", title="Sales below forecast",
             query=('SELECT sum("is_anomaly") FROM "anomaly_score" '
@@ -82,16 +82,14 @@ def specs() -> list[RuleSpec]:
             lookback_s=900, reducer="last", comparison="gt", threshold=0, pending="5m",
             severity="warning", source="pos",
             summary="{{ $labels.entity }}: revenue anomalously low ({{ $values.B.Value }} low windows in 15 min)",
-            runbook="Is the store open and are its tills online? Card terminal down, queue, stock-out?",
-            dashboard_uid=UID_SALES),
+            runbook=pos.metric("revenue").runbook, dashboard_uid=pos.board),
         RuleSpec(
             uid="opsmon-web-errors", title="Web shop error rate high",
-            query=f'SELECT sum("errors") / sum("events") FROM "web_window" {where()} GROUP BY "site"',
+            query=f'SELECT {web.metric("error_rate").select} FROM "{web.measurement}" {where()} GROUP BY "site"',
             lookback_s=600, reducer="last", comparison="gt", threshold=0.05, pending="5m",
             severity="critical", source="web",
             summary="{{ $labels.site }}: {{ humanizePercentage $values.B.Value }} of requests fail",
-            runbook="Check the shop's error logs and payment provider status; roll back a recent deploy.",
-            dashboard_uid=UID_WEB, panel_title=web.ERRORS_TITLE),
+            runbook=web.metric("error_rate").runbook, dashboard_uid=web.board, panel_title=web_board.ERRORS_TITLE),
         RuleSpec(
             uid="opsmon-pipeline-stalled", title="opsmon pipeline stalled",
             query=f'SELECT spread("events") FROM "opsmon_pipeline" {where()} GROUP BY "worker", "topic"',

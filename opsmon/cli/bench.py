@@ -20,6 +20,8 @@ def bench(
     events: Annotated[int, typer.Option(help="Events to preload and push through the pipeline.")] = 100_000,
     quick: Annotated[bool, typer.Option(help="A small run for smoke use (about two minutes).")] = False,
     skip_scaling: Annotated[bool, typer.Option(help="Skip the run with two workers.")] = False,
+    skip_rebalance: Annotated[bool, typer.Option(help="Skip the rebalance phase (a second worker joins and "
+                                                 "leaves under a steady load).")] = False,
     soak: Annotated[float, typer.Option(help="Minutes of steady load after the rest (RSS and lag sampled); "
                                         "0: no soak.")] = 0.0,
     soak_rate: Annotated[float | None, typer.Option(help="Events/s of the soak; default half of one worker's "
@@ -34,14 +36,14 @@ def bench(
     keep_stack: Annotated[bool, typer.Option(help="Leave the bench stack running if this run started it.")] = False,
     data_dir: Annotated[Path, typer.Option(help="The bench stack's data and the runs' logs.")] = Path(".opsmon/bench"),
 ) -> None:
-    """Measure throughput, latency, time per stage, scaling and memory per entity against the targets."""
+    """Measure throughput, latency, time per stage, scaling, rebalances and memory per entity against the targets."""
     from bench import report
     from bench.run import Options, run_bench
 
     # A topic just created has no leader for a moment; aiokafka retries and says so at WARNING.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
-    opts = Options(events=events, skip_scaling=skip_scaling, soak_minutes=soak, soak_rate=soak_rate,
-                   latency_rate=latency_rate, latency_seconds=latency_seconds, profile=profile,
+    opts = Options(events=events, skip_scaling=skip_scaling, skip_rebalance=skip_rebalance, soak_minutes=soak,
+                   soak_rate=soak_rate, latency_rate=latency_rate, latency_seconds=latency_seconds, profile=profile,
                    keep_stack=keep_stack, data_dir=data_dir, what_if=tuple(what_if or ()))
     if quick:
         opts.quicken()

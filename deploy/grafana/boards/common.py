@@ -1,7 +1,13 @@
-"""What every opsmon board shares: dashboard defaults, panel shorthands, InfluxQL snippets, panel ids."""
+"""What every opsmon board shares: dashboard defaults, panel shorthands, InfluxQL snippets, panel ids.
+
+The boards of the sources read the sources' declarations (``streams.sources``): uid, measurement, entity
+tags, and a graph per judged metric (``metric_panels``), so a metric added to a source's spec is drawn
+on its board.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TypeVar
 
 from grafana_foundation_sdk.builders import common as cb
@@ -12,6 +18,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from deploy.grafana.influxql import InfluxQL, datasource_ref
+from streams.sources import SOURCES, MetricSpec, SourceSpec
 
 P = TypeVar("P", bound=cogbuilder.Builder[dm.Panel])
 
@@ -21,9 +28,9 @@ FOLDER_TITLE = "opsmon"
 
 # Stable UIDs: alert rules, links and people's bookmarks point at them.
 UID_OVERVIEW = "opsmon-overview"
-UID_IOT = "opsmon-iot"
-UID_SALES = "opsmon-sales"
-UID_WEB = "opsmon-web"
+UID_IOT = SOURCES["iot"].board
+UID_SALES = SOURCES["pos"].board
+UID_WEB = SOURCES["web"].board
 UID_PIPELINE = "opsmon-pipeline"
 
 TIME_FILTER = "$timeFilter"
@@ -95,6 +102,28 @@ def grid(title: str, *targets: InfluxQL, w: int = 12, h: int = 8, description: s
     if description:
         panel = panel.description(description)
     return _with_targets(panel, targets)
+
+
+def metric_panel(spec: SourceSpec, metric: MetricSpec) -> timeseries.Panel:
+    """A windowed source's metric per entity over time, added up as its declaration says, with its runbook."""
+    tag = spec.entity_tags[0]
+    query = InfluxQL(f'SELECT {metric.select} FROM "{spec.measurement}" {where(matches(tag))} '
+                     f'{every_interval(tag)} fill(none)').alias(f"$tag_{tag}")
+    return graph(metric_title(spec, metric), query, unit=metric.unit,
+                 description=f"When it is anomalous: {metric.runbook}")
+
+
+def metric_title(spec: SourceSpec, metric: MetricSpec) -> str:
+    """The title of ``metric_panel``'s graph, e.g. 'Average basket per store'."""
+    return f"{metric.label} per {spec.entity_tags[0]}"
+
+
+def metric_panels(spec: SourceSpec, drawn: Collection[str] = ()) -> list[timeseries.Panel]:
+    """A ``metric_panel`` for each judged metric of ``spec`` in declaration order, but those in ``drawn``.
+
+    ``drawn``: metrics the board draws in a panel of its own (the web board's errors beside their rate).
+    """
+    return [metric_panel(spec, m) for m in spec.metrics if m.name not in drawn]
 
 
 def thresholds(steps: list[tuple[float | None, str]]) -> db.ThresholdsConfig:

@@ -1,4 +1,9 @@
-"""IoT devices: each device's readings with the model's expected band, anomaly scores and anomaly markers."""
+"""IoT devices: each device's readings with the model's expected band, anomaly scores and anomaly markers.
+
+It follows the IoT source's declaration (``streams.sources.IOT``): the readings' measurement and its site
+and device tags. A reading source judges every measurement a device sends, so the board repeats its panels
+over the readings' field keys rather than over the declared metrics.
+"""
 
 from __future__ import annotations
 
@@ -21,10 +26,13 @@ from deploy.grafana.boards.common import (
     where,
 )
 from deploy.grafana.influxql import InfluxAnnotation, InfluxQL
+from streams.sources import SOURCES
 
+SPEC = SOURCES["iot"]
+READINGS = SPEC.measurement
 # anomaly_score names an IoT series by entity "site/device"; the slash is escaped inside /regex/.
 ENTITY = '"entity" =~ /^$site\\/$device$/'
-IOT = "\"source\" = 'iot'"
+IOT = f"\"source\" = '{SPEC.name}'"
 DEVICE = f'{matches("site")} AND {matches("device")}'
 
 READING_TITLE = "$metric"
@@ -35,17 +43,17 @@ def build() -> dm.Dashboard:
     """The IoT devices board."""
     board = (new_dashboard(UID_IOT, "opsmon: IoT devices",
                            "Readings per device and metric with the expected band; anomaly scores and markers.")
-             .with_variable(query_variable("site", "Site", 'SHOW TAG VALUES FROM "iot_reading" WITH KEY = "site"',
+             .with_variable(query_variable("site", "Site", f'SHOW TAG VALUES FROM "{READINGS}" WITH KEY = "site"',
                                            multi=False))
-             .with_variable(query_variable("device", "Device", 'SHOW TAG VALUES FROM "iot_reading" '
+             .with_variable(query_variable("device", "Device", f'SHOW TAG VALUES FROM "{READINGS}" '
                                                                f'WITH KEY = "device" WHERE {matches("site")}'))
-             .with_variable(query_variable("metric", "Metric", 'SHOW FIELD KEYS FROM "iot_reading"'))
+             .with_variable(query_variable("metric", "Metric", f'SHOW FIELD KEYS FROM "{READINGS}"'))
              .annotation(InfluxAnnotation("Anomalies", 'SELECT "score", "observed", "metric", "entity" '
                                                        f'FROM "anomaly_score" WHERE {IOT} AND "is_anomaly" = 1 '
                                                        f'AND {ENTITY} AND $timeFilter')
                          .columns(text="metric", tags="entity,metric"))
              .with_panel(grid("Latest readings",
-                              InfluxQL(f'SELECT last(*) FROM "iot_reading" {where(DEVICE)} GROUP BY "device"')
+                              InfluxQL(f'SELECT last(*) FROM "{READINGS}" {where(DEVICE)} GROUP BY "device"')
                               .format("table"), w=16, h=7,
                               description="The last value of every metric of each selected device."))
              .with_panel(grid("Anomalies by device and metric",
@@ -60,7 +68,7 @@ def build() -> dm.Dashboard:
 
 def reading_panel() -> timeseries.Panel:
     """One metric of one device (repeated per metric): the reading, expected value and band."""
-    reading = InfluxQL(f'SELECT mean("$metric") AS "reading" FROM "iot_reading" {where(DEVICE)} '
+    reading = InfluxQL(f'SELECT mean("$metric") AS "reading" FROM "{READINGS}" {where(DEVICE)} '
                        f'{every_interval()} fill(none)').alias("$col")
     band = InfluxQL('SELECT mean("expected") AS "expected", min("lower") AS "lower", max("upper") AS "upper", '
                     'min("limit_above") AS "limit above", max("limit_below") AS "limit below" '

@@ -19,6 +19,11 @@ from deploy.grafana.boards.common import (
     where,
 )
 from deploy.grafana.influxql import InfluxQL
+from streams.sources import SOURCES
+
+# The sources' measurements, as their declarations name them (streams.sources).
+READINGS, POS, WEB = (SOURCES[name].measurement for name in ("iot", "pos", "web"))
+CONVERSION, ERROR_RATE = (SOURCES["web"].metric(name).select for name in ("conversion", "error_rate"))
 
 # An alert's points: open=1 when it starts (state=firing), open=0 when it resolves (state=resolved).
 # The state tag splits them into two series, so the latest `open` per identity says whether it is open.
@@ -35,18 +40,18 @@ def build() -> dm.Dashboard:
                           "Health of every site, store and web shop: sales, web, devices, open alerts.")
     board = (board
              .with_panel(single_stat("Revenue, last hour",
-                                     InfluxQL(f'SELECT sum("revenue") FROM "pos_window" {where()}'),
+                                     InfluxQL(f'SELECT sum("revenue") FROM "{POS}" {where()}'),
                                      calc="sum", description="Sum of all stores' till revenue in the last hour.")
                          .time_from("1h").decimals(0))
              .with_panel(single_stat("Transactions, last hour",
-                                     InfluxQL(f'SELECT sum("transactions") FROM "pos_window" {where()}'),
+                                     InfluxQL(f'SELECT sum("transactions") FROM "{POS}" {where()}'),
                                      calc="sum").time_from("1h").decimals(0))
              .with_panel(single_stat("Web conversion, last hour",
-                                     InfluxQL(f'SELECT sum("purchases") / sum("sessions") FROM "web_window" {where()}'),
+                                     InfluxQL(f'SELECT {CONVERSION} FROM "{WEB}" {where()}'),
                                      unit="percentunit", description="Purchases per session, all web shops.")
                          .time_from("1h").decimals(1))
              .with_panel(single_stat("Web error rate, last hour",
-                                     InfluxQL(f'SELECT sum("errors") / sum("events") FROM "web_window" {where()}'),
+                                     InfluxQL(f'SELECT {ERROR_RATE} FROM "{WEB}" {where()}'),
                                      unit="percentunit", steps=[(None, "green"), (0.02, "orange"), (0.05, "red")])
                          .time_from("1h").decimals(1))
              .with_panel(devices_reporting())
@@ -75,10 +80,10 @@ def build() -> dm.Dashboard:
                                InfluxQL(f'SELECT sum("is_anomaly") FROM "anomaly_score" {where()} '
                                         f'{every_interval("source")} fill(0)').alias("$tag_source"), w=8))
              .with_panel(graph("Revenue per store",
-                               InfluxQL(f'SELECT sum("revenue") FROM "pos_window" {where()} '
+                               InfluxQL(f'SELECT sum("revenue") FROM "{POS}" {where()} '
                                         f'{every_interval("store")} fill(0)').alias("$tag_store"), w=8))
              .with_panel(graph("Web error rate per shop",
-                               InfluxQL(f'SELECT sum("errors") / sum("events") FROM "web_window" {where()} '
+                               InfluxQL(f'SELECT {ERROR_RATE} FROM "{WEB}" {where()} '
                                         f'{every_interval("site")} fill(none)').alias("$tag_site"),
                                unit="percentunit", w=8)))
     return finish(board)
@@ -90,7 +95,7 @@ def devices_reporting() -> stat.Panel:
     InfluxQL has no count of distinct tag values over a time range: count one row per device
     (fill(0) keeps a row for devices that reported only some fields), then the widest column.
     """
-    inner = f'SELECT count(*) FROM "iot_reading" {where()} GROUP BY "site", "device" fill(0)'
+    inner = f'SELECT count(*) FROM "{READINGS}" {where()} GROUP BY "site", "device" fill(0)'
     return (single_stat("Devices reporting, last 5 min", InfluxQL(f"SELECT count(*) FROM ({inner})"),
                         description="Devices with at least one reading in the last five minutes.")
             .time_from("5m").decimals(0)

@@ -1,4 +1,8 @@
-"""Sales and demand: till figures per store, demand forecast against actual sales, stock-out risk."""
+"""Sales and demand: till figures per store, demand forecast against actual sales, stock-out risk.
+
+The till figures follow the POS source's declaration (``streams.sources.POS``): its windows' measurement,
+the store tag, and a graph per judged metric.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from deploy.grafana.boards.common import (
     graph,
     grid,
     matches,
+    metric_panels,
     new_dashboard,
     prop,
     query_variable,
@@ -21,6 +26,7 @@ from deploy.grafana.boards.common import (
     where,
 )
 from deploy.grafana.influxql import InfluxQL
+from streams.sources import SKU_MEASUREMENT, SOURCES
 
 STORE = matches("store")
 BUCKET = "\"bucket\" = '$bucket'"
@@ -30,11 +36,13 @@ STOCK_TITLE = "Stock-out risk"
 
 def build() -> dm.Dashboard:
     """The sales and demand board (its time range reaches a day ahead, where the forecasts are)."""
+    pos = SOURCES["pos"]
     board = (new_dashboard(UID_SALES, "opsmon: sales and demand",
                            "Revenue, transactions, baskets and refunds per store; demand forecast; stock-out risk.",
                            time_from="now-24h", time_to="now+24h")
-             .with_variable(query_variable("store", "Store", 'SHOW TAG VALUES FROM "pos_window" WITH KEY = "store"'))
-             .with_variable(query_variable("sku", "SKU", 'SHOW TAG VALUES FROM "pos_sku_window" '
+             .with_variable(query_variable("store", "Store", f'SHOW TAG VALUES FROM "{pos.measurement}" '
+                                                               'WITH KEY = "store"'))
+             .with_variable(query_variable("sku", "SKU", f'SHOW TAG VALUES FROM "{SKU_MEASUREMENT}" '
                                                          f'WITH KEY = "sku" WHERE {STORE}'))
              # Day by default: the pipeline forecasts days per SKU, but hours only for the store's total
              # (sku "_total"), which no SKU panel matches.
@@ -45,18 +53,18 @@ def build() -> dm.Dashboard:
              .with_panel(single_stat("Average basket", _total('sum("revenue") / sum("transactions")'), w=6)
                          .decimals(2))
              .with_panel(single_stat("Refunds", _total('sum("refunds")'), w=6,
-                                     steps=[(None, "green"), (10, "orange")]).decimals(0))
-             .with_panel(graph("Revenue per store", _per_store('sum("revenue")')))
-             .with_panel(graph("Transactions per store", _per_store('sum("transactions")')))
-             .with_panel(graph("Average basket per store", _per_store('sum("revenue") / sum("transactions")')))
+                                     steps=[(None, "green"), (10, "orange")]).decimals(0)))
+    for panel in metric_panels(pos):
+        board = board.with_panel(panel)
+    board = (board
              .with_panel(graph("Refunds and voids per store",
-                               InfluxQL('SELECT sum("refunds") AS "refunds", sum("voids") AS "voids" FROM "pos_window" '
-                                        f'{where(STORE)} {every_interval("store")} fill(0)')
+                               InfluxQL('SELECT sum("refunds") AS "refunds", sum("voids") AS "voids" '
+                                        f'FROM "{pos.measurement}" {where(STORE)} {every_interval("store")} fill(0)')
                                .alias("$tag_store $col")))
              .with_panel(graph("Units sold per SKU",
-                               InfluxQL(f'SELECT sum("quantity") FROM "pos_sku_window" {where(STORE, matches("sku"))} '
-                                        f'{every_interval("store", "sku")} fill(0)').alias("$tag_store $tag_sku"),
-                               w=24))
+                               InfluxQL(f'SELECT sum("quantity") FROM "{SKU_MEASUREMENT}" '
+                                        f'{where(STORE, matches("sku"))} {every_interval("store", "sku")} fill(0)')
+                               .alias("$tag_store $tag_sku"), w=24))
              .with_panel(stock_table())
              .with_row(db.Row("Forecast: $store").repeat("store").with_panel(forecast_panel())))
     return finish(board)
@@ -89,10 +97,5 @@ def stock_table() -> table.Panel:
                 prop("custom.cellOptions", {"type": "color-background"})]))
 
 
-def _per_store(select: str) -> InfluxQL:
-    return InfluxQL(f'SELECT {select} FROM "pos_window" {where(STORE)} {every_interval("store")} fill(none)'
-                    ).alias("$tag_store")
-
-
 def _total(select: str) -> InfluxQL:
-    return InfluxQL(f'SELECT {select} FROM "pos_window" {where(STORE)}')
+    return InfluxQL(f'SELECT {select} FROM "{SOURCES["pos"].measurement}" {where(STORE)}')

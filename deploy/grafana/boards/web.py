@@ -1,4 +1,9 @@
-"""Web shop: traffic, the conversion funnel, errors and latency per site."""
+"""Web shop: traffic, the conversion funnel, errors and latency per site.
+
+It follows the web source's declaration (``streams.sources.WEB``): its windows' measurement and a graph per
+judged metric; the board draws conversion, error rate and latency in panels of its own (with the errors'
+count, the p50 and the limit beside them), and every other judged metric in ``metric_panels``' graph.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from deploy.grafana.boards.common import (
     finish,
     graph,
     matches,
+    metric_panels,
     new_dashboard,
     prop,
     query_variable,
@@ -22,10 +28,13 @@ from deploy.grafana.boards.common import (
     where,
 )
 from deploy.grafana.influxql import InfluxQL, datasource_ref
+from streams.sources import SOURCES
 
 SITE = matches("site")
 WEB = "\"source\" = 'web'"
 LATENCY = "\"metric\" = 'latency_p95'"
+# The judged metrics this board draws in panels of its own.
+DRAWN = ("conversion", "error_rate", "latency_p95")
 ERRORS_TITLE = "Errors and error rate"
 FUNNEL_STEPS = (("page_views", "page views"), ("add_to_cart", "add to cart"), ("checkouts", "checkouts"),
                 ("purchases", "purchases"))
@@ -33,35 +42,38 @@ FUNNEL_STEPS = (("page_views", "page views"), ("add_to_cart", "add to cart"), ("
 
 def build() -> dm.Dashboard:
     """The web shop board."""
+    web = SOURCES["web"]
+    conversion, error_rate, latency = (web.metric(name).select for name in DRAWN)
     board = (new_dashboard(UID_WEB, "opsmon: web shop", "Traffic, conversion funnel, errors and latency per site.")
-             .with_variable(query_variable("site", "Site", 'SHOW TAG VALUES FROM "web_window" WITH KEY = "site"'))
+             .with_variable(query_variable("site", "Site", f'SHOW TAG VALUES FROM "{web.measurement}" '
+                                                           'WITH KEY = "site"'))
              .with_panel(single_stat("Sessions", _total('sum("sessions")'), w=5).decimals(0))
              .with_panel(single_stat("Purchases", _total('sum("purchases")'), w=5).decimals(0))
-             .with_panel(single_stat("Conversion", _total('sum("purchases") / sum("sessions")'), w=5,
+             .with_panel(single_stat("Conversion", _total(conversion), w=5,
                                      unit="percentunit").decimals(1))
-             .with_panel(single_stat("Error rate", _total('sum("errors") / sum("events")'), w=5, unit="percentunit",
+             .with_panel(single_stat("Error rate", _total(error_rate), w=5, unit="percentunit",
                                      steps=[(None, "green"), (0.02, "orange"), (0.05, "red")]).decimals(1))
-             .with_panel(single_stat("Latency p95 (worst window)", _total('max("latency_p95")'), w=4, unit="ms",
+             .with_panel(single_stat("Latency p95 (worst window)", _total(latency), w=4, unit="ms",
                                      steps=[(None, "green"), (1000, "orange"), (3000, "red")]))
              .with_panel(graph("Traffic",
                                InfluxQL('SELECT sum("page_views") AS "page views", sum("sessions") AS "sessions" '
-                                        f'FROM "web_window" {where(SITE)} {every_interval("site")} fill(0)')
+                                        f'FROM "{web.measurement}" {where(SITE)} {every_interval("site")} fill(0)')
                                .alias("$tag_site $col")))
              .with_panel(funnel())
              .with_panel(graph("Conversion rate",
-                               InfluxQL('SELECT sum("purchases") / sum("sessions") FROM "web_window" '
+                               InfluxQL(f'SELECT {conversion} FROM "{web.measurement}" '
                                         f'{where(SITE)} {every_interval("site")} fill(none)').alias("$tag_site"),
                                unit="percentunit"))
              .with_panel(graph(ERRORS_TITLE,
-                               InfluxQL(f'SELECT sum("errors") FROM "web_window" {where(SITE)} '
+                               InfluxQL(f'SELECT sum("errors") FROM "{web.measurement}" {where(SITE)} '
                                         f'{every_interval("site")} fill(0)').alias("$tag_site errors"),
-                               InfluxQL(f'SELECT sum("errors") / sum("events") FROM "web_window" {where(SITE)} '
+                               InfluxQL(f'SELECT {error_rate} FROM "{web.measurement}" {where(SITE)} '
                                         f'{every_interval("site")} fill(none)').alias("$tag_site error rate"))
                          .override_by_regexp("/ error rate$/", [prop("unit", "percentunit"),
                                                                  prop("custom.axisPlacement", "right")]))
              .with_panel(graph("Latency p50 / p95",
-                               InfluxQL('SELECT mean("latency_p50") AS "p50", max("latency_p95") AS "p95" '
-                                        f'FROM "web_window" {where(SITE)} {every_interval("site")} fill(none)')
+                               InfluxQL(f'SELECT mean("latency_p50") AS "p50", {latency} AS "p95" '
+                                        f'FROM "{web.measurement}" {where(SITE)} {every_interval("site")} fill(none)')
                                .alias("$tag_site $col"),
                                InfluxQL('SELECT min("limit_above") AS "p95 limit" FROM "anomaly_score" '
                                         f'{where(WEB, LATENCY, matches("entity", "site"))} '
@@ -70,6 +82,8 @@ def build() -> dm.Dashboard:
                                description="Dashed red: the p95 limit the business set (OPSMON_LIMITS), "
                                            "which alerts whenever crossed.")
                          .override_by_regexp("/ limit$/", LIMIT_LINE)))
+    for panel in metric_panels(web, drawn=DRAWN):
+        board = board.with_panel(panel)
     return finish(board)
 
 
@@ -78,11 +92,12 @@ def funnel() -> bargauge.Panel:
     select = ", ".join(f'sum("{field}") AS "{name}"' for field, name in FUNNEL_STEPS)
     return (bargauge.Panel().title("Conversion funnel").datasource(datasource_ref()).span(12).height(8)
             .description("Each step of the shop's funnel, all selected sites together.")
-            .with_target(InfluxQL(f'SELECT {select} FROM "web_window" {where(SITE)}').alias("$col"))
+            .with_target(InfluxQL(f'SELECT {select} FROM "{SOURCES["web"].measurement}" {where(SITE)}')
+                         .alias("$col"))
             .orientation(cm.VizOrientation.HORIZONTAL).display_mode(cm.BarGaugeDisplayMode.GRADIENT)
             .reduce_options(cb.ReduceDataOptions().calcs(["sum"]).values(False))
             .thresholds(thresholds([(None, "blue")])).min(0))
 
 
 def _total(select: str) -> InfluxQL:
-    return InfluxQL(f'SELECT {select} FROM "web_window" {where(SITE)}')
+    return InfluxQL(f'SELECT {select} FROM "{SOURCES["web"].measurement}" {where(SITE)}')
