@@ -111,9 +111,17 @@ def faust_broker_options(settings: WorkerSettings) -> dict:
     return opts
 
 
+# A state is one changelog record. A busy store remembers up to 50,000 transaction ids for de-duplication
+# (streams.pipeline.MAX_REMEMBERED_TXNS), about 0.5-1 MB compressed: more than Kafka's 1 MB default record
+# (a worker whose producer refused one crashed at its checkpoint). Changelog topics and the producer take records
+# up to this size; the topic's setting overrides the broker's message.max.bytes.
+MAX_STATE_BYTES = 16 * 2**20
+
+
 def _pickled_table(app: faust.App, name: str, partitions: int) -> faust.Table:
     """A table whose values are pickled (River-style model state only pickles) and compressed (streams.state_codec)."""
-    table = app.Table(name, default=None, partitions=partitions)
+    table = app.Table(name, default=None, partitions=partitions,
+                      extra_topic_configs={"max.message.bytes": str(MAX_STATE_BYTES)})
     # Only opsmon workers write these changelogs; restrict them with Kafka ACLs in production (README,
     # Security). Faust derives a table's serializers from its value type and fixes them in the changelog
     # topic it builds at once, so set them and build that topic again.
@@ -139,6 +147,9 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         broker_commit_interval=1.0,
         producer_acks=-1,
         # A killed worker's partitions move to a new one after this, not after Faust's 60 s default.
+        # Room for a big entity's state in one changelog record (see MAX_STATE_BYTES)
+        producer_max_request_size=MAX_STATE_BYTES,
+        consumer_max_fetch_size=MAX_STATE_BYTES,  # and restoring it from the changelog
         broker_session_timeout=10.0,
         broker_heartbeat_interval=3.0,
         stream_buffer_maxsize=8192,
