@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
@@ -126,25 +127,35 @@ def _part(topic: str, partition: int) -> str:
     return f"{topic}[{partition}]"
 
 
-class Sampler:
-    """Samples the workers and the group's committed offsets every ``SAMPLE_S`` in a thread of its own."""
+class _InThread:
+    """Runs ``_run`` in a daemon thread of its own for the length of a ``with`` block (``_stop`` ends it)."""
 
-    def __init__(self, settings: Settings, group: str, workers: Sequence[Worker]) -> None:
-        self.settings, self.group, self.workers = settings, group, workers
-        self.topics = set(source_topics(settings).values())
-        self.samples: list[Sample] = []
-        self._last_count = [0] * len(workers)
+    def __init__(self, name: str) -> None:
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="rebalance-sampler", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> Sampler:
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(30)
+
+
+class Sampler(_InThread):
+    """Samples the workers and the group's committed offsets every ``SAMPLE_S`` in a thread of its own."""
+
+    def __init__(self, settings: Settings, group: str, workers: Sequence[Worker]) -> None:
+        super().__init__("rebalance-sampler")
+        self.settings, self.group, self.workers = settings, group, workers
+        self.topics = set(source_topics(settings).values())
+        self.samples: list[Sample] = []
+        self._last_count = [0] * len(workers)
+        self._lock = threading.Lock()
 
     def snapshot(self) -> list[Sample]:
         """The samples so far."""
@@ -183,24 +194,15 @@ class Sampler:
             consumer.close()
 
 
-class Feeder:
+class Feeder(_InThread):
     """A steady load of the fleet's events at ``rate``/s, produced every 100 ms in a thread of its own."""
 
     def __init__(self, settings: Settings, fleet: Fleet, rate: float) -> None:
+        super().__init__("rebalance-feeder")
         self.settings, self.rate = settings, rate
         self.mix = SteadyMix(fleet, rate, time.time() + 1.0)
         self.sent = 0
         self.error: BaseException | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rebalance-feeder", daemon=True)
-
-    def __enter__(self) -> Feeder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
     def check(self) -> None:
         """Raise what stopped the producer, if anything did."""
