@@ -39,8 +39,9 @@ class Settings(BaseSettings):
     # Changed state is changelogged, and source offsets committed, at most this often (a checkpoint); a
     # crashed worker replays from the last one.
     checkpoint_seconds: float = 5.0
-    # A device silent this long keeps its models as one compressed pickle until its next reading: memory for
-    # fleets that report every few minutes, at the cost of decoding once per reading after such a gap.
+    # A device silent this long, or one that usually reports less often, keeps its models as one compressed
+    # pickle until its next reading: memory for fleets that report every few minutes, at the cost of decoding
+    # once per reading after such a gap.
     state_idle_seconds: float = 60.0
 
     # --- topics -------------------------------------------------------------------------------

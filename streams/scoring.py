@@ -66,8 +66,8 @@ class ScoringConfig:
     min_trials: float = 10.0  # a ratio (MetricSpec.pooled) is judged once it rests on this many trials...
     max_pool_s: float = 3600.0  # ...or once its windows span this long, however few
     limits: Limits = field(default_factory=Limits)  # bounds the business set (models.limits)
-    # a device silent this long (event time) keeps its series as one compressed pickle until its next value;
-    # 0: always decoded (see Scoring.on_tick)
+    # a device silent this long (event time), or one that usually reports less often, keeps its series as one
+    # compressed pickle until its next value; 0: always decoded (see Scoring.on_tick)
     freeze_idle_s: float = 60.0
     models: ModelSpecs | None = None  # the River model of each series (models.river_spec); None: opsmon's own
 
@@ -189,8 +189,17 @@ class Scoring:
             self._zero_windows(entity, state, now, out)
         else:
             self._device_silence(entity, state, now, out)
-            if self.cfg.freeze_idle_s and now - state.last_ts >= self.cfg.freeze_idle_s:
+            idle = self.cfg.freeze_idle_s
+            if idle and (now - state.last_ts >= idle or self._reports_seldom(state, idle)):
                 _freeze(state)
+
+    @staticmethod
+    def _reports_seldom(state: EntityState, idle: float) -> bool:
+        """The device usually waits ``idle`` or longer between readings: frozen right after one, it thaws no more
+        often than it would after waiting ``idle``, and meanwhile takes a fifth of the memory."""
+        watch: SilenceWatch | None = state.models.get("silence")
+        cadence = watch.cadence if watch is not None else None
+        return cadence is not None and cadence >= idle
 
     # ------------------------------------------------------------------ IoT
     def _reading(self, entity: str, state: EntityState, ts: float, values: dict[str, float], out: Output) -> None:

@@ -73,6 +73,11 @@ def test_an_idle_device_waits_frozen_and_scores_as_if_it_never_was() -> None:
         assert FROZEN not in a.models and "temperature" in a.models["series"]
     assert frozen_seen == 20  # every idle spell froze it, and every next reading thawed it
     assert len(lines_a) > 100 and lines_a == lines_b
+    # a device that usually waits longer than the idle time between readings is frozen right after one
+    _day(cold, b, 400, 1, rng_b)
+    assert FROZEN not in b.models
+    cold.on_tick("s1/d1", b, b.last_ts + 1.0, Output())
+    assert FROZEN in b.models
     # the frozen series take a small part of what their objects do
     frozen = b.models[FROZEN]
     assert not b.models["series"] and len(frozen) < len(pickle.dumps(a.models["series"])) / 3
