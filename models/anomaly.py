@@ -477,9 +477,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         d = x - base.lam * s - base.mu * wv - c  # deseasonalised
         rl = d - base.slow
         sh = self.shift + self.shift_alpha * (rl - self.shift)  # unclipped: it also sees spikes thicken
-        # the fast shift averages clipped distances: a lone outlier is the level's business
-        c = self.clip * self.cal.u[_LEVEL]
-        rc = rl if self.n_mature < _SETTLE else (-c if rl < -c else (c if rl > c else rl))
+        # the fast shift averages clipped distances: a lone outlier is the level's business (once the clip is known)
+        if self.n_mature < _SETTLE:
+            rc = rl
+        else:
+            c = self.clip * self.cal.u[_LEVEL]
+            rc = -c if rl < -c else (c if rl > c else rl)
         shf = self.fshift + _FAST_ALPHA * (rc - self.fshift)
         step = abs(x - self.last_x)
         fa = self.flat_alpha

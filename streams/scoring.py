@@ -217,8 +217,9 @@ class Scoring:
         is_open = self.is_open(entity, ts)
         pattern_t = self.pattern_time(entity, ts)
         warmup, every = self.cfg.warmup, self.cfg.score_every_s
+        series = _series_of(state)  # (once per reading, not per value: nothing freezes it meanwhile)
         for metric, x in values.items():
-            sm = self._series(entity, state, metric, warmup)
+            sm = self._series_in(entity, series, metric, warmup)
             v = sm.detector.process_one(x, ts, is_open, pattern_t)  # type: ignore[union-attr]
             self._judge(entity, metric, sm, ts, v, out, every)
 
@@ -364,7 +365,10 @@ class Scoring:
 
     # ------------------------------------------------------------------ shared
     def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
-        series = _series_of(state)
+        return self._series_in(entity, _series_of(state), metric, warmup)
+
+    def _series_in(self, entity: str, series: dict[str, SeriesModel], metric: str, warmup: int) -> SeriesModel:
+        """The model of ``metric`` among an entity's ``series`` (``_series_of``), made or renewed as needed."""
         sm = series.get(metric)
         if sm is not None and self.cfg.models is None:
             # Nearly every value: a series of opsmon's own detector, no River model configured. The steps of the
