@@ -140,6 +140,7 @@ _STEP_ALPHA = 0.005  # long-run mean step sizes
 # Step-size ratios are capped at a billion: a sensor stuck on one value, or steps of 1e-308 then 2, must
 # still give finite surprises (an infinite one would poison the calibrator's scales for good).
 _MAX_LOG_RATIO = math.log(1e9)
+_NO_FLOOR = -math.inf  # ``floor`` of a series without one (a constant, not a negation per value)
 
 
 
@@ -476,9 +477,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         d = x - base.lam * s - base.mu * wv - c  # deseasonalised
         rl = d - base.slow
         sh = self.shift + self.shift_alpha * (rl - self.shift)  # unclipped: it also sees spikes thicken
-        # the fast shift averages clipped distances: a lone outlier is the level's business
-        c = self.clip * self.cal.u[_LEVEL]
-        rc = rl if self.n_mature < _SETTLE else (-c if rl < -c else (c if rl > c else rl))
+        # the fast shift averages clipped distances: a lone outlier is the level's business (once the clip is known)
+        if self.n_mature < _SETTLE:
+            rc = rl
+        else:
+            c = self.clip * self.cal.u[_LEVEL]
+            rc = -c if rl < -c else (c if rl > c else rl)
         shf = self.fshift + _FAST_ALPHA * (rc - self.fshift)
         step = abs(x - self.last_x)
         fa = self.flat_alpha
@@ -492,15 +496,17 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         vs = self.vol_slow
         zv = (math.log(vf / vs) if vf < vs * 1e9 else _MAX_LOG_RATIO) if vs > 0.0 and vf > vs else 0.0
         z = [zs, abs(rl), abs(sh), zf, abs(shf), zv]
-        rec = self.record.log10p(x)  # a record on the harmless side (see ``side``) is none
-        if rec and self.side and (self.side > 0) != self.record.is_high(x):
+        record = self.record
+        # (log10p's own first test, here: most values are within the range, and need no call)
+        rec = 0.0 if record.down <= x <= record.up else record.log10p(x)
+        if rec and self.side and (self.side > 0) != record.is_high(x):  # a record on the harmless side is none
             rec = 0.0
         return (z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec,  # (below the baseline)
                 x <= self.floor, step == 0.0)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
-        if self._forming(feats):
+        if self.base.unseen and self._forming(feats):  # (a profile with no unseen bin, most, forms none)
             return 0.0, "", False, False
         z = feats[0]
         own: list[float] = []
@@ -657,12 +663,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         if a * n < 1.0:
             a = 1.0 / (n + 1)
         self.repeat_rate += a * ((1.0 if same else 0.0) - self.repeat_rate)
-        if self.floor > -math.inf:
+        if self.floor > _NO_FLOOR:
             self.floor_rate += a * ((1.0 if at_floor else 0.0) - self.floor_rate)
         base, cal = self.base, self.cal
         # a value at a profile bin still forming is the bin's to learn: measured against the bin's guess, its
         # departure is not the series' (no surprise, no moving average, no deseasonalised step learns it)
-        forming = self._forming(feats)
+        forming = self._forming(feats) if base.unseen else False  # (no unseen bin, as in most profiles: none)
         # surprises of a model still learning its first season say little about what is normal:
         # the calibration restarts once the model is mature
         mature = n >= _SETTLE and (not base.bins or t is None or t - base.t_first >= self.period)  # type: ignore[operator]

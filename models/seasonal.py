@@ -216,7 +216,9 @@ class SeasonalBaseline:
                 self.season = _floats([math.nan] * nb)  # nan: bin not seen yet in the first period
                 self.season_n = _counts([0] * nb)
                 where = None
-        k, s, kw, wv = self.locate(t) if where is None else where
+        if where is None:
+            where = self.locate(t)
+        k, s, kw, wv = where
         if self.unseen and shut is None and self.forming(k):
             self._learn_unseen(k, x - self.slow - self.mu * wv - s, s)
             return False
@@ -247,7 +249,7 @@ class SeasonalBaseline:
                 self._form_profile(n + 1, t)
                 return True
             return False
-        if self.dev and self._recur(x, t, (k, s, kw, wv), clip):  # type: ignore[arg-type]
+        if self.dev and self._recur(x, t, where, clip):  # type: ignore[arg-type]
             return False
         nb = self.bins
         per_bin = self.per_bin

@@ -52,10 +52,13 @@ class SilenceWatch:
         if last is not None and t > last:
             gap = t - last
             if self.gaps:
-                usual = math.exp(self.log_gap)
-                # an outage must not teach us that outages are normal: cap its weight
-                lg = math.log(min(gap, self.factor * usual))
-                a = max(self.alpha, 1.0 / (self.gaps + 1))
+                # an outage must not teach us that outages are normal: cap its weight. (Conditional expressions, the
+                # same as min() and max() here: those builtins parse keyword arguments on every call, once per reading.)
+                cap = self.factor * math.exp(self.log_gap)
+                lg = math.log(cap if cap < gap else gap)
+                a = 1.0 / (self.gaps + 1)
+                if not a > self.alpha:
+                    a = self.alpha
                 self.log_gap += a * (lg - self.log_gap)
             else:
                 self.log_gap = math.log(gap)

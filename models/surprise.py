@@ -187,7 +187,7 @@ class SurpriseCalibrator:
         (as if no surprise were ``sustained``). ``neg``: the ``signed`` surprise is on its negative side.
         """
         u, lq, sg = self.u, self.lq, self.signed
-        ne = self._excesses()
+        ne = 0.0  # the tail's excesses (at least 1), worked out for the first surprise above its scale: most have none
         out: list[float] = []
         judged: list[tuple[int, float]] | None = None  # sustained surprises judged against the other episodes
         for i, zi in enumerate(z):
@@ -195,6 +195,8 @@ class SurpriseCalibrator:
             if zi <= ui or ui <= 0.0:  # unremarkable, or nothing learned yet: most values, kept cheap
                 out.append(lq if zi > 0.0 and ui > 0.0 else 0.0)
                 continue
+            if not ne:
+                ne = self._excesses()
             bi = self.b[i]
             # the exponential tail, as predicted from ``ne`` excesses: a Lomax tail, heavier while they are few
             lexp = lq - ne * math.log10(1.0 + (zi - ui) / (ne * bi)) if bi > 0.0 else -300.0

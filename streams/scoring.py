@@ -141,6 +141,9 @@ class Scoring:
         # Warmed-up detectors of each (group, metric), for new series to start from (memory only).
         self.priors: dict[tuple[str, str], SeriesDetector] = {}
         self._limits: dict[tuple[str, str], tuple[Limit, ...]] = {}  # (entity, metric) -> its limits (memory only)
+        # asked for on every value, and fixed by the code's declarations: looked up once (memory only)
+        self._groups: dict[str, str] = {}  # entity -> its place (SourceSpec.group_of)
+        self._harmful: dict[str, int] = {}  # metric -> MetricSpec.harmful
 
     def feedback(self, entity: str, state: EntityState | None, metric: str, kind: str, start: float, at: float,
                  user: str, out: Output) -> bool:
@@ -208,8 +211,10 @@ class Scoring:
         if watch is None:
             watch = m["silence"] = SilenceWatch(factor=self.cfg.silence_factor)
         # A gap no tick saw (a replay, or a worker catching up after a restart) is still an outage:
-        # it is raised here, and resolved at once just below.
-        self._device_silence(entity, state, ts, out)
+        # it is raised here, and resolved at once just below. (_device_silence's first test, asked here: no call for
+        # the usual reading, a short gap after the last.)
+        if not ts - state.last_ts < self.cfg.min_silence_s:
+            self._device_silence(entity, state, ts, out)
         watch.observe(ts)
         silent = m.get("series", {}).get(SILENCE)
         if silent is not None:
@@ -220,19 +225,22 @@ class Scoring:
                             explanation=f"{entity} is reporting again after {ts - state.last_ts:.0f}s of silence.")
         is_open = self.is_open(entity, ts)
         pattern_t = self.pattern_time(entity, ts)
+        warmup, every = self.cfg.warmup, self.cfg.score_every_s
+        series = _series_of(state)  # (once per reading, not per value: nothing freezes it meanwhile)
         for metric, x in values.items():
-            sm = self._series(entity, state, metric, self.cfg.warmup)
-            v = sm.detector.process_one(x, ts, is_open, pattern_t)
-            self._judge(entity, metric, sm, ts, v, out, write_every=self.cfg.score_every_s)
+            sm = self._series_in(entity, series, metric, warmup)
+            v = sm.detector.process_one(x, ts, is_open, pattern_t)  # type: ignore[union-attr]
+            self._judge(entity, metric, sm, ts, v, out, every)
 
     def _device_silence(self, entity: str, state: EntityState, now: float, out: Output) -> None:
+        gap = now - state.last_ts
+        if gap < self.cfg.min_silence_s:  # asked first: the cheapest test, and what rules out nearly every call
+            return
         m = state.models
         watch: SilenceWatch | None = m.get("silence")
         if watch is None or watch.cadence is None or not watch.is_silent(now):
             return
-        cadence, gap = watch.cadence, now - state.last_ts
-        if gap < self.cfg.min_silence_s:
-            return
+        cadence = watch.cadence
         sm = m.setdefault("series", {}).get(SILENCE)
         if sm is None:
             sm = m["series"][SILENCE] = SeriesModel(None)
@@ -366,8 +374,30 @@ class Scoring:
 
     # ------------------------------------------------------------------ shared
     def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
-        series = _series_of(state)
+        return self._series_in(entity, _series_of(state), metric, warmup)
+
+    def _series_in(self, entity: str, series: dict[str, SeriesModel], metric: str, warmup: int) -> SeriesModel:
+        """The model of ``metric`` among an entity's ``series`` (``_series_of``), made or renewed as needed."""
         sm = series.get(metric)
+        if sm is not None and self.cfg.models is None:
+            # Nearly every value: a series of opsmon's own detector, no River model configured. The steps of the
+            # general case below for it, told by exact types (River's isinstance is a Python-level metaclass call)
+            # and with what the declarations fix (group, harmful side) looked up once.
+            det = sm.detector
+            if type(det) is AlertFilter:
+                inner = det.anomaly_detector
+                if type(inner) is SeriesDetector:  # (no ``spec``: AlertFilter.spec is OPSMON, as wanted)
+                    if inner.n_mature >= inner.warmup:  # warmed_up
+                        group = self._groups.get(entity)
+                        if group is None:
+                            group = self._groups[entity] = self.spec.group_of(entity)
+                        self.priors.setdefault((group, metric), inner)
+                    side = self._harmful.get(metric)
+                    if side is None:
+                        side = self._harmful[metric] = self.spec.metric(metric).harmful
+                    if inner.side != side:
+                        inner.side, inner.floor = side, self.spec.floor
+                    return sm
         # which way is harmful is the code's setting, not learned state: a restored detector takes it too
         side, floor = self.spec.metric(metric).harmful, self.spec.floor
         det = sm.detector if sm is not None else None
@@ -403,34 +433,44 @@ class Scoring:
         """Turn a verdict into scores written and alert transitions; ``counts``: a count ratio's (k, n)."""
         if counts is not None:
             v = self._count_verdict(metric, sm, v, counts)
-        limits = self._limits_of(entity, metric)
+        limits = self._limits.get((entity, metric)) if self.cfg.limits else ()  # (_limits_of, without a call)
+        if limits is None:
+            limits = self._limits_of(entity, metric)
         breach = self._breach(sm, limits, v, ts) if limits else None
         if breach is not None:
             v = v._replace(score=max(v.score, breach[0].score), is_anomaly=True, reason="limit")
         sm.last_verdict = v
-        announced = sm.alerts.severity
-        if breach is not None and sm.alerts.open_since is None:
+        score, is_anomaly, observed, expected, lower, upper, reason, _ = v
+        alerts = sm.alerts
+        announced = alerts.severity
+        if breach is not None and alerts.open_since is None:
             # the business's bound: no warm-up, cooldown or false-positive bar; dated from the breach's start
-            sm.alerts.open_now(breach[1], v.score)
+            alerts.open_now(breach[1], score)
             transition: str | None = "open"
+        elif not is_anomaly and alerts.open_since is None and alerts.held_since is None:
+            transition = None  # what observe() returns here, changing nothing: most values
         else:
-            transition = sm.alerts.observe(ts, v.score, v.is_anomaly)
-        if v.reason != "closed" and (v.is_anomaly or transition or ts - sm.last_written >= write_every):
+            transition = alerts.observe(ts, score, is_anomaly)
+        if reason != "closed" and (is_anomaly or transition or ts - sm.last_written >= write_every):
             sm.last_written = ts
-            fields = {"score": round(v.score, 6), "threshold": self.cfg.threshold, "observed": v.observed,
-                      "is_anomaly": 1.0 if v.is_anomaly else 0.0}
-            for k in ("expected", "lower", "upper"):
-                x = getattr(v, k)
-                if math.isfinite(x):
-                    fields[k] = round(x, 6)
-            above, below = [r.bound for r in limits if r.op[0] == ">"], [r.bound for r in limits if r.op[0] == "<"]
-            if above:  # the tightest limits, drawn on the boards beside the expected band
-                fields["limit_above"] = min(above)
-            if below:
-                fields["limit_below"] = max(below)
+            fields = {"score": round(score, 6), "threshold": self.cfg.threshold, "observed": observed,
+                      "is_anomaly": 1.0 if is_anomaly else 0.0}
+            if math.isfinite(expected):
+                fields["expected"] = round(expected, 6)
+            if math.isfinite(lower):
+                fields["lower"] = round(lower, 6)
+            if math.isfinite(upper):
+                fields["upper"] = round(upper, 6)
+            if limits:
+                above = [r.bound for r in limits if r.op[0] == ">"]
+                below = [r.bound for r in limits if r.op[0] == "<"]
+                if above:  # the tightest limits, drawn on the boards beside the expected band
+                    fields["limit_above"] = min(above)
+                if below:
+                    fields["limit_below"] = max(below)
             out.lines.append(line("anomaly_score", {"source": self.source, "entity": entity, "metric": metric},
                                   fields, int(ts * 1000)))
-        if v.is_anomaly:
+        if is_anomaly:
             out.counts["anomalies"] += 1
         if transition == "open":
             start = sm.alerts.open_since
