@@ -343,11 +343,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
             alert_index.data[ev.id] = record
             alert_index.send_changelog(part, ev.id, record)
             # On the boards first: a receiver that is down delays delivery, not what people see.
-            t = ev.starts_at if ev.status == "firing" else (ev.ends_at or ev.starts_at)
-            points = [_alert_point(ev, ev.severity, ev.status, t)]
-            if ev.escalated_from and ev.escalated_at is not None:  # the boards close it under its former severity
-                points.append(_alert_point(ev, ev.escalated_from, "resolved", ev.escalated_at))
-            await rt.sink.write(points)
+            await rt.sink.write(alert_points(ev))
             await _deliver_alerts(rt, [ev])
 
     @app.agent(feedback_topic, name="opsmon.feedback", concurrency=1)
@@ -522,12 +518,33 @@ def _aiokafka_options(settings: WorkerSettings) -> dict:
     return opts
 
 
-def _alert_point(ev: AlertEvent, severity: str, status: str, t: float) -> str:
+def alert_points(ev: AlertEvent) -> list[str]:
+    """The ``alert`` points of an alert event: its state at its time, and the close of its former severity.
+
+    A close is written at least a millisecond after the opening it closes: the two are points of different series
+    (``state`` is a tag), and at one timestamp the boards' ``last("open")`` could pick either, leaving an alert
+    withdrawn in the minute it opened (late data corrected the window) open on the boards for good.
+    """
+    opened_ms = _ms(ev.starts_at)
+    if ev.status == "firing":
+        points = [_alert_point(ev, ev.severity, ev.status, opened_ms)]
+    else:
+        points = [_alert_point(ev, ev.severity, ev.status, max(_ms(ev.ends_at or ev.starts_at), opened_ms + 1))]
+    if ev.escalated_from and ev.escalated_at is not None:  # the boards close it under its former severity
+        points.append(_alert_point(ev, ev.escalated_from, "resolved", max(_ms(ev.escalated_at), opened_ms + 1)))
+    return points
+
+
+def _ms(t: float) -> int:
+    return int(t * 1000)
+
+
+def _alert_point(ev: AlertEvent, severity: str, status: str, t_ms: int) -> str:
     """The ``alert`` measurement's point: open=1 as it fires, open=0 as it resolves."""
     return line("alert", {"source": ev.source, "entity": ev.entity, "metric": ev.metric, "severity": severity,
                           "state": status},
                 {"score": ev.score, "observed": ev.observed, "expected": ev.expected,
-                 "open": 1.0 if status == "firing" else 0.0}, int(t * 1000))
+                 "open": 1.0 if status == "firing" else 0.0}, t_ms)
 
 
 async def _deliver_alerts(rt: Runtime, events: list[AlertEvent]) -> None:
