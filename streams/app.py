@@ -290,6 +290,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
         out = Output()
         async with rt.locks["pos"]:
+            demands = [o for o in pipeline("pos").observers if isinstance(o, Demand)] if "pos" in tables else []
             for rec in records:
                 try:
                     ev = decode("stock", rec.value, rt.clock())
@@ -300,6 +301,8 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
                     key = apply_stock(demand_table.data, ev, rec.partition, rec.offset)
                     if key is not None:
                         out.aux_changed[key] = rec.partition
+                        for demand in demands:
+                            demand.on_stock(ev.store, ev.sku, ev.ts, out)
                     out.counts["events"] += 1
             await deliver("stock", out, dlq)
 

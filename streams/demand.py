@@ -146,6 +146,13 @@ class Demand:
             return DemandForecaster(freq=freq, max_horizon=horizon)  # type: ignore[arg-type]
         return ErrorQuantiles(spec.make(), freq=freq, max_horizon=horizon, spec=spec.text)
 
+    def on_stock(self, store: str, sku: str, at: float, out: Output) -> None:
+        """A count or delivery changed what is on hand: its stock-out risk at once, once the SKU has a day forecast
+        (not only at the next day's close: a count that arrives after it would show nothing for a day)."""
+        f = self.aux.get(f"{store}/{sku}@day") if self.aux is not None else None
+        if f is not None:
+            self._stock_risk(store, sku, f, at, out)
+
     def _stock_risk(self, store: str, sku: str, f: DemandForecaster | ErrorQuantiles, now: float, out: Output) -> None:
         """Days until the SKU runs out at the forecast demand, and whether that is within the lead time."""
         st = self.aux.get(stock_key(store, sku)) if self.aux is not None else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streams.demand import Demand, apply_stock, stock_key
-from streams.pipeline import Record, SourcePipeline, WindowConfig
+from streams.pipeline import Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import decode
 from tests.events import iso, pos, raw
 
@@ -59,6 +59,20 @@ def test_stock_counts_and_sales_give_days_to_stockout_and_risk() -> None:
         "stock=13.0,days_to_stockout=3.25,reorder_point=12.0,at_risk=0.0",
         "stock=9.0,days_to_stockout=2.25,reorder_point=12.0,at_risk=1.0",
         "stock=5.0,days_to_stockout=1.25,reorder_point=12.0,at_risk=1.0"]
+
+
+def test_a_count_shows_its_stock_out_risk_at_once_once_the_sku_is_forecast() -> None:
+    aux: dict = {}
+    _run_days(30, aux)  # A and B are forecast by day; C never sold
+    demand, out = Demand(aux, lead_time_days=2.0), Output()
+    for sku, qty in (("A", 6.0), ("C", 50.0)):
+        ev = decode("stock", raw({"v": 1, "store": "s", "sku": sku, "time": iso(T0 + 30 * DAY + 600), "kind": "count",
+                                  "qty": qty}), T0 + 30 * DAY + 601)
+        apply_stock(aux, ev, 0, 2_000_000)
+        demand.on_stock("s", sku, ev.ts, out)
+    # 6 on hand at 4 a day: a day and a half, below the lead time's reorder point; C has no forecast to judge by
+    assert [ln.split()[0] + " " + ln.split()[1] for ln in out.lines] == [
+        "stock_risk,sku=A,store=s stock=6.0,days_to_stockout=1.5,reorder_point=12.0,at_risk=1.0"]
 
 
 def test_a_river_forecaster_from_opsmon_forecasters_serves_the_skus_it_names() -> None:
