@@ -12,28 +12,15 @@ from hypothesis import strategies as st
 from sinks import lineproto
 from sinks.lineproto import line
 
-_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\\": "\\\\", "\n": " "})
-_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\", "\n": " "})
-
 
 def reference_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
                    ts_ms: int) -> str:
-    """The construction without caches or fast paths (what ``line`` wrote before them)."""
-    def esc(s: str) -> str:
-        return s.translate(_TAG_ESCAPES)
-
-    def value(v: float | int | bool | str) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int):
-            return f"{v}i"
-        if isinstance(v, float):
-            return repr(v)
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    head = measurement.translate(_MEASUREMENT_ESCAPES)
+    """The construction without caches or fast paths (what ``line`` wrote before them), from the module's own
+    escaping and value formatting, which those leave as they were."""
+    esc = lineproto.escape_tag
+    head = measurement.translate(lineproto._MEASUREMENT_ESCAPES)
     tag_part = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(tags.items()) if v)
-    field_part = ",".join(f"{esc(k)}={value(v)}" for k, v in fields.items())
+    field_part = ",".join(f"{esc(k)}={lineproto._field_value(v)}" for k, v in fields.items())
     return f"{head}{tag_part} {field_part} {ts_ms}"
 
 
