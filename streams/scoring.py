@@ -111,10 +111,8 @@ def _freeze(state: EntityState) -> None:
     series = state.models.get("series")
     if not series or (len(series) == 1 and SILENCE in series):
         return
+    # (no earlier freeze to merge: anything that adds a series thaws it first, so series holds all of them)
     idle = {metric: sm for metric, sm in series.items() if metric != SILENCE}
-    previous = state.models.get(FROZEN)
-    if previous is not None:  # (not reached: anything that adds a series thaws first)
-        idle = {**thaw(previous), **idle}
     state.models[FROZEN] = freeze(idle)
     for metric in idle:
         del series[metric]
