@@ -10,7 +10,7 @@ from faust.serializers import codecs
 
 from streams.pipeline import EntityState, Output
 from streams.scoring import FROZEN, Scoring, ScoringConfig
-from streams.state_codec import STATE_CODEC, register
+from streams.state_codec import STATE_CODEC, Frozen, freeze, register
 from tests.events import T0
 
 KIB = 1024
@@ -81,3 +81,20 @@ def test_an_idle_device_waits_frozen_and_scores_as_if_it_never_was() -> None:
     # the frozen series take a small part of what their objects do
     frozen = b.models[FROZEN]
     assert not b.models["series"] and len(frozen) < len(pickle.dumps(a.models["series"])) / 3
+    # compressed against the typical device's series, they take less than on their own (the changelog's form)
+    assert len(frozen) < 0.8 * len(freeze(a.models["series"]))
+
+
+def test_a_frozen_device_changelogs_in_the_plain_form_and_restores_to_the_same_scores() -> None:
+    """The template idle series are compressed against is the process's: a changelog holds what any worker reads."""
+    register()
+    scoring = Scoring("iot", ScoringConfig(warmup=60, freeze_idle_s=60.0))
+    state = EntityState(partition=0)
+    _day(scoring, state, 0, 300, random.Random(7))
+    scoring.on_tick("s1/d1", state, state.last_ts + 600.0, Output())
+    assert type(state.models[FROZEN]) is Frozen
+    restored = codecs.loads(STATE_CODEC, codecs.dumps(STATE_CODEC, state))
+    assert type(restored.models[FROZEN]) is bytes  # freeze()'s form: no template needed to read it
+    ahead = _day(scoring, state, 300, 50, random.Random(8))
+    again = _day(Scoring("iot", ScoringConfig(warmup=60, freeze_idle_s=60.0)), restored, 300, 50, random.Random(8))
+    assert len(ahead) >= 3 and ahead == again
