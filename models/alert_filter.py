@@ -7,6 +7,10 @@ is a one-in-a-hundred rarity on its series. ``AlertFilter`` (River's ``AnomalyFi
 - a flag opens an *event*: no new flag until ``refractory`` unremarkable values have passed (one alert per event;
   alerting adds its own hysteresis), unless the event escalates: a score ``escalate`` decades rarer than the worst
   the event has shown so far is news (a dip that turns into an outage) and is flagged again;
+- a series that stops (``STOPPED``: a run of zeros where it is busy, a reading repeated) is an incident of its own,
+  not the continuation of a departure: inside an event that a departure opened (a burst, a surge) it ends that event
+  and opens its own, flagged. An outage that begins minutes after a burst was flagged would otherwise wait out the
+  burst's refractory period, its evidence climbing value by value, too gradually ever to escalate;
 - an event that starts at the same time of day (within a quarter of an hour) as events on at least ``RECUR_MIN`` of
   the last ``RECUR_DAYS`` days is a daily recurrence (a nightly job's load), not news: it opens an event without a
   flag, unless it is ``escalate`` decades rarer than those it repeats. (A detector with a daily profile would adopt
@@ -42,12 +46,14 @@ from typing import Any
 
 from river import base
 
-from models.anomaly import FLAG_DECADES, Verdict
+from models.anomaly import DROPOUT, FLAG_DECADES, STUCK, Verdict
 
 RECUR_DAYS = 7
 RECUR_MIN = 2
 _RECUR_TOL = 1.0 / 96.0  # of the period
 _RECUR_KEEP = 32  # recent events remembered for recurrences
+# Surprises that say the series has stopped (zeros where it is busy, one reading repeated): an incident of their own
+STOPPED = frozenset((DROPOUT, STUCK))
 
 _tuple_new = tuple.__new__  # builds a Verdict (as its own __new__ does) without one more Python call per value
 
@@ -70,6 +76,8 @@ class AlertFilter(base.AnomalyFilter):
         As in River: ``learn_one`` does not teach the detector an anomalous value. ``process_one`` always lets the
         detector learn: opsmon's holds its own baseline against rare values.
     """
+
+    kind = ""  # surprise that opened the event or last flagged in it (a class default: states pickled before it)
 
     def __init__(self, anomaly_detector: Any, threshold: float = 0.5, refractory: int = 150, escalate: float = 1.0,
                  protect_anomaly_detector: bool = False) -> None:
@@ -144,9 +152,15 @@ class AlertFilter(base.AnomalyFilter):
         flag = False
         if score >= th or self.quiet:  # otherwise (most values) no event opens, goes on or ends
             decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
+            reason = assessed[1]
+            stops = self.quiet and reason in STOPPED and self.kind not in STOPPED  # the series stops, in an event
             flag = (score >= th and not warming
-                    and (self.quiet == 0 or decades >= self.worst + self.escalate))
-            if flag and self.quiet == 0:  # a new event
+                    and (self.quiet == 0 or stops or decades >= self.worst + self.escalate))
+            if flag and (self.quiet == 0 or stops):  # a new event
+                if stops:  # the departure's event ends here
+                    det.close_event(self.confirmed)
+                    self.confirmed = False
+                self.kind = reason
                 if t is not None and self._recurs(t, decades):
                     flag = False  # the last days' event again: it opens an event, silently
                     self.quiet = self.refractory
@@ -168,6 +182,7 @@ class AlertFilter(base.AnomalyFilter):
                 self._recurs(t, decades)
                 self.quiet = 1
                 self.worst = decades
+                self.kind = reason
             if flag:
                 self.quiet = self.refractory
                 self.worst = decades
