@@ -233,8 +233,13 @@ def assert_all_caught(kind: str) -> None:
         assert r.caught == r.anomalies, f"{kind}: {r}"
 
 
-@pytest.mark.xfail(strict=True, reason="measured 1.83, 2.09 and 2.87 false flags/week on seeds 11-13: ordinary "
-                   "bursts and gamma-Poisson highs read as level, spike and shift surprises")
+@pytest.mark.xfail(strict=True, reason="measured 2.09, 2.87 and 1.83 false flags/week on seeds 11, 12 and 13 (and "
+                   "1.7-2.7 a week over anomaly-free weeks 3-8 of seeds 11-15): ordinary bursts and gamma-Poisson "
+                   "highs are about once-a-week rarities of their level, spike and shift surprises, calibrated as "
+                   "such, and the bar of one in a hundred per value over the surprises lets about two a week through "
+                   "on 5-minute data whose departures are too heavy-tailed for the effect floors to hold them; in the "
+                   "first two weeks the tails' mean excess is still biased low (averaged over all values, not the "
+                   "excesses), which adds more")
 def test_bursty_counts_few_false_flags() -> None:
     assert_few_false_flags("bursty_counts")
 
