@@ -113,6 +113,17 @@ def test_a_series_that_stops_inside_an_event_is_news() -> None:
     assert found[1][1] == "dropout" and 10 <= found[1][0] < 22
 
 
+def test_an_outage_at_the_time_of_earlier_bursts_is_no_daily_recurrence() -> None:
+    """Bursts flagged at about 14:00 on two earlier days do not make a run of zeros at 14:00 a daily routine."""
+    from models.alert_filter import AlertFilter
+    from tests.test_detection_unseen import bursty_counts
+    series = bursty_counts(2)  # events at 14:00 four and five days before the outage, about as rare as it
+    det = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    verdicts = [det.process_one(x, t) for t, x in zip(series.times, series.values, strict=True)]
+    lo, hi = series.windows[0]
+    assert [v.reason for v in verdicts[lo:hi + 1] if v.is_anomaly] == ["dropout"]  # it was silenced as their repeat
+
+
 def test_an_event_that_recurs_daily_is_news_only_at_first() -> None:
     xs = seasonal(DAY * 10, seed=7)
     for d in range(2, 10):
