@@ -7,12 +7,18 @@ is a one-in-a-hundred rarity on its series. ``AlertFilter`` (River's ``AnomalyFi
 - a flag opens an *event*: no new flag until ``refractory`` unremarkable values have passed (one alert per event;
   alerting adds its own hysteresis), unless the event escalates: a score ``escalate`` decades rarer than the worst
   the event has shown so far is news (a dip that turns into an outage) and is flagged again;
-- an event that starts at the same time of day (within a quarter of an hour) as events on at least ``RECUR_MIN`` of
-  the last ``RECUR_DAYS`` days is a daily recurrence (a nightly job's load), not news: it opens an event without a
-  flag, unless it is ``escalate`` decades rarer than those it repeats. (A detector with a daily profile would adopt
-  such a recurrence in time, but only slowly, as it holds off rare values; meanwhile it would alert every day or
-  two. Two earlier days, not one, so that a fault that happens to start at the time of one earlier event is still
-  flagged.) Only for detectors with a time-of-day profile: on coarser data every value is "at the same time".
+- a series that stops (``STOPPED``: a run of zeros where it is busy, a reading repeated) is an incident of its own,
+  not the continuation of a departure: inside an event that a departure opened (a burst, a surge) it ends that event
+  and opens its own, flagged. An outage that begins minutes after a burst was flagged would otherwise wait out the
+  burst's refractory period, its evidence climbing value by value, too gradually ever to escalate;
+- an event that starts at the same time of day (within a quarter of an hour) as events of its kind (the series
+  stopping, or a departure) on at least ``RECUR_MIN`` of the last ``RECUR_DAYS`` days is a daily recurrence (a
+  nightly job's load), not news: it opens an event without a flag, unless it is ``escalate`` decades rarer than
+  those it repeats. (A detector with a daily profile would adopt such a recurrence in time, but only slowly, as it
+  holds off rare values; meanwhile it would alert every day or two. Two earlier days, not one, so that a fault that
+  happens to start at the time of one earlier event is still flagged; of its kind, so that an outage is no routine
+  because bursts happened at that time.) Only for detectors with a time-of-day profile: on coarser data every value
+  is "at the same time".
 - people confirm an alert (``confirm``): the detector takes the event's evidence back out, so a fault that recurs
   until fixed keeps alerting, and the event does not make the same time tomorrow a routine.
 
@@ -42,12 +48,14 @@ from typing import Any
 
 from river import base
 
-from models.anomaly import FLAG_DECADES, Verdict
+from models.anomaly import DROPOUT, FLAG_DECADES, STUCK, Verdict
 
 RECUR_DAYS = 7
 RECUR_MIN = 2
 _RECUR_TOL = 1.0 / 96.0  # of the period
 _RECUR_KEEP = 32  # recent events remembered for recurrences
+# Surprises that say the series has stopped (zeros where it is busy, one reading repeated): an incident of their own
+STOPPED = frozenset((DROPOUT, STUCK))
 
 _tuple_new = tuple.__new__  # builds a Verdict (as its own __new__ does) without one more Python call per value
 
@@ -71,6 +79,8 @@ class AlertFilter(base.AnomalyFilter):
         detector learn: opsmon's holds its own baseline against rare values.
     """
 
+    kind = ""  # surprise that opened the event or last flagged in it (a class default: states pickled before it)
+
     def __init__(self, anomaly_detector: Any, threshold: float = 0.5, refractory: int = 150, escalate: float = 1.0,
                  protect_anomaly_detector: bool = False) -> None:
         super().__init__(anomaly_detector, protect_anomaly_detector)
@@ -82,7 +92,9 @@ class AlertFilter(base.AnomalyFilter):
         self.quiet = 0  # unremarkable values to go before a new flag
         self.worst = 0.0  # rarity (decades) of the open event's worst score
         self.event_t: float | None = None  # time of the flag that opened the latest event
-        self.recent: list[tuple[float, float]] = []  # (time, decades) of recent events, for recurrences
+        # (time, decades, whether the series stopped) of recent events, for recurrences (states pickled before the
+        # third item hold pairs: departures)
+        self.recent: list[tuple[float, float, bool]] = []
         self.confirmed = False  # people said the open event is real: it is not learned as ordinary
 
     def classify(self, score: float) -> bool:
@@ -144,10 +156,16 @@ class AlertFilter(base.AnomalyFilter):
         flag = False
         if score >= th or self.quiet:  # otherwise (most values) no event opens, goes on or ends
             decades = FLAG_DECADES * score / (1.0 - score) if score < 1.0 else math.inf
+            reason = assessed[1]
+            stops = self.quiet and reason in STOPPED and self.kind not in STOPPED  # the series stops, in an event
             flag = (score >= th and not warming
-                    and (self.quiet == 0 or decades >= self.worst + self.escalate))
-            if flag and self.quiet == 0:  # a new event
-                if t is not None and self._recurs(t, decades):
+                    and (self.quiet == 0 or stops or decades >= self.worst + self.escalate))
+            if flag and (self.quiet == 0 or stops):  # a new event
+                if stops:  # the departure's event ends here
+                    det.close_event(self.confirmed)
+                    self.confirmed = False
+                self.kind = reason
+                if t is not None and self._recurs(t, decades, reason in STOPPED):
                     flag = False  # the last days' event again: it opens an event, silently
                     self.quiet = self.refractory
                     self.worst = decades
@@ -165,9 +183,10 @@ class AlertFilter(base.AnomalyFilter):
             elif warming and score >= th and t is not None and det.settled:
                 # an event while warming up is not flagged, but is remembered: a daily job seen on the first
                 # days is a recurrence once the detector may flag
-                self._recurs(t, decades)
+                self._recurs(t, decades, reason in STOPPED)
                 self.quiet = 1
                 self.worst = decades
+                self.kind = reason
             if flag:
                 self.quiet = self.refractory
                 self.worst = decades
@@ -192,10 +211,12 @@ class AlertFilter(base.AnomalyFilter):
         self.recent = [e for e in self.recent if e[0] != self.event_t]  # nor is it a daily routine
         return True
 
-    def _recurs(self, t: float, decades: float) -> bool:
+    def _recurs(self, t: float, decades: float, stopped: bool = False) -> bool:
         """Whether an event starting at ``t`` with rarity ``decades`` repeats the last days' at that time of day.
 
-        Every event is remembered, flagged or silenced, so a daily recurrence stays silent day after day.
+        Every event is remembered, flagged or silenced, so a daily recurrence stays silent day after day. ``stopped``:
+        the series stops (``STOPPED``); such an event repeats only events that stopped it too, and a departure only
+        departures: an outage at 14:00 is no routine because bursts happened at 14:00 on two of the last days.
         """
         p = self.anomaly_detector.recurrence_period
         if not p:
@@ -203,12 +224,14 @@ class AlertFilter(base.AnomalyFilter):
         tol = _RECUR_TOL * p
         recent = [e for e in self.recent if t - e[0] <= RECUR_DAYS * p + tol]
         days = set()
-        for te, de in recent:
+        for e in recent:
+            te, de = e[0], e[1]
             k = round((t - te) / p)
-            if 1 <= k <= RECUR_DAYS and abs(t - te - k * p) <= tol and decades < de + self.escalate:
+            if (1 <= k <= RECUR_DAYS and abs(t - te - k * p) <= tol and decades < de + self.escalate
+                    and (len(e) > 2 and e[2]) == stopped):
                 days.add(k)
         recurs = len(days) >= RECUR_MIN
-        recent.append((t, decades))
+        recent.append((t, decades, stopped))
         self.recent = recent[-_RECUR_KEEP:]
         return recurs
 

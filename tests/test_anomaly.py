@@ -90,6 +90,40 @@ def test_an_event_flags_once_unless_it_escalates() -> None:
     assert flags(run(xs, opsmon(escalate=math.inf))) == [first]
 
 
+def test_a_series_that_stops_inside_an_event_is_news() -> None:
+    """An outage minutes after a flagged burst is an incident of its own, not the burst's event going on."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    rng = random.Random(3)
+    det = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    found = []
+    for i in range(288 * 6):
+        x = float(rng.randint(15, 25))  # a busy count, about 20 every five minutes
+        if i == 288 * 5:
+            x = 200.0  # a burst, flagged ...
+        elif 288 * 5 + 10 <= i < 288 * 5 + 22:
+            x = 0.0  # ... then an hour of zeros, well within its refractory period
+        v = det.process_one(x, 300.0 * i)
+        if v.is_anomaly:
+            found.append((i - 288 * 5, v.reason))
+    # the burst (a level or spike surprise), then the outage: without the rule it would wait out the burst's event,
+    # a run at the floor climbing too gradually to escalate
+    assert len(found) == 2 and found[0][0] == 0 and found[0][1] != "dropout"
+    assert found[1][1] == "dropout" and 10 <= found[1][0] < 22
+
+
+def test_an_outage_at_the_time_of_earlier_bursts_is_no_daily_recurrence() -> None:
+    """Bursts flagged at about 14:00 on two earlier days do not make a run of zeros at 14:00 a daily routine."""
+    from models.alert_filter import AlertFilter
+    from tests.test_detection_unseen import bursty_counts
+    series = bursty_counts(2)  # events at 14:00 four and five days before the outage, about as rare as it
+    det = AlertFilter(SeriesDetector(warmup=60, floor=0.0))
+    verdicts = [det.process_one(x, t) for t, x in zip(series.times, series.values, strict=True)]
+    lo, hi = series.windows[0]
+    assert [v.reason for v in verdicts[lo:hi + 1] if v.is_anomaly] == ["dropout"]  # it was silenced as their repeat
+
+
 def test_an_event_that_recurs_daily_is_news_only_at_first() -> None:
     xs = seasonal(DAY * 10, seed=7)
     for d in range(2, 10):

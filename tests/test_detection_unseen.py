@@ -233,16 +233,20 @@ def assert_all_caught(kind: str) -> None:
         assert r.caught == r.anomalies, f"{kind}: {r}"
 
 
-@pytest.mark.xfail(strict=True, reason="measured 1.83, 2.09 and 2.87 false flags/week on seeds 11-13: ordinary "
-                   "bursts and gamma-Poisson highs read as level, spike and shift surprises")
+@pytest.mark.xfail(strict=True, reason="measured 2.09, 2.87 and 1.83 false flags/week on seeds 11, 12 and 13 (and "
+                   "1.7-2.7 a week over anomaly-free weeks 3-8 of seeds 11-15): ordinary bursts and gamma-Poisson "
+                   "highs are about once-a-week rarities of their level, spike and shift surprises, calibrated as "
+                   "such, and the bar of one in a hundred per value over the surprises lets about two a week through "
+                   "on 5-minute data whose departures are too heavy-tailed for the effect floors to hold them; in the "
+                   "first two weeks the tails' mean excess is still biased low (averaged over all values, not the "
+                   "excesses), which adds more")
 def test_bursty_counts_few_false_flags() -> None:
     assert_few_false_flags("bursty_counts")
 
 
-@pytest.mark.xfail(strict=True, reason="measured 1/2, 2/2, 2/2 caught: the hour of zeros is a dropout (score "
-                   "0.8) on every seed, but on seed 11 it comes inside an event a burst opened 11 values before and "
-                   "climbs too gradually to escalate it; the six-fold surge is caught")
 def test_bursty_counts_anomalies_caught() -> None:
+    # measured 2/2 on every seed: the hour of zeros is a dropout (score 0.8), flagged as an incident of its own even
+    # when it comes inside an event a burst opened (seed 11: 11 values before); the six-fold surge is a level or shift
     assert_all_caught("bursty_counts")
 
 
@@ -266,7 +270,16 @@ def test_sensor_regime_changes_anomalies_caught() -> None:
     assert_all_caught("sensor_regimes")
 
 
+def steady_bursty_flags(seed: int) -> float:
+    """Flags per week on weeks 3-8 of ten weeks of bursty counts, which hold no anomaly (theirs are in weeks 9-10)."""
+    series = bursty_counts(seed, weeks=10)
+    flags, _ = flags_of(production_detector(*KINDS["bursty_counts"][1:]), series.times, series.values)
+    return sum(flags[2 * 2016:8 * 2016]) / 6.0
+
+
 if __name__ == "__main__":  # the figures behind the bounds and the xfail reasons
     for kind in KINDS:
         for seed, r in zip(SEEDS, measured(kind), strict=True):
             print(kind, seed, r)
+    print("bursty_counts, anomaly-free weeks 3-8, flags/week:",
+          {seed: round(steady_bursty_flags(seed), 2) for seed in range(11, 16)})
