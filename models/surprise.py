@@ -46,6 +46,7 @@ True
 from __future__ import annotations
 
 import math
+from array import array
 
 NB = 32  # histogram levels: half-octaves of z / u
 _LOG10E = math.log10(math.e)
@@ -100,7 +101,7 @@ class SurpriseCalibrator:
         self.m = 0  # values learned since the scales (re)started
         self.u = [0.0] * n  # running tail_q quantile of each surprise
         self.b = [0.0] * n  # mean excess over it: the exponential tail's scale
-        self.hist = [[0.0] * NB for _ in range(slots)]  # decayed up-crossing counts per level (and side)
+        self.hist = [array("d", bytes(8 * NB)) for _ in range(slots)]  # decayed up-crossing counts per level (and side)
         self.above = [-1] * slots  # level each surprise (side) currently sits at (-1: below u)
         self.own = [0.0] * slots  # weight with which the current episode last counted its levels
         self.w = 1.0  # weight of the next count (grows instead of decaying all counts)
