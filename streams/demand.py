@@ -78,7 +78,7 @@ class Demand:
         if ts <= m.get("demand_seen", -1.0):
             return  # a corrected window: the bucket totals take each window once
         m["demand_seen"] = ts
-        agg = state.windows.windows.get(int(ts))
+        agg = state.windows.windows.get(int(ts)) if state.windows is not None else None
         units = {sku: qty for sku, (qty, _) in agg.skus.items()} if agg is not None else {}
         if self.aux is not None:
             for sku, q in units.items():

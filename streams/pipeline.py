@@ -57,7 +57,8 @@ class EntityState:
     partition: int
     offset: int = -1  # last source offset folded in; older ones are replays
     last_ts: float = 0.0  # event time of the newest event
-    windows: EntityWindows = field(default_factory=EntityWindows)
+    # a windowed source's open and recent windows; None until its first event (a device's readings have none)
+    windows: EntityWindows | None = None
     txns: dict[str, float] = field(default_factory=dict)  # recent event ids -> event time (SourceSpec.event_id)
     models: dict[str, Any] = field(default_factory=dict)  # per-metric model state
 
@@ -197,7 +198,7 @@ class SourcePipeline:
                 if state.partition not in self.watermarks:
                     continue  # not ours now, or nothing seen since the start
                 event_now = self.event_now(state.partition, now)
-                if state.windows.unsettled:
+                if state.windows is not None and state.windows.unsettled:
                     self._settle(entity, state, event_now, out)
                 for obs in self.observers:
                     obs.on_tick(entity, state, event_now, out)
@@ -227,6 +228,8 @@ class SourcePipeline:
                 cutoff = sorted(state.txns.values())[len(state.txns) // 2]
                 state.txns = {k: t for k, t in state.txns.items() if t > cutoff}
         assert self._factory is not None
+        if state.windows is None:
+            state.windows = EntityWindows()
         state.windows.for_time(ts, self.cfg.size, self._factory).add(ev)  # type: ignore[arg-type]
         return None
 
@@ -238,27 +241,28 @@ class SourcePipeline:
     def _emit(self, out: Output, partitions: set[int], flush_all: bool, now: float | None = None) -> None:
         cfg = self.cfg
         for entity, state in self.states.items():
-            if state.partition not in partitions or not state.windows.windows:
+            windows = state.windows
+            if state.partition not in partitions or windows is None or not windows.windows:
                 continue
             wm = self.watermarks.get(state.partition, 0.0)
             closed_by = self.event_now(state.partition, now) if now is not None else wm
-            due = list(state.windows.due(wm, cfg.size, cfg.grace, flush_all))
+            due = list(windows.due(wm, cfg.size, cfg.grace, flush_all))
             for start in due:
-                agg = state.windows.windows[start]
+                agg = windows.windows[start]
                 fields = agg.fields()
                 self._window_lines(entity, start, agg, fields, out)
-                state.windows.dirty.discard(start)
-                out.counts["windows_corrected" if start in state.windows.emitted else "windows_written"] += 1
-                state.windows.emitted.add(start)
+                windows.dirty.discard(start)
+                out.counts["windows_corrected" if start in windows.emitted else "windows_written"] += 1
+                windows.emitted.add(start)
                 if start + cfg.size + cfg.grace <= closed_by:
-                    state.windows.unsettled.discard(start)
+                    windows.unsettled.discard(start)
                     for obs in self.observers:
                         obs.on_value(entity, state, float(start), fields, out)
                 else:
-                    state.windows.unsettled.add(start)
-            if state.windows.unsettled:
+                    windows.unsettled.add(start)
+            if windows.unsettled:
                 self._settle(entity, state, closed_by, out)
-            dropped = state.windows.expire(wm, cfg.size, cfg.late_retention)
+            dropped = windows.expire(wm, cfg.size, cfg.late_retention)
             if due or dropped:
                 out.changed.add(entity)
             if self.spec.event_id is not None and dropped:
@@ -267,12 +271,13 @@ class SourcePipeline:
 
     def _settle(self, entity: str, state: EntityState, closed_by: float, out: Output) -> None:
         """Hand windows written early to the observers once event time has passed their end and grace."""
-        cfg = self.cfg
-        for start in sorted(state.windows.unsettled):
-            if start + cfg.size + cfg.grace > closed_by or start in state.windows.dirty:
+        cfg, windows = self.cfg, state.windows
+        assert windows is not None  # (called only for an entity with unsettled windows)
+        for start in sorted(windows.unsettled):
+            if start + cfg.size + cfg.grace > closed_by or start in windows.dirty:
                 continue  # still open, or changed again: it is emitted (and settled) in the usual way
-            state.windows.unsettled.discard(start)
-            fields = state.windows.windows[start].fields()
+            windows.unsettled.discard(start)
+            fields = windows.windows[start].fields()
             for obs in self.observers:
                 obs.on_value(entity, state, float(start), fields, out)
             out.changed.add(entity)

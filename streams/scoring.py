@@ -354,7 +354,7 @@ class Scoring:
         start = scored_until + size
         n = 0
         while start < upto and n < MAX_ZERO_WINDOWS_PER_TICK:
-            if self.is_open(entity, start) and start not in state.windows.windows:
+            if self.is_open(entity, start) and (state.windows is None or start not in state.windows.windows):
                 out.lines.append(line(self.spec.measurement, self.spec.entity_tag_values(entity),
                                       self.spec.zero_fields, int(start * 1000)))
                 out.counts["zero_windows"] += 1
@@ -368,8 +368,8 @@ class Scoring:
         if scored_until is None:
             return
         closed_upto = now - self.cfg.window_size - self.cfg.window_grace  # windows starting before are final
-        if closed_upto > scored_until + self.cfg.window_size and not any(
-                s > scored_until for s in state.windows.dirty):
+        dirty = state.windows.dirty if state.windows is not None else ()
+        if closed_upto > scored_until + self.cfg.window_size and not any(s > scored_until for s in dirty):
             self._zero_fill(entity, state, scored_until, math.floor(closed_upto / self.cfg.window_size)
                             * self.cfg.window_size + self.cfg.window_size, out)
             out.changed.add(entity)

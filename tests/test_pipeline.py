@@ -29,6 +29,9 @@ def test_iot_readings_become_points_with_event_time_and_bad_ones_dead_letters() 
     assert [(d.record.offset, d.kind) for d in out.dead] == [(1, "json")]
     assert out.counts["events"] == 2 and out.counts["dead_lettered"] == 1
     assert out.changed == {"s1/d1", "s1/d2"}
+    # readings are not windowed: a device keeps no (empty) windows, ~0.9 KB of containers for each of thousands
+    p.tick(NOW + 60)
+    assert p.states["s1/d1"].windows is None
 
 
 def test_pos_window_is_written_once_the_watermark_passes_end_plus_grace() -> None:
