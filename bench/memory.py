@@ -33,7 +33,7 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     from bench.workload import ALWAYS_OPEN, PRELOAD_START, event_time, raw_events
     from opsmon.simulator import Mix, Simulator
     from streams.pipeline import Record, SourcePipeline
-    from streams.scoring import Scoring, ScoringConfig, _series_of
+    from streams.scoring import Scoring, ScoringConfig, series_of
     from streams.state_codec import STATE_CODEC
     from streams.state_codec import register as register_state_codec
 
@@ -74,7 +74,7 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     pickled = sum(len(pickle.dumps(states[e], protocol=pickle.HIGHEST_PROTOCOL)) for e in names) / len(names)
     register_state_codec()
     changelog = sum(len(codecs.dumps(STATE_CODEC, states[e])) for e in names) / len(names)
-    series = sum(len(_series_of(states[e])) for e in names) / len(names)  # a device's metrics (thawed to count)
+    series = sum(len(series_of(states[e])) for e in names) / len(names)  # a device's metrics (thawed to count)
     return {"devices": len(states), "readings": n, "readings_per_device": round(n / max(1, len(states)), 1),
             "interval_s": interval_s, "seconds": round(elapsed, 2),
             "rss_delta_mib": round((rss1 - rss0) / 2**20, 2),

@@ -89,7 +89,7 @@ class SeriesModel:
     limits: LimitWatch | None = None  # how long it has been beyond a limit the business set; made on first use
 
 
-def _series_of(state: EntityState) -> dict[str, SeriesModel]:
+def series_of(state: EntityState) -> dict[str, SeriesModel]:
     """An entity's series by metric, decoded first if it was idle (``_freeze``)."""
     m = state.models
     series = m.get("series")
@@ -175,7 +175,7 @@ class Scoring:
         incident as ordinary, and a fault that recurs until it is fixed keeps alerting. An alert a limit opened
         changes no model either way; a false positive closes it until its breach has ended.
         """
-        sm = _series_of(state).get(metric) if state is not None else None
+        sm = series_of(state).get(metric) if state is not None else None
         if sm is None:
             return False
         # a limit's alert changes no model: the limit is the business's setting (change OPSMON_LIMITS if it is wrong)
@@ -247,7 +247,7 @@ class Scoring:
         is_open = self.is_open(entity, ts)
         pattern_t = self.pattern_time(entity, ts)
         warmup, every = self.cfg.warmup, self.cfg.score_every_s
-        series = _series_of(state)  # (once per reading, not per value: nothing freezes it meanwhile)
+        series = series_of(state)  # (once per reading, not per value: nothing freezes it meanwhile)
         for metric, x in values.items():
             sm = self._series_in(entity, series, metric, warmup)
             v = sm.detector.process_one(x, ts, is_open, pattern_t)  # type: ignore[union-attr]
@@ -340,7 +340,7 @@ class Scoring:
                 k, n = pooled[metric]
                 x = k / n
                 # its count is judged with its value (see _count_verdict), from the series' second ratio on
-                if spec.counted and metric in _series_of(state):
+                if spec.counted and metric in series_of(state):
                     counts = (k, n)
             sm = self._series(entity, state, metric, self.cfg.window_warmup)
             v = sm.detector.process_one(x, start, is_open)
@@ -378,7 +378,7 @@ class Scoring:
                     out: Output, fields: dict[str, float] | None = None) -> None:
         """A late event changed a scored window: withdraw an alert it opened if it no longer holds."""
         for metric, x in values.items():
-            sm = _series_of(state).get(metric)
+            sm = series_of(state).get(metric)
             if sm is None or sm.alerts.open_since != start:
                 continue
             score = sm.detector.score_value(x, start)
@@ -395,10 +395,10 @@ class Scoring:
 
     # ------------------------------------------------------------------ shared
     def _series(self, entity: str, state: EntityState, metric: str, warmup: int) -> SeriesModel:
-        return self._series_in(entity, _series_of(state), metric, warmup)
+        return self._series_in(entity, series_of(state), metric, warmup)
 
     def _series_in(self, entity: str, series: dict[str, SeriesModel], metric: str, warmup: int) -> SeriesModel:
-        """The model of ``metric`` among an entity's ``series`` (``_series_of``), made or renewed as needed."""
+        """The model of ``metric`` among an entity's ``series`` (``series_of``), made or renewed as needed."""
         sm = series.get(metric)
         if sm is not None and self.cfg.models is None:
             # Nearly every value: a series of opsmon's own detector, no River model configured. The steps of the
