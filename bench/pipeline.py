@@ -192,7 +192,9 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
             for w in procs:
                 w.check_alive()
                 w.sample_rss()
-            if first is None and n > 0:
+            # every worker's count, or none: a saturated worker's stats can time out (None), and a first sample
+            # without its count made the window start late (a 2-worker run once read 4.5 times the 1-worker rate)
+            if first is None and n > 0 and None not in counts:
                 first = (now, n)
                 cpu0 = [w.cpu_s() for w in procs]
                 svc0 = {name: _cpu(p) for name, p in watched.items()}
