@@ -186,8 +186,11 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
         progress_at = (time.monotonic(), -1)
         deadline = time.monotonic() + timeout_s
         while True:
+            # A busy worker answers its stats late: a count is dated before it was asked for when it opens the
+            # window and after it arrived when it closes it, so the rate is never overstated.
             now = time.perf_counter()
             counts = [w.consumed() for w in procs]
+            answered = time.perf_counter()
             n = sum(c or 0 for c in counts)
             for w in procs:
                 w.check_alive()
@@ -199,7 +202,7 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
                 cpu0 = [w.cpu_s() for w in procs]
                 svc0 = {name: _cpu(p) for name, p in watched.items()}
                 machine0 = psutil.cpu_times()
-            last = (now, n)
+            last = (answered, n)
             if on_progress is not None:
                 on_progress(n)
             if n >= total:
