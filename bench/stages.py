@@ -35,6 +35,7 @@ import streams.pipeline
 import streams.scoring
 import streams.sources
 from bench.workload import RawEvent
+from opsmon.cli.run import collect_less
 from opsmon.settings import Settings
 from sinks.influx import InfluxWriter
 from streams.demand import Demand
@@ -151,6 +152,7 @@ def measure_stages(events: list[RawEvent], settings: Settings, batch: int = 2000
     """
     recs = records_by_source(events, settings.kafka_partitions)
     n = sum(len(r) for r in recs.values())
+    collect_less()  # the worker's garbage-collection policy (this process ends with the bench)
     now = time.time()
     timers = _Timers()
     processing = changelog = 0.0

@@ -137,9 +137,18 @@ def _finite(name: str, x: float) -> None:
         raise InvalidEvent("value", f"{name}={x!r} is out of range (|x| > {MAX_ABS_VALUE:g})")
 
 
+_valid_names: set[str] = set()  # names that passed _name: sites, devices and metrics recur in every event
+_MAX_VALID_NAMES = 100_000
+
+
 def _name(field: str, s: str) -> None:
+    if s in _valid_names:
+        return
     if not s or len(s) > MAX_NAME or not s.isprintable():
         raise InvalidEvent("value", f"{field} must be 1-{MAX_NAME} printable characters")
+    if len(_valid_names) >= _MAX_VALID_NAMES:
+        _valid_names.clear()
+    _valid_names.add(s)
 
 
 def _check_iot(ev: IotReading) -> None:
@@ -148,8 +157,10 @@ def _check_iot(ev: IotReading) -> None:
     if not ev.measurements:
         raise InvalidEvent("value", "measurements is empty")
     for k, x in ev.measurements.items():
-        _name("measurement name", k)
-        _finite(f"measurements.{k}", x)
+        if k not in _valid_names:
+            _name("measurement name", k)
+        if not -MAX_ABS_VALUE <= x <= MAX_ABS_VALUE:  # (false for NaN too): _finite says which
+            _finite(f"measurements.{k}", x)
 
 
 def _check_pos(ev: PosTransaction) -> None:

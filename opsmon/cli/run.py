@@ -40,11 +40,11 @@ def worker() -> None:
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     app = create_app(settings)
-    _collect_less()
+    collect_less()
     Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
 
 
-def _collect_less() -> None:
+def collect_less() -> None:
     """Keep the cycle collector off what lives as long as the worker.
 
     A worker holds hundreds of thousands of long-lived objects (~230,000 from its imports alone, then every entity's
