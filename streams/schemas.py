@@ -130,42 +130,50 @@ Event = IotReading | PosTransaction | WebEvent
 SOURCES: tuple[str, ...] = ("iot", "pos", "web")
 
 
-def _finite(name: str, x: float) -> None:
+def _finite(name: str, x: float, key: str = "") -> None:
+    """``x`` is a finite number within range; ``name`` (``.key``, when given) names it in the error."""
+    if -MAX_ABS_VALUE <= x <= MAX_ABS_VALUE:  # nearly every value (false for NaN and infinities)
+        return
+    if key:  # (the name is made only for the error: the check runs for every value of every event)
+        name = f"{name}.{key}"
     if not math.isfinite(x):
         raise InvalidEvent("value", f"{name} is not a finite number")
-    if abs(x) > MAX_ABS_VALUE:
-        raise InvalidEvent("value", f"{name}={x!r} is out of range (|x| > {MAX_ABS_VALUE:g})")
-
-
-_valid_names: set[str] = set()  # names that passed _name: sites, devices and metrics recur in every event
-_MAX_VALID_NAMES = 100_000
+    raise InvalidEvent("value", f"{name}={x!r} is out of range (|x| > {MAX_ABS_VALUE:g})")
 
 
 def _name(field: str, s: str) -> None:
-    if s in _valid_names:
-        return
     if not s or len(s) > MAX_NAME or not s.isprintable():
         raise InvalidEvent("value", f"{field} must be 1-{MAX_NAME} printable characters")
-    if len(_valid_names) >= _MAX_VALID_NAMES:
-        _valid_names.clear()
-    _valid_names.add(s)
+
+
+_known_names: set[str] = set()  # recurring names that passed _name
+_MAX_KNOWN_NAMES = 100_000
+
+
+def _recurring_name(field: str, s: str) -> None:
+    """``_name`` for a name that recurs in event after event (a site, device, metric, store, register, SKU): each
+    is checked once. Ids new with every event (transactions, sessions) go to ``_name``: they would crowd these out."""
+    if s in _known_names:
+        return
+    _name(field, s)
+    if len(_known_names) >= _MAX_KNOWN_NAMES:
+        _known_names.clear()
+    _known_names.add(s)
 
 
 def _check_iot(ev: IotReading) -> None:
-    _name("site", ev.site)
-    _name("device", ev.device)
+    _recurring_name("site", ev.site)
+    _recurring_name("device", ev.device)
     if not ev.measurements:
         raise InvalidEvent("value", "measurements is empty")
     for k, x in ev.measurements.items():
-        if k not in _valid_names:
-            _name("measurement name", k)
-        if not -MAX_ABS_VALUE <= x <= MAX_ABS_VALUE:  # (false for NaN too): _finite says which
-            _finite(f"measurements.{k}", x)
+        _recurring_name("measurement name", k)
+        _finite("measurements", x, k)
 
 
 def _check_pos(ev: PosTransaction) -> None:
-    _name("store", ev.store)
-    _name("register", ev.register)
+    _recurring_name("store", ev.store)
+    _recurring_name("register", ev.register)
     _name("txn_id", ev.txn_id)
     _finite("total", ev.total)
     _finite("discount", ev.discount)
@@ -192,7 +200,7 @@ def _check_stock(ev: StockEvent) -> None:
 
 
 def _check_web(ev: WebEvent) -> None:
-    _name("site", ev.site)
+    _recurring_name("site", ev.site)
     _name("session", ev.session)
     if len(ev.path) > 2048:
         raise InvalidEvent("value", "path is longer than 2048 characters")
