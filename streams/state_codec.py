@@ -58,11 +58,15 @@ def register() -> None:
 _FROZEN = ZstdPickle()
 
 
+def _kept(frame: bytes) -> bytes:
+    """A compressed frame to keep: zstandard returns its output in a buffer sized for the worst case (larger
+    than the input), and a copy of the bytes written keeps a fifth of that in memory."""
+    return bytes(memoryview(frame))
+
+
 def freeze(obj: Any) -> bytes:
     """``obj`` as one compressed pickle (``thaw`` undoes it): how a frozen entity's series go to its changelog."""
-    # zstandard returns its output in a buffer sized for the worst case (larger than the input); a copy of the
-    # bytes written keeps a fifth of that in memory
-    return bytes(memoryview(_FROZEN._dumps(obj)))
+    return _kept(_FROZEN._dumps(obj))
 
 
 def thaw(blob: bytes) -> Any:
@@ -91,7 +95,7 @@ class Frozen:
         return self.freezer.thaw(self)
 
     def __reduce__(self) -> tuple[type[bytes], tuple[bytes]]:
-        return bytes, (freeze(self.thaw()),)
+        return bytes, (self.freezer.plain(self),)
 
 
 class SeriesFreezer:
@@ -130,11 +134,18 @@ class SeriesFreezer:
         """``obj`` as one compressed pickle (``Frozen.thaw`` undoes it)."""
         if self._compress is None:
             self._load()
-        return Frozen(bytes(memoryview(self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)))),
+        return Frozen(_kept(self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))),
                       self)  # type: ignore[misc]
 
     def thaw(self, frozen: Frozen) -> Any:
         """What :meth:`freeze` made, exactly as it was."""
+        return pickle.loads(self._pickle(frozen))
+
+    def plain(self, frozen: Frozen) -> bytes:
+        """``frozen`` in :func:`freeze`'s form: the same pickle, compressed without the template (not unpickled)."""
+        return _kept(_FROZEN._compress(self._pickle(frozen)))
+
+    def _pickle(self, frozen: Frozen) -> bytes:
         if self._decompress is None:
             self._load()
-        return pickle.loads(self._decompress(frozen.blob))  # type: ignore[misc]
+        return self._decompress(frozen.blob)  # type: ignore[misc]
