@@ -123,13 +123,13 @@ _FREEZER = SeriesFreezer(_typical_series)
 
 
 def _freeze(state: EntityState) -> None:
-    """Keep an idle entity's series as one compressed pickle (a fifth of their memory) until they are needed.
+    """Keep an idle entity's series as one compressed pickle (under a tenth of their memory) until they are needed.
 
     A device reporting every few minutes spends most of its time waiting for its next reading, with ~60 KiB
     of detectors in objects; frozen they take one pickle compressed against a typical device's (``_FREEZER``),
-    3.8 KB for three series after a day. Thawing costs about a checkpoint's pickling of the entity, once per value
-    after an idle spell, and restores every float
-    exactly, so when a series freezes never changes a score. The silence alert stays decoded: ticks read it.
+    3.8-4.3 KB for three or four series after a day. Thawing costs about a checkpoint's pickling of the entity,
+    once per value after an idle spell, and restores every float exactly, so when a series freezes never changes
+    a score. The silence alert stays decoded: ticks read it.
     """
     series = state.models.get("series")
     if not series or (len(series) == 1 and SILENCE in series):
@@ -220,7 +220,7 @@ class Scoring:
     @staticmethod
     def _reports_seldom(state: EntityState, idle: float) -> bool:
         """The device usually waits ``idle`` or longer between readings: frozen right after one, it thaws no more
-        often than it would after waiting ``idle``, and meanwhile takes a fifth of the memory."""
+        often than it would after waiting ``idle``, and meanwhile takes under a tenth of the memory."""
         watch: SilenceWatch | None = state.models.get("silence")
         cadence = watch.cadence if watch is not None else None
         return cadence is not None and cadence >= idle
