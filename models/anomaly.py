@@ -612,7 +612,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
 
     def _forming(self, feats: tuple) -> bool:
         """Whether the value falls in a profile bin still forming (``SeasonalBaseline.unseen``): not judged."""
-        return bool(self.base.unseen) and feats[9] is None and self.base.forming(feats[8][0])
+        return feats[9] is None and self.base.forming(feats[8][0])  # (callers ask only with unseen bins at all)
 
     def _one_sided(self, lps: list[float], feats: tuple) -> bool:
         """Clear (``p = 1``) the surprises that depart the harmless way (see ``side``); True if the value does.
