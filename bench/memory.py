@@ -32,6 +32,7 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
 
     from bench.workload import ALWAYS_OPEN, PRELOAD_START, event_time, raw_events
     from opsmon.simulator import Mix, Simulator
+    from streams.heap import TRIM_EVERY_S, collect_less, trim_heap
     from streams.pipeline import Record, SourcePipeline
     from streams.scoring import Scoring, ScoringConfig, series_of
     from streams.state_codec import STATE_CODEC
@@ -43,13 +44,14 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
     pipeline = SourcePipeline("iot", {}, observers=[Scoring("iot", ScoringConfig())])
     proc = psutil.Process()
     gc.collect()
+    collect_less()  # the worker's memory policy: its collections, and its heap trims (on event time here)
     rss0 = proc.memory_info().rss
     t0 = time.perf_counter()
     batch: list[Record] = []
     n = 0
     start = PRELOAD_START
     now = start + readings * interval_s + 1  # the wall clock: event time is the stream's own
-    ticked = start
+    ticked = trimmed = start
     # As in the worker: batches of what arrives (at most 2,000), and a tick as event time moves on (every
     # TICK_S), at which devices idle for OPSMON_STATE_IDLE_SECONDS are frozen (streams.scoring._freeze).
     for _, key, value in raw_events(sim, start, start + readings * interval_s):
@@ -62,13 +64,16 @@ def measure(devices: int, readings: int, interval_s: float, seed: int = 42, samp
             if ts - ticked >= TICK_S:
                 pipeline.tick(now)
                 ticked = ts
+            if ts - trimmed >= TRIM_EVERY_S:
+                trim_heap()
+                trimmed = ts
     if batch:
         pipeline.process(batch, now)
     pipeline.tick(now + 1.0)  # the worker's next tick, a second later
     del batch
     elapsed = time.perf_counter() - t0
     gc.collect()
-    rss1 = proc.memory_info().rss
+    rss1 = proc.memory_info().rss  # up to a minute after the last trim, as the worker's RSS may be
     states = pipeline.states
     names = list(states)[:: max(1, len(states) // sample)][:sample]
     pickled = sum(len(pickle.dumps(states[e], protocol=pickle.HIGHEST_PROTOCOL)) for e in names) / len(names)

@@ -35,10 +35,10 @@ import streams.pipeline
 import streams.scoring
 import streams.sources
 from bench.workload import RawEvent
-from opsmon.cli.run import collect_less
 from opsmon.settings import Settings
 from sinks.influx import InfluxWriter
 from streams.demand import Demand
+from streams.heap import collect_less
 from streams.pipeline import Record, SourcePipeline, WindowConfig
 from streams.scoring import Scoring, ScoringConfig
 from streams.state_codec import STATE_CODEC

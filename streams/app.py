@@ -43,6 +43,7 @@ from streams.config import WorkerSettings
 from streams.demand import Demand, apply_stock
 from streams.feed import SourceFeed
 from streams.feedback_page import add_feedback_pages
+from streams.heap import TRIM_EVERY_S, trim_heap
 from streams.limits_file import LimitsFile
 from streams.pipeline import DeadLetter, Output, Record, SourcePipeline, WindowConfig
 from streams.schemas import (
@@ -378,6 +379,10 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
             async with rt.locks[source]:
                 out = rt.pipelines[source].tick(rt.clock())
                 await deliver(source, out, None)
+
+    @app.timer(interval=TRIM_EVERY_S, name="opsmon.trim-heap")
+    async def return_freed_memory() -> None:
+        trim_heap()  # what the ticks' freezing freed between live blobs (see streams.heap)
 
     @app.timer(interval=settings.alert_resend_seconds, name="opsmon.alert-resend")
     async def resend_firing() -> None:

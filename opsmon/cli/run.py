@@ -30,6 +30,7 @@ def worker() -> None:
     from pydantic import ValidationError
 
     from streams.app import create_app
+    from streams.heap import collect_less
 
     warnings.filterwarnings("ignore", message="The pickle codec")
     try:
@@ -42,21 +43,6 @@ def worker() -> None:
     app = create_app(settings)
     collect_less()
     Worker(app, loglevel=settings.log_level, redirect_stdouts=False).execute_from_commandline()
-
-
-def collect_less() -> None:
-    """Keep the cycle collector off what lives as long as the worker.
-
-    A worker holds hundreds of thousands of long-lived objects (~230,000 from its imports alone, then every entity's
-    detectors), and each full collection walks them all to find next to nothing: by default one runs every ~70,000
-    allocations, about 8% of the CPU per event in process on the bench's workload. What exists at start is left out
-    of collections for good (``gc.freeze``), and the youngest generation is collected after 10,000 allocations
-    rather than 700; cycles (asyncio's futures and tracebacks) are still collected, only in larger batches.
-    """
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 @topics_app.command("create")
