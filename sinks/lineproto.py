@@ -13,9 +13,10 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\\": "\\\\", "\n"
 
 # A series writes the same measurement and tags on every point, and escaping and sorting them was a third of
 # the cost of a line: the escaped "measurement,tags" head is kept per (measurement, tag keys, tag values). Bounded, and
-# emptied when full rather than kept in LRU order (a hit must stay one dict lookup); the fleet's series fit
-# many times over (5 heads per IoT device), so a clear costs one rebuild per series.
-MAX_CACHED_HEADS = 1 << 15  # ~290 bytes each: at most ~10 MB, ~6,500 IoT devices per worker
+# emptied when full rather than kept in LRU order (a hit must stay one dict lookup). Heads of series that an
+# entity has many of (an IoT device's anomaly scores, one per metric) are kept with the series instead
+# (``series_head``), so they go when the entity sleeps and this cache holds about one head per entity.
+MAX_CACHED_HEADS = 1 << 15  # ~290 bytes each: at most ~10 MB
 _heads: dict[tuple, str] = {}
 # Field keys come from a small, fixed vocabulary (metric names); escaped once, with the "=" appended.
 MAX_CACHED_FIELD_KEYS = 4096
@@ -62,6 +63,20 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float |
         if len(_heads) >= MAX_CACHED_HEADS:
             _heads.clear()
         _heads[cache_key] = head
+    return point(head, fields, ts_ms)
+
+
+def series_head(measurement: str, tags: Mapping[str, str]) -> str:
+    """The escaped ``measurement,tags`` of a series' points, for a caller that keeps it with the series (``point``).
+
+    >>> point(series_head("anomaly_score", {"entity": "site 1/d1", "source": "iot"}), {"score": 0.25}, 1)
+    'anomaly_score,entity=site\\\\ 1/d1,source=iot score=0.25 1'
+    """
+    return _head(measurement, tags)
+
+
+def point(head: str, fields: Mapping[str, float | int | bool | str], ts_ms: int) -> str:
+    """One point of the series whose ``series_head`` is ``head``."""
     keys = _field_keys
     parts = []
     for k, v in fields.items():

@@ -31,7 +31,7 @@ from models.limits import Limit, Limits, LimitWatch
 from models.ratio import CountTail
 from models.river_spec import OPSMON, ModelSpecs
 from models.silence import SilenceWatch
-from sinks.lineproto import line
+from sinks.lineproto import line, point, series_head
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent, alert_id
 from streams.sources import SILENCE, SOURCES, SourceSpec
@@ -87,6 +87,16 @@ class SeriesModel:
     counts: CountTail | None = None  # a count ratio's count test (MetricSpec.counted); made on its first count
     judged: tuple[float, float] | None = None  # (successes, trials) of the ratio judged last (an alert cites them)
     limits: LimitWatch | None = None  # how long it has been beyond a limit the business set; made on first use
+    # its anomaly_score points' line-protocol head, made on first use. Not pickled: a sleeping device does not keep
+    # it (~270 bytes a series), and a changelog need not carry it.
+    score_head: str = field(default="", compare=False, repr=False)
+
+    def __getstate__(self) -> dict:
+        if not self.score_head:
+            return self.__dict__
+        state = self.__dict__.copy()
+        del state["score_head"]  # (the class attribute, "", stands in for it when unpickled)
+        return state
 
 
 def series_of(state: EntityState) -> dict[str, SeriesModel]:
@@ -489,8 +499,11 @@ class Scoring:
                     fields["limit_above"] = min(above)
                 if below:
                     fields["limit_below"] = max(below)
-            out.lines.append(line("anomaly_score", {"source": self.source, "entity": entity, "metric": metric},
-                                  fields, int(ts * 1000)))
+            head = sm.score_head
+            if not head:
+                head = sm.score_head = series_head("anomaly_score",
+                                                   {"source": self.source, "entity": entity, "metric": metric})
+            out.lines.append(point(head, fields, int(ts * 1000)))
         if is_anomaly:
             out.counts["anomalies"] += 1
         if transition == "open":

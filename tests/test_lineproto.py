@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sinks import lineproto
-from sinks.lineproto import line
+from sinks.lineproto import line, point, series_head
 
 
 def reference_line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | bool | str],
@@ -39,6 +39,7 @@ def test_line_is_byte_identical_to_the_reference(measurement: str, tags: dict[st
     want = reference_line(measurement, tags, fields, ts)
     assert line(measurement, tags, fields, ts) == want
     assert line(measurement, tags, fields, ts) == want  # the head from the cache
+    assert point(series_head(measurement, tags), fields, ts) == want  # the head kept by its series
 
 
 CASES = [

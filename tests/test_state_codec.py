@@ -85,6 +85,22 @@ def test_an_idle_device_waits_frozen_and_scores_as_if_it_never_was() -> None:
     assert len(frozen) < 0.8 * len(freeze(a.models["series"]))
 
 
+def test_a_series_keeps_its_line_head_awake_only() -> None:
+    """The anomaly-score head a series keeps to write its points is neither frozen nor changelogged."""
+    scoring = Scoring("iot", ScoringConfig(warmup=60, freeze_idle_s=60.0))
+    state = EntityState(partition=0)
+    lines = _day(scoring, state, 0, 100, random.Random(3))
+    heads = {m: sm.score_head for m, sm in state.models["series"].items()}
+    assert heads["power_w"] == "anomaly_score,entity=s1/d1,metric=power_w,source=iot"
+    assert sum(ln.startswith(heads["power_w"] + " ") for ln in lines) > 50
+    assert b"anomaly_score" not in pickle.dumps(state)
+    scoring.on_tick("s1/d1", state, state.last_ts + 120.0, Output())
+    assert not any(sm.score_head for sm in state.models[FROZEN].thaw().values())
+    woken = _day(scoring, state, 100, 1, random.Random(4))
+    assert state.models["series"]["power_w"].score_head == heads["power_w"]  # made again on waking
+    assert any(ln.startswith(heads["power_w"] + " ") for ln in woken)
+
+
 def test_a_frozen_device_changelogs_in_the_plain_form_and_restores_to_the_same_scores() -> None:
     """The template idle series are compressed against is the process's: a changelog holds what any worker reads."""
     register()
