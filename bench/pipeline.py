@@ -52,6 +52,13 @@ class Worker(WorkerProcess):
             return None
         return consumed_of(st)
 
+    def counted(self) -> tuple[float, int] | None:
+        """(the worker's clock, ``consumed``) as the worker read them, or None while it does not answer."""
+        st = self.stats()
+        if st is None or "at" not in st:
+            return None
+        return float(st["at"]), consumed_of(st)
+
     def cpu_s(self) -> float:
         """User + system CPU seconds of the worker so far."""
         assert self.ps is not None
@@ -172,40 +179,33 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
                 raise RuntimeError(f"{workers} workers did not all get partitions within 90s:\n{procs[0].log_tail()}")
             time.sleep(0.5)
         time.sleep(2.0)  # Faust resumes the streams just after the assignment shows
+        # The window runs from the first batch a worker began (its own clock) to the last count, dated by the
+        # worker's clock when it read it (its stats' "at"): a busy worker that answers late moves nothing in time,
+        # and what the workers took in while the events were still being produced counts too. The CPU is from
+        # just before the events, while the workers idle.
+        cpu0 = [w.cpu_s() for w in procs]
+        svc0 = {name: _cpu(p) for name, p in watched.items()}
+        machine0 = psutil.cpu_times()
         feed()
         ends = end_offsets(settings)
         if profile_to is not None:
             assert procs[0].proc is not None
             profiler = Profiler(procs[0].proc.pid, profile_to)
             profiler.start()
-        first: tuple[float, int] | None = None
-        cpu0: list[float] = []
-        svc0: dict[str, float] = {}
-        machine0 = psutil.cpu_times()
-        last = (time.perf_counter(), 0)
+        lasts: list[tuple[float, int] | None] = [None] * workers
         progress_at = (time.monotonic(), -1)
         deadline = time.monotonic() + timeout_s
         while True:
-            # A busy worker answers its stats late: a count is dated before it was asked for when it opens the
-            # window and after it arrived when it closes it, so the rate is never overstated.
-            now = time.perf_counter()
-            counts = [w.consumed() for w in procs]
-            answered = time.perf_counter()
-            n = sum(c or 0 for c in counts)
-            for w in procs:
+            samples = [w.counted() for w in procs]
+            for i, (w, sample) in enumerate(zip(procs, samples, strict=True)):
                 w.check_alive()
                 w.sample_rss()
-            # every worker's count, or none: a saturated worker's stats can time out (None), and a first sample
-            # without its count made the window start late (a 2-worker run once read 4.5 times the 1-worker rate)
-            if first is None and n > 0 and None not in counts:
-                first = (now, n)
-                cpu0 = [w.cpu_s() for w in procs]
-                svc0 = {name: _cpu(p) for name, p in watched.items()}
-                machine0 = psutil.cpu_times()
-            last = (answered, n)
+                if sample is not None:
+                    lasts[i] = sample
+            n = sum(last[1] for last in lasts if last is not None)
             if on_progress is not None:
                 on_progress(n)
-            if n >= total:
+            if n >= total and None not in samples:
                 break
             if n != progress_at[1]:
                 progress_at = (time.monotonic(), n)
@@ -222,7 +222,9 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
         svc = {name: round(_cpu(p) - svc0[name], 2) for name, p in watched.items()}
         machine = psutil.cpu_times()
         busy = 1.0 - (machine.idle - machine0.idle) / max(1e-9, sum(machine) - sum(machine0))
-        assert first is not None
+        began = [st.get("first_batch_at") for st in (w.stats() or {} for w in procs)]
+        first = (min(t for t in began if t is not None), 0)
+        last = (max(s[0] for s in lasts if s is not None), n)
         done_at = time.perf_counter()
         lag = committed_lag(settings, app_id, ends)
         while lag > 0 and time.perf_counter() - done_at < 60:

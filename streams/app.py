@@ -89,6 +89,7 @@ class Runtime:
     dirty: dict[str, dict[str, int]] = field(default_factory=dict)
     writes: list[asyncio.Future] = field(default_factory=list)  # InfluxDB writes not yet acknowledged
     feed: SourceFeed | None = None
+    first_batch_at: float | None = None  # when this worker began its first source batch (Unix time)
 
 
 def window_config(settings: WorkerSettings) -> WindowConfig:
@@ -279,6 +280,8 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
 
     async def handle(topic_name: str, records: list[Record]) -> None:
         """One fetched batch of one source topic, through its pipeline."""
+        if rt.first_batch_at is None:
+            rt.first_batch_at = time.time()
         source = topic_source[topic_name]
         if source == "stock":
             await handle_stock(records, dlqs[topic_name])
@@ -421,6 +424,10 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
     @app.page("/opsmon/stats")
     async def stats(self, request: web.Request) -> web.Response:  # noqa: ARG001
         body: dict = {src: dict(p.totals) for src, p in rt.pipelines.items()}
+        # when these counts were read, by this worker's clock: no batch is under way as this handler runs, so a
+        # rate between two answers is exact however late a busy worker sends them
+        body["at"] = time.time()
+        body["first_batch_at"] = rt.first_batch_at
         body["delivered"] = dict(rt.delivered)
         body["sink"] = vars(rt.sink.stats)
         body["alerts"] = {"sent": rt.alerts_sent, "delivered": rt.alerts_delivered,
