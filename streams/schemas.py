@@ -181,7 +181,7 @@ def _check_pos(ev: PosTransaction) -> None:
         raise InvalidEvent("value", f"a {ev.kind} needs at least one line")
     expected = -ev.discount
     for i, line in enumerate(ev.lines):
-        _name(f"lines[{i}].sku", line.sku)
+        _recurring_name(f"lines[{i}].sku", line.sku)
         _finite(f"lines[{i}].qty", line.qty)
         _finite(f"lines[{i}].unit_price", line.unit_price)
         if line.qty <= 0 or line.unit_price < 0:
@@ -192,8 +192,8 @@ def _check_pos(ev: PosTransaction) -> None:
 
 
 def _check_stock(ev: StockEvent) -> None:
-    _name("store", ev.store)
-    _name("sku", ev.sku)
+    _recurring_name("store", ev.store)
+    _recurring_name("sku", ev.sku)
     _finite("qty", ev.qty)
     if ev.qty < 0:
         raise InvalidEvent("value", "qty is negative")
