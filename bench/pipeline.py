@@ -47,15 +47,13 @@ class Worker(WorkerProcess):
 
     def consumed(self) -> int | None:
         """Source messages the worker has taken through the pipeline (accepted, dead-lettered, replayed)."""
-        st = self.stats()
-        if st is None:
-            return None
-        return consumed_of(st)
+        sample = self.counted()
+        return None if sample is None else sample[1]
 
     def counted(self) -> tuple[float, int] | None:
         """(the worker's clock, ``consumed``) as the worker read them, or None while it does not answer."""
         st = self.stats()
-        if st is None or "at" not in st:
+        if st is None:
             return None
         return float(st["at"]), consumed_of(st)
 
@@ -222,8 +220,6 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
         svc = {name: round(_cpu(p) - svc0[name], 2) for name, p in watched.items()}
         machine = psutil.cpu_times()
         busy = 1.0 - (machine.idle - machine0.idle) / max(1e-9, sum(machine) - sum(machine0))
-        began = [st.get("first_batch_at") for st in (w.stats() or {} for w in procs)]
-        first = (min(t for t in began if t is not None), 0)
         last = (max(s[0] for s in lasts if s is not None), n)
         done_at = time.perf_counter()
         lag = committed_lag(settings, app_id, ends)
@@ -232,6 +228,7 @@ def run_workers(settings: Settings, workers: int, total: int, app_id: str, run_d
             lag = committed_lag(settings, app_id, ends)
         commit_s = time.perf_counter() - done_at
         stats = [w.stats() or {} for w in procs]
+        first = (min(t for t in (st.get("first_batch_at") for st in stats) if t is not None), 0)
     finally:
         if profiler is not None:
             profiler.stop()
