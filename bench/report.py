@@ -202,6 +202,11 @@ def figures_table(result: dict) -> Table:
         t.add_row("memory", f"{row['devices']:,} devices, a full day ({row['readings_per_device']:g} readings)",
                   f"{row['rss_bytes_per_entity'] / KIB:,.1f} KiB RSS, {row['changelog_bytes_per_entity'] / KIB:,.1f}"
                   " KiB changelog")
+        if row.get("marginal_bytes_per_entity") is not None:  # (runs before the slope reported one fleet)
+            small = row["fleets"][0]["devices"]
+            t.add_row("", f"one more device ({small:,} -> {row['devices']:,} devices)",
+                      f"{row['marginal_bytes_per_entity'] / KIB:,.1f} KiB RSS; "
+                      f"{row['fixed_bytes'] / 2**20:,.1f} MiB for any fleet")
     for row in rebalance_rows(result.get("rebalance")):
         t.add_row(*row)
     soak = result.get("soak")
@@ -345,8 +350,9 @@ def chart(result: dict, path: Path) -> None:
     mem = result.get("memory") or {}
     rows = list(mem.get("series", [])) + ([mem["full_day"]] if mem.get("full_day") else [])
     labels = [f"{r['devices']:,}\n×{r['readings_per_device']:g}" for r in rows]
-    ax.bar([i - 0.2 for i in range(len(rows))], [r["rss_bytes_per_entity"] / KIB for r in rows], width=0.4,
-           label="RSS")
+    ax.bar([i - 0.2 for i in range(len(rows))],
+           [r.get("marginal_bytes_per_entity", r["rss_bytes_per_entity"]) / KIB for r in rows], width=0.4,
+           label="RSS (a full day: one more device)")
     ax.bar([i + 0.2 for i in range(len(rows))], [r["changelog_bytes_per_entity"] / KIB for r in rows], width=0.4,
            label="changelog record")
     ax.axhline(8.0, color="red", linestyle="--", label="target 8 KiB RSS (a full day)")

@@ -53,7 +53,7 @@ class Options:
     partitions: int = 4
     memory_devices: tuple[int, ...] = (1_000, 10_000, 100_000)
     memory_readings: int = 3
-    full_day_devices: int = 200
+    full_day_devices: int = 400
     stage_events: int = 50_000
     what_if: tuple[str, ...] = ()  # bench.whatif patches, each measured like the 1-worker run
     fleet: _workload.Fleet = field(default_factory=_workload.Fleet)
@@ -220,11 +220,12 @@ def run_bench(opts: Options, console: Console, out_dir: Path | None = None) -> d
                     series.append(_memory.measure_in_subprocess(n, opts.memory_readings, 10.0))
                     bar(i + 1)
                 # a day and an hour at five-minute intervals: the first value after the day forms the profile
-                full_day = _memory.measure_in_subprocess(opts.full_day_devices, 300, 300.0)
+                # (and as many again: what one more device costs, without what any fleet allocates once)
+                full_day = _memory.marginal(opts.full_day_devices, 300, 300.0)
                 bar(mem_steps)
             result["memory"] = {"series": series, "full_day": full_day,
                                 # A device runs for days: its state after a full day is the one to budget for.
-                                "per_entity_bytes": full_day["rss_bytes_per_entity"]}
+                                "per_entity_bytes": full_day["marginal_bytes_per_entity"]}
 
             if opts.soak_minutes > 0:
                 rate = opts.soak_rate or round(0.5 * one["events_per_s"], -1)

@@ -107,7 +107,7 @@ def series_of(state: EntityState) -> dict[str, SeriesModel]:
         series = m["series"] = {}
     frozen = m.pop(FROZEN, None)
     if frozen is not None:  # (plain bytes: restored from a changelog, or frozen by an older release)
-        series.update(frozen.thaw() if type(frozen) is Frozen else thaw(frozen))
+        series.update(frozen.thaw() if isinstance(frozen, Frozen) else thaw(frozen))
     return series
 
 
@@ -129,7 +129,10 @@ def _typical_series() -> dict[str, SeriesModel]:
     return series
 
 
-_FREEZER = SeriesFreezer(_typical_series)
+# Level 4, not the changelog's 1: a device after a day takes 3.8 rather than 4.3 KB while it sleeps, for ~17 µs
+# more per freeze (once per reading of a device that reports every minute or less often); levels above 4 cost
+# twice that for a few bytes more.
+_FREEZER = SeriesFreezer(_typical_series, level=4)
 
 
 def _freeze(state: EntityState) -> None:
@@ -147,8 +150,11 @@ def _freeze(state: EntityState) -> None:
     # (no earlier freeze to merge: anything that adds a series thaws it first, so series holds all of them)
     idle = {metric: sm for metric, sm in series.items() if metric != SILENCE}
     state.models[FROZEN] = _FREEZER.freeze(idle)
-    for metric in idle:
-        del series[metric]
+    if len(idle) == len(series):
+        del state.models["series"]  # (an empty dict keeps the table it grew: ~0.2 KiB; series_of makes it again)
+    else:
+        for metric in idle:
+            del series[metric]
 
 
 def group_of(source: str, entity: str) -> str:

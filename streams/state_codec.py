@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import pickle
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import zstandard
 from faust.serializers import codecs
@@ -74,21 +74,16 @@ def thaw(blob: bytes) -> Any:
     return _FROZEN._loads(blob)
 
 
-class Frozen:
+class Frozen(bytes):
     """Series compressed against their freezer's template (``SeriesFreezer``): how an idle entity waits in memory.
 
-    Pickled (in a changelog), it is written in :func:`freeze`'s form, which any worker reads: the template is
-    this process's, made from the code, and never stored.
+    The compressed bytes themselves, of a subclass each freezer makes that knows its freezer: one object per
+    idle entity, not a wrapper and its bytes. Pickled (in a changelog), it is written in :func:`freeze`'s form,
+    which any worker reads: the template is this process's, made from the code, and never stored.
     """
 
-    __slots__ = ("blob", "freezer")
-
-    def __init__(self, blob: bytes, freezer: SeriesFreezer) -> None:
-        self.blob = blob
-        self.freezer = freezer
-
-    def __len__(self) -> int:
-        return len(self.blob)
+    __slots__ = ()
+    freezer: ClassVar[SeriesFreezer]
 
     def thaw(self) -> Any:
         """The series, exactly as they were frozen."""
@@ -119,6 +114,7 @@ class SeriesFreezer:
     def __init__(self, typical: Callable[[], Any], level: int = 1) -> None:
         self._typical = typical
         self._level = level
+        self._frozen = type("Frozen", (Frozen,), {"__slots__": (), "freezer": self})
         self._compress: Callable[[bytes], bytes] | None = None
         self._decompress: Callable[[bytes], bytes] | None = None
 
@@ -134,8 +130,8 @@ class SeriesFreezer:
         """``obj`` as one compressed pickle (``Frozen.thaw`` undoes it)."""
         if self._compress is None:
             self._load()
-        return Frozen(_kept(self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))),
-                      self)  # type: ignore[misc]
+        frame = self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[misc]
+        return self._frozen(memoryview(frame))  # (a copy of the bytes written: see _kept)
 
     def thaw(self, frozen: Frozen) -> Any:
         """What :meth:`freeze` made, exactly as it was."""
@@ -148,4 +144,4 @@ class SeriesFreezer:
     def _pickle(self, frozen: Frozen) -> bytes:
         if self._decompress is None:
             self._load()
-        return self._decompress(frozen.blob)  # type: ignore[misc]
+        return self._decompress(frozen)  # type: ignore[misc]
