@@ -10,8 +10,8 @@ worker, and the RSS is taken again after a garbage collection.
 
 What one more device costs is the slope between two fleets (:func:`marginal`: ``devices`` and twice as
 many, each in its own interpreter): a single fleet's RSS per device also carries what the first batch
-allocates once for any number of devices (the interpreter's caches, the freezer's dictionary; ~1 MiB),
-which a fleet of 200 would read as 5 KiB a device. Both are reported.
+allocates once for any number of devices (the interpreter's caches, the freezer's Zstandard tables;
+~2 MiB), which a fleet of 200 would read as 10 KiB a device. Both are reported.
 
 A device's detectors keep a time-of-day profile of up to 288 bins per metric, filled as the day goes
 by, so the state of a device that has reported for a day is larger than after a few readings: the

@@ -274,21 +274,16 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         changelog()
         return app.producer.flush()
 
-    topic_source = {name: src for src, name in source_topics(settings).items()}
-    topic_source[settings.topic_stock] = "stock"
-    dlqs = {name: topic(settings.dlq_topics[name]) for name in topic_source}
-
     async def handle(topic_name: str, records: list[Record]) -> None:
-        """One fetched batch of one source topic, through its pipeline."""
+        """One fetched batch of one source topic, to the handler its topic names."""
         if rt.first_batch_at is None:
             rt.first_batch_at = time.time()
-        source = topic_source[topic_name]
-        if source == "stock":
-            await handle_stock(records, dlqs[topic_name])
-            return
+        await handlers[topic_name](records, dlqs[topic_name])
+
+    async def handle_source(source: str, records: list[Record], dlq: faust.TopicT) -> None:
         async with rt.locks[source]:
             out = pipeline(source).process(records, rt.clock())
-            await deliver(source, out, dlqs[topic_name])
+            await deliver(source, out, dlq)
 
     async def handle_stock(records: list[Record], dlq: faust.TopicT) -> None:
         # Keyed by store like POS transactions, so a store's stock lives in its POS partition's state.
@@ -310,16 +305,23 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
                     out.counts["events"] += 1
             await deliver("stock", out, dlq)
 
+    # Each source topic's handler, declared once: a source's pipeline, or stock counts (a topic without a
+    # pipeline of its own: they update the POS partitions' demand state).
+    handlers: dict[str, Callable[[list[Record], faust.TopicT], Awaitable[None]]] = {
+        name: functools.partial(handle_source, source) for source, name in source_topics(settings).items()}
+    handlers[settings.topic_stock] = handle_stock
+    dlqs = {name: topic(settings.dlq_topics[name]) for name in handlers}
+
     async def commit(offsets: dict) -> bool:
         # Through Faust's consumer: the group member, whose generation fences a worker that lost the partition.
         return await app.consumer._commit(offsets)
 
     for source in source_topics(settings):
         rt.locks[source] = asyncio.Lock()
-    for name in topic_source:
+    for name in handlers:
         # Subscribed through Faust (so the assignor co-partitions them with the tables), fetched by the feed.
         app.topics.add(topic(name))
-    rt.feed = SourceFeed(set(topic_source), settings.app_id, _aiokafka_options(settings), handle, begin_checkpoint,
+    rt.feed = SourceFeed(set(handlers), settings.app_id, _aiokafka_options(settings), handle, begin_checkpoint,
                          commit, interval=settings.checkpoint_seconds, batch_max=BATCH_MAX)
 
     @app.agent(alerts_topic, name="opsmon.alerts", concurrency=1)
@@ -457,7 +459,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
     @app.on_partitions_assigned.connect
     async def on_assigned(app: faust.App, assigned: set, **_: object) -> None:  # noqa: ARG001
         assert rt.feed is not None
-        ours = [tp for tp in assigned if tp.topic in topic_source]
+        ours = [tp for tp in assigned if tp.topic in handlers]
         # Faust's own client never fetches the source partitions (the feed does); its client is paused on them.
         app.consumer._thread._ensure_consumer().pause(*(TopicPartition(tp.topic, tp.partition) for tp in ours))
         rt.feed.assigned(assigned)
