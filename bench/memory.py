@@ -40,8 +40,8 @@ class PackedEvents:
     """Events as one buffer of keys and values and their end offsets: a few objects, whatever their number.
 
     >>> packed = PackedEvents([("iot", b"a/1", b'{"x":1}'), ("iot", b"b/2", b'{"x":22}')])
-    >>> list(packed), len(packed)
-    ([(b'a/1', b'{"x":1}'), (b'b/2', b'{"x":22}')], 2)
+    >>> list(packed)
+    [(b'a/1', b'{"x":1}'), (b'b/2', b'{"x":22}')]
     """
 
     def __init__(self, events: Iterable[tuple[str, bytes, bytes]]) -> None:
@@ -54,9 +54,6 @@ class PackedEvents:
             ends.append(len(buf))
         self._buf = bytes(buf)
         self._ends = ends
-
-    def __len__(self) -> int:
-        return len(self._ends) // 2
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         buf, ends = self._buf, self._ends

@@ -58,10 +58,10 @@ def register() -> None:
 _FROZEN = ZstdPickle()
 
 
-def _kept(frame: bytes) -> bytes:
-    """A compressed frame to keep: zstandard returns its output in a buffer sized for the worst case (larger
-    than the input), and a copy of the bytes written keeps a fifth of that in memory."""
-    return bytes(memoryview(frame))
+def _kept(frame: bytes, kind: type[bytes] = bytes) -> bytes:
+    """A compressed frame to keep, as ``kind``: zstandard returns its output in a buffer sized for the worst case
+    (larger than the input), and a copy of the bytes written keeps a fifth of that in memory."""
+    return kind(memoryview(frame))
 
 
 def freeze(obj: Any) -> bytes:
@@ -130,8 +130,8 @@ class SeriesFreezer:
         """``obj`` as one compressed pickle (``Frozen.thaw`` undoes it)."""
         if self._compress is None:
             self._load()
-        frame = self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))  # type: ignore[misc]
-        return self._frozen(memoryview(frame))  # (a copy of the bytes written: see _kept)
+        return _kept(self._compress(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)),  # type: ignore[misc]
+                     self._frozen)  # type: ignore[return-value]
 
     def thaw(self, frozen: Frozen) -> Any:
         """What :meth:`freeze` made, exactly as it was."""
