@@ -5,7 +5,9 @@
 They change only this process, never a file, and some trade durability for speed: they are
 measurements of proposals, not fixes.
 
-* ``no-changelog``: entity states are not changelogged at all (the upper bound of any changelog fix).
+* ``no-changelog``: entity states are not sent to their changelogs (they are still serialised).
+* ``no-state-pickle``: changed states are changelogged as empty values, so nothing is pickled or compressed
+  (the upper bound of any faster serialisation).
 
 The worker changelogs changed state once per checkpoint; another interval is measured by running the
 bench with ``OPSMON_CHECKPOINT_SECONDS`` set, not by a patch.
@@ -18,6 +20,7 @@ from collections.abc import Callable
 
 PATCHES: dict[str, str] = {
     "no-changelog": "no entity state changelogged (upper bound)",
+    "no-state-pickle": "changed states changelogged as empty values: no pickling or compressing (upper bound)",
 }
 
 
@@ -27,8 +30,18 @@ def _no_changelog() -> None:
     Collection.send_changelog = lambda self, *a, **k: None  # type: ignore[method-assign]
 
 
+def _no_state_pickle() -> None:
+    from faust.serializers import codecs
+
+    from streams.state_codec import STATE_CODEC
+
+    dumps = codecs.dumps
+    codecs.dumps = lambda codec, obj: b"" if codec == STATE_CODEC else dumps(codec, obj)  # type: ignore[assignment]
+
+
 _APPLY: dict[str, Callable[[], None]] = {
     "no-changelog": _no_changelog,
+    "no-state-pickle": _no_state_pickle,
 }
 
 

@@ -4,9 +4,10 @@ The source topics (IoT, POS, web, stock) are fetched in batches by :class:`strea
 Faust agents: :class:`streams.pipeline.SourcePipeline` (with the scoring and demand observers) turns a
 fetched batch into points, dead letters and alert events; the dead letters and alert events are sent and
 the points written (acknowledged asynchronously, a few writes in flight), and the touched states are
-marked changed. Every ``checkpoint_seconds`` the feed waits for every write's acknowledgement, changelogs
-the changed states, flushes the producer (dead letters, alert events, changelogs) and only then commits
-the source offsets: at-least-once, and replay is idempotent (see ``pipeline``).
+marked changed. Every ``checkpoint_seconds`` the changed states are serialised; once every write so far is
+acknowledged they are changelogged, the producer is flushed (dead letters, alert events, changelogs) and only
+then the source offsets are committed, while the feed goes on: at-least-once, and replay is idempotent (see
+``pipeline``).
 
 The alerts agent groups alert events into incidents and delivers them (Alertmanager, webhook), retrying
 while a receiver is down, so its offsets wait too. The feedback agent applies what people said about an
@@ -88,6 +89,7 @@ class Runtime:
     # per table ("iot", "pos", "web", "demand"), keys changed since the last checkpoint -> their partition
     dirty: dict[str, dict[str, int]] = field(default_factory=dict)
     writes: list[asyncio.Future] = field(default_factory=list)  # InfluxDB writes not yet acknowledged
+    changelogging: asyncio.Future | None = None  # the latest changelog send (changelog_after)
     feed: SourceFeed | None = None
     first_batch_at: float | None = None  # when this worker began its first source batch (Unix time)
 
@@ -238,41 +240,65 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         rt.writes = [w for w in rt.writes if not w.done()]
         rt.writes.append(write)
         if changelog_now:
-            await acknowledged()
-            changelog()
+            await changelog_after(list(rt.writes))
             return
         while len(rt.writes) > MAX_WRITES_IN_FLIGHT:
             await rt.writes.pop(0)
 
-    async def acknowledged() -> None:
-        """Until every point written so far is acknowledged (writes added meanwhile included)."""
-        while rt.writes:
-            writes, rt.writes = rt.writes, []
-            for w in writes:
-                await w
+    def snapshot() -> list[tuple[faust.Table, int, object, bytes]]:
+        """Every state changed since the last checkpoint, serialised now: (table, partition, key, bytes).
 
-    def changelog() -> None:
-        """Send every state changed since the last checkpoint to its changelog, serialised now.
-
-        Called only right after ``acknowledged()``, with no await in between: a state changelogged never
-        holds an event whose points are not stored (a restart skips the events its state holds). Faust's
-        producer serialises later; the bytes are made here so they are the state of this moment.
+        The bytes are the state of this moment (Faust's producer would serialise later); a state changed after
+        this is marked again, for the next checkpoint.
         """
+        taken = []
         for name, keys in list(rt.dirty.items()):
             table = demand_table if name == "demand" else tables[name]
             rt.dirty[name] = {}
             for key, partition in keys.items():
                 value = table.data.get(key)
                 if value is not None:
-                    table.send_changelog(partition, key, codecs.dumps(table.value_serializer, value),
-                                         value_serializer="raw")
+                    taken.append((table, partition, key, codecs.dumps(table.value_serializer, value)))
+        return taken
+
+    def changelog(taken: list[tuple[faust.Table, int, object, bytes]]) -> None:
+        """Send what ``snapshot`` took to the tables' changelogs."""
+        for table, partition, key, blob in taken:
+            table.send_changelog(partition, key, blob, value_serializer="raw")
+
+    def changelog_after(writes: list[asyncio.Future]) -> asyncio.Future:
+        """The changed states serialised now, and sent to their changelogs once ``writes`` (the points of every
+        event they hold) are acknowledged: a state changelogged never holds an event whose points are not stored
+        (a restart skips the events its state holds). Sent after any earlier such send, so a key's changelog
+        records go out in the order its states were taken."""
+        taken = snapshot()
+        previous = rt.changelogging
+
+        async def send() -> None:
+            for w in writes:
+                await w
+            if previous is not None:
+                await previous
+            changelog(taken)
+
+        rt.changelogging = sent = asyncio.ensure_future(send())
+        return sent
 
     async def begin_checkpoint() -> Awaitable[None]:
-        """Every point written so far acknowledged, then the changed state changelogged; returns the producer's
-        flush (changelogs, dead letters, alert events), after which the offsets noted may be committed."""
-        await acknowledged()
-        changelog()
-        return app.producer.flush()
+        """The changed states serialised now; returns what settles the checkpoint, after which the offsets noted
+        may be committed: those states changelogged once every point written so far is acknowledged, and the
+        producer flushed (changelogs, dead letters, alert events).
+
+        The feed goes on handling batches while it settles: the points of later events, and states changed
+        meanwhile, are the next checkpoint's (which waits for this one).
+        """
+        sent = changelog_after(list(rt.writes))
+
+        async def settle() -> None:
+            await sent
+            await app.producer.flush()
+
+        return settle()
 
     async def handle(topic_name: str, records: list[Record]) -> None:
         """One fetched batch of one source topic, to the handler its topic names."""

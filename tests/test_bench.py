@@ -327,3 +327,17 @@ def test_records_keep_one_partition_per_entity_and_consecutive_offsets() -> None
         offsets = [r.offset for r in recs["iot"] if r.partition == part]
         assert offsets == list(range(len(offsets)))
     assert [r.offset for r in recs["pos"]] == [0, 1, 2]
+
+
+def test_the_no_state_pickle_what_if_empties_state_values_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.serializers import codecs
+
+    from bench import whatif
+    from streams.state_codec import STATE_CODEC, register
+
+    register()
+    monkeypatch.setattr(codecs, "dumps", codecs.dumps)  # restored after the test: the patch replaces it
+    whatif._APPLY["no-state-pickle"]()
+    assert codecs.dumps(STATE_CODEC, {"series": [1.0] * 100}) == b""
+    assert codecs.dumps("json", {"a": 1}) == b'{"a":1}'
+    assert sorted(whatif._APPLY) == sorted(whatif.PATCHES)  # every patch has its description
