@@ -35,8 +35,7 @@ def _in_pipeline(*needles: str) -> Callable[[str, str], bool]:
 
 RULES: list[Rule] = [
     # The worker's checkpoint pickles each state itself (snapshot in streams/app.py) before Faust sends it.
-    ("changelog: serialise (pickle)", _has("Collection.send_changelog", "snapshot (streams/app.py",
-                                           "streams/state_codec.py")),
+    ("changelog: serialise (pickle)", _has("Collection.send_changelog", "snapshot (streams/app.py")),
     ("InfluxDB write (thread)", _has("sinks/influx.py", "influxdb_client/", "urllib3")),
     ("line protocol", _in_pipeline("sinks/lineproto.py")),
     ("scoring (models)", _in_pipeline("models/", "streams/scoring.py", "streams/demand.py")),
