@@ -562,7 +562,13 @@ def _aiokafka_options(settings: WorkerSettings) -> dict:
 
 
 def alert_points(ev: AlertEvent) -> list[str]:
-    """The ``alert`` points of an alert event: its state at its time, and the close of its former severity.
+    """The ``alert`` points of an alert event (``alert_states``)."""
+    return [_alert_point(ev, severity, status, t_ms) for severity, status, t_ms in alert_states(ev)]
+
+
+def alert_states(ev: AlertEvent) -> list[tuple[str, str, int]]:
+    """(severity, status, time in ms) of each ``alert`` point of an alert event: its state at its time, and the close
+    of its former severity.
 
     A close is written at least a millisecond after the opening it closes: the two are points of different series
     (``state`` is a tag), and at one timestamp the boards' ``last("open")`` could pick either, leaving an alert
@@ -570,12 +576,12 @@ def alert_points(ev: AlertEvent) -> list[str]:
     """
     opened_ms = _ms(ev.starts_at)
     if ev.status == "firing":
-        points = [_alert_point(ev, ev.severity, ev.status, opened_ms)]
+        states = [(ev.severity, ev.status, opened_ms)]
     else:
-        points = [_alert_point(ev, ev.severity, ev.status, max(_ms(ev.ends_at or ev.starts_at), opened_ms + 1))]
+        states = [(ev.severity, ev.status, max(_ms(ev.ends_at or ev.starts_at), opened_ms + 1))]
     if ev.escalated_from and ev.escalated_at is not None:  # the boards close it under its former severity
-        points.append(_alert_point(ev, ev.escalated_from, "resolved", max(_ms(ev.escalated_at), opened_ms + 1)))
-    return points
+        states.append((ev.escalated_from, "resolved", max(_ms(ev.escalated_at), opened_ms + 1)))
+    return states
 
 
 def _ms(t: float) -> int:

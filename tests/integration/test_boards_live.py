@@ -25,6 +25,7 @@ from opsmon.cli.boards import render_boards
 from opsmon.feedback import send_feedback
 from opsmon.settings import Settings
 from opsmon.simulator import Simulator, replay
+from streams.app import alert_states
 from streams.publisher import Publisher
 from streams.schemas import PosTransaction, StockEvent, decode, decode_alert, encode
 from streams.topics import create_topics
@@ -165,8 +166,9 @@ def _span(run: Run, board_uid: str) -> TimeRange:
 
 
 def _open_alerts(run: Run, until_ms: int) -> set[tuple[str, str, str, str]]:
-    """Per identity the latest alert event on the topic that is firing, of those whose point is no later than
-    ``until_ms``: what a board ending then shows (it reads the latest point).
+    """Per identity the latest state the topic's alert events give it that is firing, of the points the worker
+    writes for them (``alert_states``) no later than ``until_ms``: what a board ending then shows (it reads the
+    latest point).
 
     The topic is read now, not when the run was set up, and filtered: alerts go on after the stream ends (its
     devices fall silent two minutes later, while the fixture waits for the pipeline board's minutes), at times
@@ -175,9 +177,9 @@ def _open_alerts(run: Run, until_ms: int) -> set[tuple[str, str, str, str]]:
     s = run.settings
     latest: dict[tuple[str, str, str, str], str] = {}
     for a in [decode_alert(r.value) for r in read_topic(s, s.topic_alerts, expect=10**9, timeout=5)]:
-        at = a.starts_at if a.status == "firing" else (a.ends_at or a.starts_at)  # its point's time (alert_points)
-        if at * 1000 <= until_ms:
-            latest[(a.source, a.entity, a.metric, a.severity)] = a.status
+        for severity, status, t_ms in alert_states(a):
+            if t_ms <= until_ms:
+                latest[(a.source, a.entity, a.metric, severity)] = status
     return {k for k, status in latest.items() if status == "firing"}
 
 
