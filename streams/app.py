@@ -240,7 +240,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         rt.writes = [w for w in rt.writes if not w.done()]
         rt.writes.append(write)
         if changelog_now:
-            await changelog_after(list(rt.writes))
+            await changelog_after()
             return
         while len(rt.writes) > MAX_WRITES_IN_FLIGHT:
             await rt.writes.pop(0)
@@ -266,12 +266,13 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         for table, partition, key, blob in taken:
             table.send_changelog(partition, key, blob, value_serializer="raw")
 
-    def changelog_after(writes: list[asyncio.Future]) -> asyncio.Future:
-        """The changed states serialised now, and sent to their changelogs once ``writes`` (the points of every
-        event they hold) are acknowledged: a state changelogged never holds an event whose points are not stored
-        (a restart skips the events its state holds). Sent after any earlier such send, so a key's changelog
-        records go out in the order its states were taken."""
+    def changelog_after() -> asyncio.Future:
+        """The changed states serialised now, and sent to their changelogs once the writes in flight now (the
+        points of every event they hold) are acknowledged: a state changelogged never holds an event whose points
+        are not stored (a restart skips the events its state holds). Sent after any earlier such send, so a key's
+        changelog records go out in the order its states were taken."""
         taken = snapshot()
+        writes = list(rt.writes)
         previous = rt.changelogging
 
         async def send() -> None:
@@ -292,7 +293,7 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
         The feed goes on handling batches while it settles: the points of later events, and states changed
         meanwhile, are the next checkpoint's (which waits for this one).
         """
-        sent = changelog_after(list(rt.writes))
+        sent = changelog_after()
 
         async def settle() -> None:
             await sent
