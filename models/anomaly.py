@@ -141,6 +141,8 @@ _STEP_ALPHA = 0.005  # long-run mean step sizes
 # still give finite surprises (an infinite one would poison the calibrator's scales for good).
 _MAX_LOG_RATIO = math.log(1e9)
 _NO_FLOOR = -math.inf  # ``floor`` of a series without one (a constant, not a negation per value)
+LINEAR, LOG = "linear", "log"  # the scales a series can be judged on (``SeriesDetector``'s ``scale``)
+SCALES = (LINEAR, LOG)
 
 
 
@@ -213,6 +215,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         The least value the series can take (0 for counts, rates and latencies), for ``side``: a baseline
         below it counts as at it, and with ``side=+1`` a value at it departs nowhere harmful (a night
         without errors, judged against a fitted baseline that dips below 0, is not a rise).
+    scale
+        ``"linear"``: values are judged as they come. ``"log"``: as ``log(1 + x - floor)``, for counts whose
+        spread grows with their level (traffic: a busy hour's ordinary swings are several quiet hours' whole
+        level, and on the linear scale a quiet hour's burst or a busy hour's ordinary high are both "rare" once
+        a day). Baseline, band and ``expected`` are reported back on the values' own scale; runs at the floor
+        (``dropout``) are judged as counts either way.
 
     >>> import math, random
     >>> from models.alert_filter import AlertFilter
@@ -241,9 +249,13 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
                  cluster_level: float = 1.5, cluster_alpha: float = 0.05,
                  min_effect: float = 2.5, clip: float = 3.0, hold: int = 100,
                  week: float | None = 7 * 86400.0, calendar: BusinessCalendar | None = None,
-                 tick: float | None = 60.0, side: int = 0, floor: float = -math.inf) -> None:
+                 tick: float | None = 60.0, side: int = 0, floor: float = -math.inf, scale: str = LINEAR) -> None:
         if side not in (-1, 0, 1):
             raise ValueError("side must be -1, 0 or 1")
+        if scale not in SCALES:
+            raise ValueError(f"scale must be one of {', '.join(SCALES)}, not {scale!r}")
+        if scale == LOG and not math.isfinite(floor):
+            raise ValueError("a log scale needs a finite floor (the value it measures up from)")
         self.warmup = warmup
         self.period = period
         self.max_bins = max_bins
@@ -264,6 +276,8 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         self.tick = tick
         self.side = side
         self.floor = floor
+        self.scale = scale
+        self.log_scale = scale == LOG  # (a bool: asked for every value)
         # --- learned state (plain floats, lists and three small objects: cheap to pickle) ---
         self.base = SeasonalBaseline(period, max_bins, slow_alpha, season_gamma, week)
         self.record = RecordRange()  # the week's highest and lowest values
@@ -326,7 +340,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
             return
         feats = self._features(y, t, pattern_t)
         _, _, notable, rare = self._score(feats)
-        self._learn(y, t, feats, notable, rare)
+        self._learn(t, feats, notable, rare)
 
     # ------------------------------------------------------------------ what the decision (AlertFilter) calls
     @property
@@ -362,8 +376,12 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         band, floor = cal.reach(_LEVEL, target), self.min_effect * cal.u[_LEVEL]
         if floor > band:
             band = floor
-        self._learn(y, t, feats, assessed[3], assessed[4])
+        self._learn(t, feats, assessed[3], assessed[4])
         lower = expected - band
+        if self.log_scale:  # back on the values' own scale: the band is a factor around ``expected``
+            floor = self.floor
+            return (floor + math.expm1(expected) if expected > 0.0 else floor,
+                    floor + math.expm1(lower) if lower > 0.0 else floor, floor + math.expm1(expected + band))
         if lower < self.floor:  # a usual range of -300 to 800 ms reads as nonsense
             lower = self.floor
         return expected, lower, expected + band
@@ -446,6 +464,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
             self.relearned_from = version
         # a state from before ticks: the default tick, its sampling interval still to learn
         self.__dict__.update({"tick": 60.0, "tick_share": 1.0, "tick_decades": 0.0, "side": 0, "floor": -math.inf,
+                              "scale": LINEAR, "log_scale": False,
                               "record": RecordRange(), **state})
 
     @classmethod
@@ -457,6 +476,8 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
     # ------------------------------------------------------------------ internals
     def _start(self, x: float, t: float | None) -> None:
         """(Re)start the level at ``x``; the profile and scales are kept."""
+        if self.log_scale:
+            x = math.log1p(x - self.floor) if x > self.floor else 0.0
         self.base.start(x, t, fresh=self.n == 0)
         self.last = self.base.slow
         self.last_x = x
@@ -466,6 +487,9 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
 
     def _features(self, x: float, t: float | None, pattern_t: float | None = None) -> tuple:
         """Surprises of ``x`` (judged by the daily pattern at ``pattern_t``, default ``t``), and what learning needs."""
+        at_floor = x <= self.floor
+        if self.log_scale:  # judged as log(1 + x - floor) (see ``scale``); what is learned is on that scale too
+            x = math.log1p(x - self.floor) if not at_floor else 0.0
         base = self.base
         if pattern_t is None or pattern_t == t:
             where, shut = base.locate(t), None
@@ -502,7 +526,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         if rec and self.side and (self.side > 0) != record.is_high(x):  # a record on the harmless side is none
             rec = 0.0
         return (z, d, sh, shf, step, sf, vf, base.slow + x - d, where, shut, rl < 0.0, rec,  # (below the baseline)
-                x <= self.floor, step == 0.0)
+                at_floor, step == 0.0, x)
 
     def _score(self, feats: tuple) -> tuple[float, str, bool, bool]:
         """(score, reason, notable, rare) for computed surprises; reads the state only."""
@@ -583,10 +607,14 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         shop shut every night (zero-inflation, which the negative binomial does not know).
         """
         k = self.repeats + 2  # the values in a row at the floor: this one, the one before, and its repeats
-        m = expected - self.floor
+        sd = self.cal.u[_LEVEL] / _Q90
+        if self.log_scale:  # the count's mean and spread, back from the log scale (its spread grows with the level)
+            m = math.expm1(expected) if expected > 0.0 else 0.0
+            sd *= m + 1.0
+        else:
+            m = expected - self.floor
         if k < _DROPOUT_RUN or not m > 0.0:
             return 0.0
-        sd = self.cal.u[_LEVEL] / _Q90
         v = sd * sd
         lp0 = m * m / (v - m) * math.log10(m / v) if v > m else -m / _LN10
         if self.floor_rate > 0.0 and math.log10(self.floor_rate) > lp0:  # zeros are common here (a shop shut at night)
@@ -625,7 +653,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         """
         side = self.side
         rl = feats[1] - self.base.slow  # the value's distance from the baseline
-        expected, floor = feats[7], self.floor
+        expected, floor = feats[7], (0.0 if self.log_scale else self.floor)  # (the floor on the detector's scale)
         gap = rl if expected >= floor else rl + expected - floor
         if side * gap <= 0.0 or (side > 0 and rl + expected <= floor):
             lps[:] = (0.0,) * len(lps)
@@ -653,10 +681,10 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         return (tiny if tiny > spike else spike, tiny if tiny > level else level, tiny if tiny > shift else shift,
                 _STEP_EFFECT, tiny if tiny > fast else fast, _STEP_EFFECT if vf >= tiny else math.inf)
 
-    def _learn(self, x: float, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
-        """Fold one value into the state."""
+    def _learn(self, t: float | None, feats: tuple, notable: bool, rare: bool) -> None:
+        """Fold one value (on the detector's scale: ``feats``' last) into the state."""
         n = self.n
-        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _, at_floor, same = feats
+        z, d, sh, fsh, step, sf, vf, _, where, shut, below, _, at_floor, same, x = feats
         # runs of repeats and of values at the floor, and how often each happens (a running mean at first)
         self.repeats = self.repeats + 1 if same else 0
         a = self.tick_share / self.horizon

@@ -34,7 +34,7 @@ from models.silence import SilenceWatch
 from sinks.lineproto import line, point, series_head
 from streams.pipeline import EntityState, Output
 from streams.schemas import AlertEvent, alert_id
-from streams.sources import SILENCE, SOURCES, SourceSpec
+from streams.sources import SILENCE, SOURCES, MetricSpec, SourceSpec
 from streams.state_codec import Frozen, SeriesFreezer, thaw
 
 # What each source judges, and how (pooled ratios, harmful direction, counts, runbooks, boards), is declared
@@ -180,7 +180,7 @@ class Scoring:
         self._limits: dict[tuple[str, str], tuple[Limit, ...]] = {}  # (entity, metric) -> its limits (memory only)
         # asked for on every value, and fixed by the code's declarations: looked up once (memory only)
         self._groups: dict[str, str] = {}  # entity -> its place (SourceSpec.group_of)
-        self._harmful: dict[str, int] = {}  # metric -> MetricSpec.harmful
+        self._declared: dict[str, MetricSpec] = {}  # metric -> its declaration (harmful side, scale)
 
     def feedback(self, entity: str, state: EntityState | None, metric: str, kind: str, start: float, at: float,
                  user: str, out: Output) -> bool:
@@ -423,20 +423,24 @@ class Scoring:
             det = sm.detector
             if type(det) is AlertFilter:
                 inner = det.anomaly_detector
-                if type(inner) is SeriesDetector:  # (no ``spec``: AlertFilter.spec is OPSMON, as wanted)
+                declared = self._declared.get(metric)
+                if declared is None:
+                    declared = self._declared[metric] = self.spec.metric(metric)
+                # (no ``spec``: AlertFilter.spec is OPSMON, as wanted; a series learned on another scale than the
+                # declared one goes on below, to learn afresh)
+                if type(inner) is SeriesDetector and inner.scale == declared.scale:
                     if inner.n_mature >= inner.warmup:  # warmed_up
                         group = self._groups.get(entity)
                         if group is None:
                             group = self._groups[entity] = self.spec.group_of(entity)
                         self.priors.setdefault((group, metric), inner)
-                    side = self._harmful.get(metric)
-                    if side is None:
-                        side = self._harmful[metric] = self.spec.metric(metric).harmful
-                    if inner.side != side:
-                        inner.side, inner.floor = side, self.spec.floor
+                    if inner.side != declared.harmful:
+                        inner.side, inner.floor = declared.harmful, self.spec.floor
                     return sm
-        # which way is harmful is the code's setting, not learned state: a restored detector takes it too
-        side, floor = self.spec.metric(metric).harmful, self.spec.floor
+        # which way is harmful is the code's setting, not learned state: a restored detector takes it too; the scale
+        # is what the state was learned on: a detector on another one than the declared learns afresh
+        declared = self.spec.metric(metric)
+        side, floor, scale = declared.harmful, self.spec.floor, declared.scale
         det = sm.detector if sm is not None else None
         if isinstance(det, SeriesDetector):  # a state from before the decision had its own home: it wraps the detector
             det = sm.detector = AlertFilter(det, threshold=self.cfg.threshold)  # type: ignore[union-attr]
@@ -444,11 +448,16 @@ class Scoring:
             return sm  # the missing-data series: no model
         spec = self.cfg.models.matching(self.source, entity, metric) if self.cfg.models else None
         want = spec.text if spec is not None and spec.preset != OPSMON else OPSMON
-        if det is None or det.spec != want:  # a new series, or the configuration changed: its model learns afresh
+        rescaled = det is not None and isinstance(det.anomaly_detector, SeriesDetector) and (
+            det.anomaly_detector.scale != scale)
+        if det is None or det.spec != want or rescaled:  # new, or the configuration changed: its model learns afresh
             if spec is None or want == OPSMON:
                 prior = self.priors.get((self.spec.group_of(entity), metric))
+                if prior is not None and prior.scale != scale:
+                    prior = None
                 inner: SeriesDetector | CalibratedDetector = (
-                    prior.sibling() if prior is not None else SeriesDetector(warmup=warmup, side=side, floor=floor))
+                    prior.sibling() if prior is not None
+                    else SeriesDetector(warmup=warmup, side=side, floor=floor, scale=scale))
             else:
                 inner = CalibratedDetector(spec.make(), side=side, spec=spec.text)
             det = AlertFilter(inner, threshold=self.cfg.threshold)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from models.anomaly import LINEAR, LOG
 from sinks.lineproto import line
 from streams.windows import Aggregate, PosAggregate, WebAggregate
 
@@ -45,6 +46,10 @@ class MetricSpec:
     harmful side: on a shop whose history is full of checkout failures, 25% errors over 36 requests scores
     just under the detector's bar, while its count (9 of 36 at 0.4%) is rarer than one in a billion.
 
+    ``scale``: ``"log"`` for counts whose spread grows with their level (a page's events: a busy hour's
+    ordinary swings are a quiet hour's whole level), judged as ``log(1 + x)`` (``models.anomaly.SeriesDetector``);
+    ``"linear"`` for the rest.
+
     ``title``, ``unit`` and ``rollup`` say how the source's board draws a windowed metric: a panel per
     metric, its windows added up over each point of the graph by ``rollup``, an InfluxQL selection of the
     fields written (empty: the field's sum, or a pooled ratio's sum of successes over its sum of trials; a
@@ -56,6 +61,7 @@ class MetricSpec:
     per: str | None = None
     pooled: tuple[str, str] | None = None
     counted: bool = False
+    scale: str = LINEAR
     runbook: str = DEFAULT_RUNBOOK
     title: str = ""  # empty: the name, capitalised
     unit: str = "short"  # a Grafana unit: short, percentunit, ms, ...
@@ -205,7 +211,7 @@ WEB = SourceSpec(
                  "purchases": 0.0, "conversion": 0.0, "errors": 0.0, "error_rate": 0.0, "latency_p50": 0.0,
                  "latency_p95": 0.0},
     metrics=(
-        MetricSpec("events", runbook="Traffic changed: check campaigns, DNS and the CDN."),
+        MetricSpec("events", scale=LOG, runbook="Traffic changed: check campaigns, DNS and the CDN."),
         MetricSpec("error_rate", harmful=1, per="events", pooled=("errors", "events"), counted=True,
                    unit="percentunit",
                    runbook="Open the web board: which paths fail; roll back the last deploy if it matches."),

@@ -124,6 +124,22 @@ def test_an_outage_at_the_time_of_earlier_bursts_is_no_daily_recurrence() -> Non
     assert [v.reason for v in verdicts[lo:hi + 1] if v.is_anomaly] == ["dropout"]  # it was silenced as their repeat
 
 
+def test_counts_on_a_log_scale_are_explained_as_counts() -> None:
+    """A count judged on the log scale reports its baseline and band back as counts, the band a factor around it."""
+    import random
+
+    from models.alert_filter import AlertFilter
+    rng = random.Random(5)
+    det = AlertFilter(SeriesDetector(warmup=60, floor=0.0, scale="log"))
+    for i in range(288 * 3):
+        v = det.process_one(float(rng.randint(80, 120)), 300.0 * i)  # about 100 events every five minutes
+    assert 90.0 < v.expected < 110.0 and 0.0 <= v.lower < v.expected < v.upper
+    assert v.upper - v.expected > v.expected - v.lower  # multiplicative: wider above than below
+    assert det.process_one(400.0, 300.0 * 288 * 3).is_anomaly  # four-fold is news, on any scale
+    with pytest.raises(ValueError, match="finite floor"):
+        SeriesDetector(scale="log")  # log(1 + x - floor) needs a floor
+
+
 def test_an_event_that_recurs_daily_is_news_only_at_first() -> None:
     xs = seasonal(DAY * 10, seed=7)
     for d in range(2, 10):

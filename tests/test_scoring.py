@@ -388,3 +388,22 @@ def test_a_rate_better_than_usual_is_not_an_anomaly() -> None:
     for m in good:
         windows[m].update(errors=0.0, error_rate=0.0, latency_p95=75.0)
     assert [(a.metric, a.kind) for m, a in firing_web_alerts(windows) if m in good] == []
+
+
+def test_a_series_learned_on_another_scale_than_declared_learns_afresh() -> None:
+    """Web events are declared on the log scale; a detector restored from before that (linear) is replaced."""
+    from models.anomaly import LINEAR, LOG
+
+    scoring, state = Scoring("web", CFG), EntityState(partition=0)
+    fields = {"events": 20.0, "sessions": 2.0, "errors": 0.0, "error_rate": 0.0, "conversion": 0.5,
+              "latency_p50": 120.0, "latency_p95": 300.0}
+    for m in range(30):
+        scoring.on_value("shop", state, T0 + m * 60, fields, Output())
+    series = state.models["series"]
+    events, latency = series["events"].detector.anomaly_detector, series["latency_p95"].detector.anomaly_detector
+    assert (events.scale, latency.scale) == (LOG, LINEAR)
+    events.scale = events.log_scale = LINEAR  # as a state pickled before the declaration restores
+    scoring.on_value("shop", state, T0 + 30 * 60, fields, Output())
+    renewed = series["events"].detector.anomaly_detector
+    assert renewed.scale == LOG and renewed.n == 1  # learns afresh on the declared scale
+    assert series["latency_p95"].detector.anomaly_detector is latency  # the others keep what they learned
