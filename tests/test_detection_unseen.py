@@ -263,7 +263,11 @@ def test_sensor_regime_changes_few_false_flags() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason="measured 4/4, 3/4, 4/4 caught: the noise doubling is missed on seed 12 "
-                   "(score 0.07); the two-hour stuck reading is caught as 'stuck', the level step always")
+                   "(score 0.07); the two-hour stuck reading is caught as 'stuck', the level step always. Where the "
+                   "doubling is caught (seeds 11, 13-20) it is by a chance large step ('spike'), never 'volatility', "
+                   "whose effect floor wants steps grown four-fold: a floor at two-fold flags it as volatility on "
+                   "seeds 11, 13 and 19 but not 12 (0.42: ~10 values of steps are too few to make a doubling rare), "
+                   "and costs NAB 75.8 -> 74.9 standard")
 def test_sensor_regime_changes_anomalies_caught() -> None:
     assert_all_caught("sensor_regimes")
 
