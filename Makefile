@@ -6,7 +6,11 @@
 #   make stack-down  stop it (data kept; WIPE=1 deletes it)
 #   make lint        ruff
 
-PYTHON ?= python3.11
+# Debian's python3.11 where there is one (deploy/install-system-deps.sh makes sure of it): built with
+# profile-guided and link-time optimisation, like the python:3.11 image deploy/Dockerfile runs the worker on.
+# A python3.11 found first on the PATH may be a plain build (pyenv's default), on which the worker does ~8%
+# fewer events per second (docs/benchmark.md). PYTHON=... picks another; an existing .venv is kept.
+PYTHON ?= $(if $(wildcard /usr/bin/python3.11),/usr/bin/python3.11,python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 SERVICES ?=

@@ -73,7 +73,7 @@ class Options:
 
 
 def _versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), "python_build": sys.version}  # (which build: they differ ~8%)
     for pkg in ("faust-streaming", "aiokafka", "kafka-python", "msgspec", "influxdb-client"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             out[pkg] = metadata.version(pkg)

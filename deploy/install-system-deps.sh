@@ -46,8 +46,8 @@ have docker-compose || packages+=(docker-compose)
 java_ok || packages+=(openjdk-17-jre-headless)
 have mvn || packages+=(maven)
 have openssl || packages+=(openssl)  # the stack generates its TLS CA and certificates with it
-# The Makefile builds .venv with python3.11 (Debian 12's python3).
-python3.11 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3.11 python3.11-venv)
+# The Makefile builds .venv with Debian 12's python3.11 (an optimised build; a python3.11 on the PATH may not be).
+/usr/bin/python3.11 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3.11 python3.11-venv)
 
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"
