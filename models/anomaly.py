@@ -379,9 +379,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         self._learn(t, feats, assessed[3], assessed[4])
         lower = expected - band
         if self.log_scale:  # back on the values' own scale: the band is a factor around ``expected``
-            floor = self.floor
-            return (floor + math.expm1(expected) if expected > 0.0 else floor,
-                    floor + math.expm1(lower) if lower > 0.0 else floor, floor + math.expm1(expected + band))
+            return self._from_log(expected), self._from_log(lower), self._from_log(expected + band)
         if lower < self.floor:  # a usual range of -300 to 800 ms reads as nonsense
             lower = self.floor
         return expected, lower, expected + band
@@ -477,7 +475,7 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
     def _start(self, x: float, t: float | None) -> None:
         """(Re)start the level at ``x``; the profile and scales are kept."""
         if self.log_scale:
-            x = math.log1p(x - self.floor) if x > self.floor else 0.0
+            x = self._to_log(x)
         self.base.start(x, t, fresh=self.n == 0)
         self.last = self.base.slow
         self.last_x = x
@@ -485,11 +483,19 @@ class SeriesDetector(base.SupervisedAnomalyDetector):
         self.anchor = False
         self.n += 1
 
+    def _to_log(self, x: float) -> float:
+        """``x`` on the log scale (``scale``): ``log(1 + x - floor)``, 0 at or below the floor."""
+        return math.log1p(x - self.floor) if x > self.floor else 0.0
+
+    def _from_log(self, y: float) -> float:
+        """A value of the log scale back on the values' own (``_to_log`` undone; the floor for 0 and below)."""
+        return self.floor + math.expm1(y) if y > 0.0 else self.floor
+
     def _features(self, x: float, t: float | None, pattern_t: float | None = None) -> tuple:
         """Surprises of ``x`` (judged by the daily pattern at ``pattern_t``, default ``t``), and what learning needs."""
         at_floor = x <= self.floor
         if self.log_scale:  # judged as log(1 + x - floor) (see ``scale``); what is learned is on that scale too
-            x = math.log1p(x - self.floor) if not at_floor else 0.0
+            x = self._to_log(x)
         base = self.base
         if pattern_t is None or pattern_t == t:
             where, shut = base.locate(t), None
