@@ -261,11 +261,6 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
                     taken.append((table, partition, key, codecs.dumps(table.value_serializer, value)))
         return taken
 
-    def changelog(taken: list[tuple[faust.Table, int, object, bytes]]) -> None:
-        """Send what ``snapshot`` took to the tables' changelogs."""
-        for table, partition, key, blob in taken:
-            table.send_changelog(partition, key, blob, value_serializer="raw")
-
     def changelog_after() -> asyncio.Future:
         """The changed states serialised now, and sent to their changelogs once the writes in flight now (the
         points of every event they hold) are acknowledged: a state changelogged never holds an event whose points
@@ -280,7 +275,8 @@ def create_app(settings: WorkerSettings, sink: InfluxWriter | None = None,
                 await w
             if previous is not None:
                 await previous
-            changelog(taken)
+            for table, partition, key, blob in taken:
+                table.send_changelog(partition, key, blob, value_serializer="raw")
 
         rt.changelogging = sent = asyncio.ensure_future(send())
         return sent
