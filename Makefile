@@ -1,5 +1,6 @@
 # opsmon developer entry points. Every target is idempotent and quick when there is nothing to do.
-#   make setup       system packages (deploy/install-system-deps.sh), .venv, pip install -e '.[dev]'
+#   make setup       system packages (deploy/install-system-deps.sh), .venv, pip install -e '.[dev]' (compiles
+#                    the detector's helpers with mypyc: setup.py)
 #   make test        setup, then the whole test suite (integration tests start their own stack)
 #   make demo        setup, then `opsmon demo`
 #   make stack-up    start the local stack (kafka, influxdb, alertmanager; SERVICES="..." for others)
@@ -26,8 +27,10 @@ system-deps:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Reinstalls only when pyproject.toml changed since the last install.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# Reinstalls only when pyproject.toml, setup.py or a module setup.py compiles (its COMPILED) changed since the last
+# install: Python imports the compiled build before the source (conftest.py stops a test run on a stale one).
+COMPILED := $(shell sed -n 's/^COMPILED = \[\(.*\)\]/\1/p' setup.py | tr -d '",')
+$(VENV)/.installed: pyproject.toml setup.py $(COMPILED) | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System dependencies of the local stack (deploy/stack.py), idempotent and quick when all is there:
-#   prometheus-alertmanager, mosquitto, docker-compose (Debian packages), Java 17, Maven, python3.11 with venv,
+#   prometheus-alertmanager, mosquitto, docker-compose (Debian packages), Java 17, Maven, python3.11 with venv
+#   and headers (and gcc: setup.py compiles with mypyc),
 #   the Kafka jars from Maven Central (deploy/kafka/pom.xml) in the jar cache, and influxd built from the Go
 #   module proxy by deploy/build-influxd.sh into its cache (needs Go and, for Flux's libflux, Rust's cargo).
 # The packages' own services are never started: the stack runs the binaries itself.
@@ -48,6 +49,9 @@ have mvn || packages+=(maven)
 have openssl || packages+=(openssl)  # the stack generates its TLS CA and certificates with it
 # The Makefile builds .venv with Debian 12's python3.11 (an optimised build; a python3.11 on the PATH may not be).
 /usr/bin/python3.11 -c 'import ensurepip' >/dev/null 2>&1 || packages+=(python3.11 python3.11-venv)
+# setup.py compiles the detector's per-value helpers with mypyc: a C compiler and Python's headers
+have gcc || packages+=(gcc)
+[[ -e /usr/include/python3.11/Python.h ]] || packages+=(python3.11-dev)
 
 if ((${#packages[@]})); then
   log "installing ${packages[*]}"

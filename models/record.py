@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 
+from mypy_extensions import mypyc_attr
+
 # Eight days in half-day blocks: the oldest drops out whole, so the range spans 7.5 to 8 days and last Saturday's
 # peak is still in it on Saturday. (Blocks of 6 or 24 hours score the same on NAB; these pickle to under 500 bytes.)
 SPAN = 8 * 86400.0
@@ -35,6 +37,7 @@ MARGIN = 0.1
 _VALUES_PER_BLOCK = 100  # without timestamps
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__, as in Python (models.pickled)
 class RecordRange:
     """Highest and lowest values over about the last ``span`` seconds; see the module docstring."""
 

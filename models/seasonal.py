@@ -37,6 +37,11 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mypy_extensions import mypyc_attr
+
+from models.pickled import attributes, restore
 
 _SMOOTHED = 0.45  # variance of a median of three noisy bins, relative to one bin's
 _CONFIRM = 3  # periods after the first one in which a contradicted first-day bump is removed
@@ -84,6 +89,7 @@ def _clip(r: float, c: float) -> float:
     return -c if r < -c else (c if r > c else r)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__, as in Python (models.pickled)
 class SeasonalBaseline:
     """Level, time-of-day profile and weekly correction of one series (see the module docstring).
 
@@ -143,9 +149,12 @@ class SeasonalBaseline:
         self.cov_pw = 0.0
         self.var_pw = 0.0
 
-    def __setstate__(self, state: dict) -> None:
+    def __getstate__(self) -> dict[str, Any]:
+        return attributes(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
         # states pickled before the shut-day correction existed load with none learned yet
-        self.__dict__.update({"shut": [], "shut_n": [], "dt": 0.0, "unseen": 0, "unseen_n": {}, **state})
+        restore(self, state, {"shut": _floats(), "shut_n": _counts(), "dt": 0.0, "unseen": 0, "unseen_n": {}})
 
     def locate(self, t: float | None) -> tuple[int, float, int, float]:
         """Profile bin of ``t`` and its zero-mean value, weekly bin and value (bins -1 and 0.0: none)."""

@@ -47,6 +47,11 @@ from __future__ import annotations
 
 import math
 from array import array
+from typing import Any
+
+from mypy_extensions import mypyc_attr
+
+from models.pickled import attributes, restore
 
 NB = 32  # histogram levels: half-octaves of z / u
 _LOG10E = math.log10(math.e)
@@ -67,6 +72,7 @@ def _level(z: float, u: float) -> int:
     return int(r) if r < NB else NB
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # unpickled without __init__, as in Python (models.pickled)
 class SurpriseCalibrator:
     """Tail probabilities of ``n`` surprise measures, learned online (see the module docstring).
 
@@ -113,10 +119,13 @@ class SurpriseCalibrator:
         self.ledger: dict[tuple[int, int, int], float] | None = None
         self.recording = False
 
-    def __setstate__(self, state: dict) -> None:
+    def __getstate__(self) -> dict[str, Any]:
+        return attributes(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
         # pickled before ``top`` or the ledger: nothing beyond the top level, nor of an event, is known
-        self.__dict__.update({"top": {}, "ongoing": {}, "ledger": None, "recording": False, "signed": -1,
-                              "nslot": -1, **state})
+        restore(self, state, {"top": {}, "ongoing": {}, "ledger": None, "recording": False, "signed": -1,
+                              "nslot": -1})
 
     def restart(self) -> None:
         """Learn the scales afresh (the histogram is kept): what came before no longer describes them."""
@@ -307,7 +316,7 @@ class SurpriseCalibrator:
                         self.ongoing[key] = self.ongoing.get(key, 0.0) + w
                         led = self.ledger
                         if self.recording and (key in led or len(led) < _LEDGER_MAX):  # type: ignore[operator,arg-type]
-                            led[key] = led.get(key, 0.0) + w  # type: ignore[union-attr]
+                            led[key] = led.get(key, 0.0) + w  # type: ignore[union-attr,index]
                 above[k] = j
             else:
                 if above[k] >= 0:  # the episode is over

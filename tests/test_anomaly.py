@@ -610,11 +610,20 @@ def test_hours_a_shut_first_day_did_not_show_are_learned_on_their_first_day() ->
         assert flagged and flagged[0] <= wednesday_10h + 600
 
 
+def _without(obj: Any, *names: str) -> Any:
+    """``obj`` as loaded from a pickle written before it had the attributes ``names`` (compiled: no ``__dict__``)."""
+    state = obj.__getstate__()
+    for name in names:
+        del state[name]
+    old = type(obj).__new__(type(obj))
+    old.__setstate__(state)
+    return old
+
+
 def test_a_state_saved_before_shut_day_corrections_loads_and_learns_them() -> None:
     det = trained()
     old = pickle.loads(pickle.dumps(det))
-    for name in ("shut", "shut_n", "unseen", "unseen_n"):  # what an earlier release pickled
-        del old.anomaly_detector.base.__dict__[name]
+    old.anomaly_detector.base = _without(old.anomaly_detector.base, "shut", "shut_n", "unseen", "unseen_n")
     again = pickle.loads(pickle.dumps(old))
     t = DAY * 3 * STEP + 12 * 3600  # noon after the three days it learned, on a shut day
     x = seasonal(1, seed=1, start=DAY * 3 + 72)[0]
@@ -679,7 +688,8 @@ def test_a_state_saved_before_ticks_loads_and_learns_its_sampling_interval() -> 
     det = trained()
     old = pickle.loads(pickle.dumps(det))
     inner = old.anomaly_detector
-    del inner.__dict__["tick"], inner.base.__dict__["dt"]  # what an earlier release pickled
+    del inner.__dict__["tick"]  # what an earlier release pickled
+    inner.base = _without(inner.base, "dt")
     again = pickle.loads(pickle.dumps(old))
     assert again.anomaly_detector.tick == 60.0 and again.anomaly_detector.base.dt == 0.0
     assert again.rarity_unit == "values"
