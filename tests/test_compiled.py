@@ -34,6 +34,7 @@ if mode == "source":
 
 from models.alert_filter import AlertFilter
 from models.anomaly import SeriesDetector
+from tests.test_detection_unseen import poisson
 
 T0, STEP, N, CUT = 1_700_000_000.0, 60.0, 9000, 6000
 
@@ -43,14 +44,7 @@ def readings(i, rng):  # a daily cycle with noise; a spike, a level shift and a 
     return 21.5 if 8000 <= i < 8100 else y
 
 def counts(i, rng):  # orders a minute, busier by day; an outage (zeros)
-    lam = 3.0 + 2.5 * math.sin(2 * math.pi * i / 1440)
-    k, p, limit = 0, 1.0, math.exp(-lam)
-    while True:
-        p *= rng.random()
-        if p < limit:
-            break
-        k += 1
-    return 0.0 if 7600 <= i < 7660 else float(k)
+    return 0.0 if 7600 <= i < 7660 else float(poisson(rng, 3.0 + 2.5 * math.sin(2 * math.pi * i / 1440)))
 
 def detectors():
     return [AlertFilter(SeriesDetector()), AlertFilter(SeriesDetector(scale="log", floor=0.0, side=-1))]
